@@ -1,0 +1,66 @@
+"""smoothcache: training-free caching for Diffusion Transformers (SmoothCache, arXiv 2411.10510).
+
+Apply a static schedule that says, for every residual branch and denoising step, whether to
+compute the branch or reuse its last output::
+
+    import smoothcache
+
+    with smoothcache.enabled(pipe, "dit-xl-2-256/ddim-50/alpha-0.18") as session:
+        images = pipe(class_labels=[207], num_inference_steps=50).images
+    print(session.stats.reuse_fraction)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from smoothcache import adapters
+from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
+from smoothcache.engine import CacheStats, Session, enable, enabled
+from smoothcache.errors import (
+    AdapterError,
+    AlreadyEnabledError,
+    ScheduleError,
+    ScheduleFileError,
+    SmoothCacheError,
+    StepCountError,
+)
+from smoothcache.hookspecs import hookimpl
+from smoothcache.registry import REGISTRY
+from smoothcache.schedule import Schedule, shipped_schedules
+
+__version__ = "0.1.0"
+
+
+def detect(model: Any) -> Adapter:
+    """The adapter that matches ``model`` (a denoiser module, or a pipeline holding one)."""
+    return REGISTRY.detect(model)
+
+
+def register(adapter: Adapter) -> None:
+    """Add an adapter at run time; plugins are the way to ship one (see docs/adapters.md)."""
+    REGISTRY.register(adapter)
+
+
+__all__ = [
+    "Adapter",
+    "AdapterError",
+    "AlreadyEnabledError",
+    "Branch",
+    "CacheStats",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleFileError",
+    "Session",
+    "SmoothCacheError",
+    "StepCountError",
+    "TimestepSource",
+    "adapters",
+    "argument",
+    "detect",
+    "enable",
+    "enabled",
+    "hookimpl",
+    "register",
+    "shipped_schedules",
+]

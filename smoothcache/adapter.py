@@ -1,0 +1,113 @@
+"""The adapter contract: what smoothcache needs to know about one architecture family.
+
+An adapter names the family, recognises its models by class and structure, lists the cacheable
+residual branches, and says which module receives the timestep once per model evaluation and
+how to read the timestep from that module's inputs. Everything model-specific lives here; the
+engine and calibration are generic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+#: Reads the timestep from a module call's ``(args, kwargs)``.
+TimestepReader = Callable[[tuple[Any, ...], dict[str, Any]], Any]
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One cacheable residual branch of a model.
+
+    ``path`` is the dotted module path from the denoiser root (``transformer_blocks.3.attn1``),
+    ``kind`` the schedule key shared by all blocks (``attn1``), ``block`` the block index used by
+    per-block keys (``attn1-3``).
+    """
+
+    path: str
+    kind: str
+    block: int
+
+    @property
+    def key(self) -> str:
+        """The per-block schedule key of this branch, e.g. ``attn1-3``."""
+        return f"{self.kind}-{self.block}"
+
+
+@dataclass(frozen=True)
+class TimestepSource:
+    """Where the timestep enters the model: a module called exactly once per evaluation.
+
+    ``path`` is the dotted module path from the root (``""`` for the root itself); ``read`` takes
+    the ``(args, kwargs)`` of that module's call and returns the timestep (tensor or number).
+    """
+
+    path: str
+    read: TimestepReader
+
+
+def argument(name: str, position: int) -> TimestepReader:
+    """A reader that takes the keyword ``name`` if given, else the positional ``position``."""
+
+    def read(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if name in kwargs:
+            return kwargs[name]
+        if len(args) > position:
+            return args[position]
+        raise TypeError(f"the model was called without its timestep argument {name!r}")
+
+    read.__qualname__ = f"argument({name!r}, {position})"
+    return read
+
+
+def class_names(obj: object) -> set[str]:
+    """Names of every class in ``obj``'s MRO: detection by name needs no import of the library."""
+    return {cls.__name__ for cls in type(obj).__mro__}
+
+
+def has_children(module: nn.Module, *names: str) -> bool:
+    """True when ``module`` has every named attribute and each is a module (or a ModuleList)."""
+    return all(isinstance(getattr(module, name, None), nn.Module) for name in names)
+
+
+class Adapter:
+    """Base class of adapters. Subclasses set ``name`` and implement the three methods.
+
+    ``priority`` breaks ties when several adapters match one model (higher wins); ``kinds``
+    lists the branch kinds the adapter may declare, for listings and documentation.
+    """
+
+    name: str = ""
+    priority: int = 0
+    kinds: Sequence[str] = ()
+
+    def root(self, obj: Any) -> nn.Module | None:
+        """Unwrap ``obj`` (a pipeline, a compiled module, a module) to the denoiser module.
+
+        The default takes ``obj.transformer`` from a diffusers pipeline and ``_orig_mod`` from a
+        ``torch.compile`` wrapper; return ``None`` when ``obj`` holds no candidate module.
+        """
+        module = obj
+        if not isinstance(module, nn.Module):
+            module = getattr(obj, "transformer", None)
+        if isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            module = module._orig_mod
+        return module if isinstance(module, nn.Module) else None
+
+    def matches(self, model: nn.Module) -> bool:
+        """True when ``model`` (already unwrapped by :meth:`root`) belongs to this family."""
+        raise NotImplementedError
+
+    def branches(self, model: nn.Module) -> list[Branch]:
+        """Every cacheable residual branch of ``model``, in execution order."""
+        raise NotImplementedError
+
+    def timestep_source(self, model: nn.Module) -> TimestepSource:
+        """The module that receives the timestep exactly once per model evaluation."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<adapter {self.name!r}>"

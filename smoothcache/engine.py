@@ -1,0 +1,405 @@
+"""The caching engine: applies a static schedule to a model and substitutes cached branch outputs.
+
+PyTorch hooks cannot skip a module's work (a pre-hook only changes inputs, a forward hook runs
+after the work), so each scheduled branch module gets a small ``forward`` wrapper as an
+instance attribute. On a reuse step the wrapper returns the stored output without calling the
+original. Every decision is a lookup in a table built once from the schedule: the schedule is
+static, so the engine knows at store time whether any later step reuses an output, stores only
+those, and drops each entry after its last reuse.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from smoothcache.adapter import Adapter, Branch
+from smoothcache.clock import StepClock
+from smoothcache.errors import AdapterError, ScheduleError
+from smoothcache.patching import Patches
+from smoothcache.registry import REGISTRY
+from smoothcache.schedule import Schedule, as_schedule, parse_key
+
+logger = logging.getLogger(__name__)
+
+# Per-step actions of one branch; bit flags so the wrapper tests them with one `&`.
+_KEEP = 1  # the output (computed or reused) is needed again at the next step
+_REUSE = 2  # return the stored output instead of computing
+_NO_CLOCK = 4  # the timestep source has not fired yet: the adapter is wrong
+
+ScheduleLike = Schedule | Mapping[str, Any] | str | Path
+
+
+def actions_for(row: tuple[int, ...]) -> tuple[int, ...]:
+    """The action of each step for one branch, plus a trailing sentinel for "no step yet".
+
+    A step keeps its output when the next step reuses it; a reuse step without ``_KEEP`` is the
+    last reuse, after which the stored output is dropped.
+    """
+    n = len(row)
+    acts = []
+    for i, flag in enumerate(row):
+        keep = _KEEP if i + 1 < n and row[i + 1] == 0 else 0
+        acts.append((0 if flag else _REUSE) | keep)
+    acts.append(_NO_CLOCK)  # index -1: the clock's step before its first tick
+    return tuple(acts)
+
+
+def _input_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Shape of a branch call's first tensor argument: the guard against reusing across shapes."""
+    if args:
+        return getattr(args[0], "shape", None)
+    for value in kwargs.values():
+        if isinstance(value, torch.Tensor):
+            return value.shape
+    return None
+
+
+def nbytes(obj: Any) -> int:
+    """Bytes held by the tensors in a branch output (a tensor, or a tuple/list/dict of them)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (tuple, list)):
+        return sum(nbytes(o) for o in obj)
+    if isinstance(obj, dict):
+        return sum(nbytes(o) for o in obj.values())
+    return 0
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    """What a session did: per-branch counts, steps and passes seen, cache memory.
+
+    ``fallbacks`` counts reuse steps that computed instead because the stored output was missing
+    or its input shape differed (e.g. the batch size changed between steps).
+    """
+
+    computed: dict[str, int]
+    reused: dict[str, int]
+    fallbacks: dict[str, int]
+    steps: int
+    passes: int
+    generations: int
+    cache_bytes: int
+    peak_cache_bytes: int
+
+    @property
+    def total_computed(self) -> int:
+        """Branch calls that ran the branch."""
+        return sum(self.computed.values())
+
+    @property
+    def total_reused(self) -> int:
+        """Branch calls answered from the cache."""
+        return sum(self.reused.values())
+
+    @property
+    def reuse_fraction(self) -> float:
+        """Fraction of branch calls answered from the cache (0 when nothing ran)."""
+        total = self.total_computed + self.total_reused
+        return self.total_reused / total if total else 0.0
+
+
+class Session:
+    """One application of a schedule to one model; undone by :meth:`disable`.
+
+    Create it with :func:`enable` or :func:`enabled`. ``model`` is the denoiser module the
+    adapter unwrapped, ``branches`` the scheduled branches in execution order.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        adapter: Adapter,
+        schedule: Schedule,
+        calls_per_step: int | None = None,
+    ) -> None:
+        self.model = model
+        self.adapter = adapter
+        self.schedule = schedule
+        self.branches, modules, self._source = _plan(model, adapter, schedule)
+        self._cache: dict[tuple[int, int], tuple[Any, Any, int]] = {}
+        n = len(self.branches)
+        self._computed = [0] * n
+        self._reused = [0] * n
+        self._fallbacks = [0] * n
+        self._calls_at_tick = 0
+        self.cache_bytes = 0
+        self.peak_cache_bytes = 0
+        self.clock = StepClock(schedule.num_steps, calls_per_step, on_generation=self._clear)
+        self._patches = Patches(owner=f"session with adapter {adapter.name!r}")
+        self.active = False
+        try:
+            self._install(modules)
+        except BaseException:
+            self._patches.undo()
+            raise
+        self.active = True
+        logger.debug("smoothcache enabled: %d branches, adapter %s", n, adapter.name)
+
+    # -- installation ----------------------------------------------------------------------
+
+    def _install(self, modules: list[nn.Module]) -> None:
+        source_path, read = self._source
+        source = self.model.get_submodule(source_path)
+        self._patches.hold([self.model, source, *modules])
+        clock = self.clock
+
+        def on_call(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            calls = sum(self._computed) + sum(self._reused)
+            if clock.ticks and calls == self._calls_at_tick:
+                clock.reset()
+                raise AdapterError(
+                    f"adapter {self.adapter.name!r}: its timestep source "
+                    f"{source_path or '<root>'!r} fired twice with no branch call in between, so "
+                    "it is called more than once per model evaluation; the adapter must name a "
+                    "module that receives the timestep exactly once per evaluation"
+                )
+            self._calls_at_tick = calls
+            clock.tick(read(args, kwargs))
+
+        self._patches.add_hook(source.register_forward_pre_hook(on_call, with_kwargs=True))
+        for index, (branch, module) in enumerate(zip(self.branches, modules)):
+            row = self.schedule.row_for(branch.kind, branch.block)
+            assert row is not None  # _plan keeps only scheduled branches
+            self._patches.replace_forward(
+                module, self._wrap(index, module.forward, actions_for(row))
+            )
+
+    def _wrap(
+        self, index: int, original: Callable[..., Any], actions: tuple[int, ...]
+    ) -> Callable[..., Any]:
+        """The replacement ``forward`` of one branch module."""
+        cache = self._cache
+        clock = self.clock
+        computed, reused, fallbacks = self._computed, self._reused, self._fallbacks
+        store, drop, no_clock = self._store, self._drop, self._no_clock
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            action = actions[clock.step]
+            if action & _REUSE:
+                key = (index, clock.pass_idx)
+                entry = cache.get(key)
+                if entry is not None and entry[0] == _input_shape(args, kwargs):
+                    reused[index] += 1
+                    if not action & _KEEP:
+                        drop(key)
+                    return entry[1]
+                fallbacks[index] += 1
+                if entry is not None and not action & _KEEP:
+                    drop(key)
+            elif action & _NO_CLOCK:
+                raise no_clock(index)
+            output = original(*args, **kwargs)
+            computed[index] += 1
+            if action & _KEEP:
+                store((index, clock.pass_idx), _input_shape(args, kwargs), output)
+            return output
+
+        forward.__wrapped__ = original  # type: ignore[attr-defined]
+        return forward
+
+    # -- cache -----------------------------------------------------------------------------
+
+    def _store(self, key: tuple[int, int], shape: Any, output: Any) -> None:
+        old = self._cache.get(key)
+        size = nbytes(output)
+        self.cache_bytes += size - (old[2] if old is not None else 0)
+        self._cache[key] = (shape, output, size)
+        if self.cache_bytes > self.peak_cache_bytes:
+            self.peak_cache_bytes = self.cache_bytes
+
+    def _drop(self, key: tuple[int, int]) -> None:
+        self.cache_bytes -= self._cache.pop(key)[2]
+
+    def _clear(self) -> None:
+        self._cache.clear()
+        self.cache_bytes = 0
+
+    def _no_clock(self, index: int) -> AdapterError:
+        return AdapterError(
+            f"adapter {self.adapter.name!r}: branch {self.branches[index].path!r} ran before the "
+            f"timestep source {self._source[0] or '<root>'!r} was called, so the step is unknown. "
+            "The caller bypasses that module's __call__ (hooks do not fire); the adapter must "
+            "name a module that is called through __call__ once per evaluation"
+        )
+
+    # -- public ----------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> CacheStats:
+        """A snapshot of the counts since the session started."""
+        paths = [b.path for b in self.branches]
+        return CacheStats(
+            computed=dict(zip(paths, self._computed)),
+            reused=dict(zip(paths, self._reused)),
+            fallbacks=dict(zip(paths, self._fallbacks)),
+            steps=self.clock.steps_seen,
+            passes=self.clock.max_passes,
+            generations=self.clock.generations,
+            cache_bytes=self.cache_bytes,
+            peak_cache_bytes=self.peak_cache_bytes,
+        )
+
+    def reset(self) -> None:
+        """Drop the cache and start over: the next model call is step 0 of a new generation."""
+        self.clock.reset()
+        self._clear()
+
+    def disable(self) -> None:
+        """Restore the model exactly, then raise if the last generation stopped partway.
+
+        Calling it again is a no-op.
+        """
+        if not self.active:
+            return
+        self._restore()
+        self.clock.finish()
+
+    def _restore(self) -> None:
+        self._patches.undo()
+        self._clear()
+        self.active = False
+        logger.debug("smoothcache disabled on %s", type(self.model).__name__)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.disable()
+        elif self.active:
+            self._restore()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "disabled"
+        return (
+            f"<smoothcache.Session {state} adapter={self.adapter.name!r} "
+            f"branches={len(self.branches)} steps={self.schedule.num_steps}>"
+        )
+
+
+def resolve(model: Any, adapter: str | Adapter | None) -> tuple[nn.Module, Adapter]:
+    """The adapter for ``model`` (forced by name or instance, else detected) and its root module."""
+    if adapter is None:
+        chosen = REGISTRY.detect(model)
+    elif isinstance(adapter, str):
+        chosen = REGISTRY.get(adapter)
+    else:
+        chosen = adapter
+    root = chosen.root(model)
+    if root is None:
+        raise AdapterError(
+            f"adapter {chosen.name!r} found no denoiser module in a {type(model).__name__}; pass "
+            "the transformer module itself or a pipeline that holds it as `.transformer`"
+        )
+    if adapter is not None and not chosen.matches(root):
+        raise AdapterError(
+            f"adapter {chosen.name!r} does not recognise a {type(root).__qualname__}; "
+            f"smoothcache.detect(model) says which adapter fits, if any"
+        )
+    return root, chosen
+
+
+def model_branches(root: nn.Module, adapter: Adapter) -> list[tuple[Branch, nn.Module]]:
+    """The adapter's branches of ``root`` with their modules, checked against the model."""
+    found = []
+    seen: set[str] = set()
+    for branch in adapter.branches(root):
+        if branch.path in seen:
+            raise AdapterError(f"adapter {adapter.name!r} declares branch {branch.path!r} twice")
+        seen.add(branch.path)
+        try:
+            module = root.get_submodule(branch.path)
+        except AttributeError:
+            raise AdapterError(
+                f"adapter {adapter.name!r} declares branch {branch.path!r}, which a "
+                f"{type(root).__name__} does not have; the adapter does not fit this model"
+            ) from None
+        found.append((branch, module))
+    if not found:
+        raise AdapterError(f"adapter {adapter.name!r} declares no branches for this model")
+    return found
+
+
+def check_keys(schedule: Schedule, branches: list[Branch]) -> None:
+    """Every schedule key must name a branch kind of the model, or a kind and an existing block."""
+    kinds = {b.kind for b in branches}
+    keys = {b.key for b in branches}
+    for key in schedule.rows:
+        kind, block = parse_key(key)
+        if (block is None and kind in kinds) or key in keys:
+            continue
+        blocks = sorted({b.block for b in branches if b.kind == kind})
+        hint = (
+            f"kind {kind!r} has blocks {blocks[0]}..{blocks[-1]}"
+            if blocks
+            else f"the model's branch kinds are {sorted(kinds)}"
+        )
+        raise ScheduleError(
+            f"schedule key {key!r} matches no branch of this model ({hint}); remove the key or "
+            "use a schedule made for this model"
+        )
+
+
+def _plan(
+    model: nn.Module, adapter: Adapter, schedule: Schedule
+) -> tuple[list[Branch], list[nn.Module], tuple[str, Callable[..., Any]]]:
+    """Validate everything before touching the model; return scheduled branches and source."""
+    pairs = model_branches(model, adapter)
+    check_keys(schedule, [b for b, _ in pairs])
+    scheduled = [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is not None]
+    source = adapter.timestep_source(model)
+    try:
+        model.get_submodule(source.path)
+    except AttributeError:
+        raise AdapterError(
+            f"adapter {adapter.name!r} names timestep source {source.path!r}, which a "
+            f"{type(model).__name__} does not have"
+        ) from None
+    return [b for b, _ in scheduled], [m for _, m in scheduled], (source.path, source.read)
+
+
+def enable(
+    model: Any,
+    schedule: ScheduleLike,
+    adapter: str | Adapter | None = None,
+    *,
+    calls_per_step: int | None = None,
+) -> Session:
+    """Apply ``schedule`` to ``model`` until :meth:`Session.disable` is called.
+
+    ``model`` is a denoiser module or an object holding one (a diffusers pipeline). ``schedule``
+    is a :class:`Schedule`, a dict, a JSON path or a shipped name. ``adapter`` forces an adapter
+    by name. ``calls_per_step`` fixes how many model calls make one denoising step, which
+    avoids reading the timestep's value (a host sync when it lives on a GPU) on every call.
+    """
+    schedule = as_schedule(schedule)
+    root, chosen = resolve(model, adapter)
+    return Session(root, chosen, schedule, calls_per_step)
+
+
+@contextmanager
+def enabled(
+    model: Any,
+    schedule: ScheduleLike,
+    adapter: str | Adapter | None = None,
+    *,
+    calls_per_step: int | None = None,
+) -> Iterator[Session]:
+    """Context manager form of :func:`enable`: the model is restored exactly on exit.
+
+    On a normal exit, a sampler run that stopped before the schedule's last step is an error
+    (raised after the model is restored); on an exception the model is restored and the
+    exception propagates unchanged.
+    """
+    session = enable(model, schedule, adapter, calls_per_step=calls_per_step)
+    with session:
+        yield session

@@ -1,0 +1,31 @@
+"""Exceptions raised by smoothcache.
+
+Every error says what was expected, what was found and what to do about it. They all derive
+from :class:`SmoothCacheError` so callers can catch the library's errors in one place.
+"""
+
+from __future__ import annotations
+
+
+class SmoothCacheError(Exception):
+    """Base class of every error smoothcache raises on purpose."""
+
+
+class ScheduleError(SmoothCacheError, ValueError):
+    """A schedule is malformed, or does not fit the model it is applied to."""
+
+
+class ScheduleFileError(ScheduleError):
+    """A schedule file is missing, unreadable, corrupt or truncated."""
+
+
+class AdapterError(SmoothCacheError):
+    """No adapter, an ambiguous choice of adapters, or an adapter that broke its contract."""
+
+
+class AlreadyEnabledError(SmoothCacheError, RuntimeError):
+    """smoothcache is already active on this model (caching or calibrating)."""
+
+
+class StepCountError(SmoothCacheError, RuntimeError):
+    """The sampler ran more or fewer denoising steps than the schedule describes."""
