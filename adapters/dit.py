@@ -23,9 +23,10 @@ class OriginalDiTAdapter(Adapter):
     def matches(self, model: nn.Module) -> bool:
         if "DiT" not in class_names(model):
             return False
-        if not (has_children(model, "t_embedder", "final_layer") and isinstance(
-            getattr(model, "blocks", None), nn.ModuleList
-        )):
+        if not (
+            has_children(model, "t_embedder", "final_layer")
+            and isinstance(getattr(model, "blocks", None), nn.ModuleList)
+        ):
             return False
         return all(has_children(b, "attn", "mlp", "adaLN_modulation") for b in model.blocks)
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch
+from smoothcache.adapter import Adapter, Branch, TimestepSource
 from smoothcache.clock import StepClock
 from smoothcache.errors import AdapterError, ScheduleError
 from smoothcache.patching import Patches
@@ -130,7 +130,6 @@ class Session:
         self._computed = [0] * n
         self._reused = [0] * n
         self._fallbacks = [0] * n
-        self._calls_at_tick = 0
         self.cache_bytes = 0
         self.peak_cache_bytes = 0
         self.clock = StepClock(schedule.num_steps, calls_per_step, on_generation=self._clear)
@@ -150,22 +149,14 @@ class Session:
         source_path, read = self._source
         source = self.model.get_submodule(source_path)
         self._patches.hold([self.model, source, *modules])
-        clock = self.clock
-
-        def on_call(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            calls = sum(self._computed) + sum(self._reused)
-            if clock.ticks and calls == self._calls_at_tick:
-                clock.reset()
-                raise AdapterError(
-                    f"adapter {self.adapter.name!r}: its timestep source "
-                    f"{source_path or '<root>'!r} fired twice with no branch call in between, so "
-                    "it is called more than once per model evaluation; the adapter must name a "
-                    "module that receives the timestep exactly once per evaluation"
-                )
-            self._calls_at_tick = calls
-            clock.tick(read(args, kwargs))
-
-        self._patches.add_hook(source.register_forward_pre_hook(on_call, with_kwargs=True))
+        watch_timestep(
+            self._patches,
+            source,
+            TimestepSource(source_path, read),
+            self.clock,
+            lambda: sum(self._computed) + sum(self._reused),
+            self.adapter.name,
+        )
         for index, (branch, module) in enumerate(zip(self.branches, modules)):
             row = self.schedule.row_for(branch.kind, branch.block)
             assert row is not None  # _plan keeps only scheduled branches
@@ -284,6 +275,39 @@ class Session:
             f"<smoothcache.Session {state} adapter={self.adapter.name!r} "
             f"branches={len(self.branches)} steps={self.schedule.num_steps}>"
         )
+
+
+def watch_timestep(
+    patches: Patches,
+    module: nn.Module,
+    source: TimestepSource,
+    clock: StepClock,
+    branch_calls: Callable[[], int],
+    adapter_name: str,
+) -> None:
+    """Tick ``clock`` from a forward pre-hook on the timestep source ``module``.
+
+    ``branch_calls`` returns how many branch calls ran so far: a tick with none since the
+    previous tick means the source fires more than once per model evaluation, which would turn
+    one evaluation into several passes; that adapter error is raised instead.
+    """
+    read = source.read
+    last = [0]
+
+    def on_call(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        calls = branch_calls()
+        if clock.ticks and calls == last[0]:
+            clock.reset()
+            raise AdapterError(
+                f"adapter {adapter_name!r}: its timestep source {source.path or '<root>'!r} "
+                "fired twice with no branch call in between, so it is called more than once per "
+                "model evaluation; the adapter must name a module that receives the timestep "
+                "exactly once per evaluation"
+            )
+        last[0] = calls
+        clock.tick(read(args, kwargs))
+
+    patches.add_hook(module.register_forward_pre_hook(on_call, with_kwargs=True))
 
 
 def resolve(model: Any, adapter: str | Adapter | None) -> tuple[nn.Module, Adapter]:

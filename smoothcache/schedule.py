@@ -1,4 +1,4 @@
-"""Static caching schedules: for every branch kind (or single block) and every step, compute or reuse.
+"""Static caching schedules: per branch kind (or block) and per step, compute or reuse.
 
 A schedule maps a key to a list of 0/1 flags, one per denoising step: ``1`` computes the branch at
 that step, ``0`` reuses the output computed last. A key is a branch kind named by the model's
@@ -185,32 +185,37 @@ class Schedule:
         """Write the schedule as JSON (rows one per line, so diffs stay readable)."""
         data = self.to_dict()
         rows = data.pop("schedule")
-        lines = [f"    {json.dumps(k)}: {json.dumps(v, separators=(',', ''))}" for k, v in rows.items()]
-        head = json.dumps(data, indent=2, sort_keys=False)[:-2]
-        Path(path).write_text(f'{head},\n  "schedule": {{\n' + ",\n".join(lines) + "\n  }\n}\n")
+        lines = [
+            f"    {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in rows.items()
+        ]
+        head = json.dumps(data, indent=2)[:-2]  # without the closing "\n}"
+        body = ",\n".join(lines)
+        Path(path).write_text(f'{head},\n  "schedule": {{\n{body}\n  }}\n}}\n', encoding="utf-8")
 
     # -- constructors -----------------------------------------------------------------------
 
     @classmethod
     def uniform(cls, num_steps: int, every: int, kinds: Iterable[str]) -> Schedule:
-        """FORA-style baseline: every kind computes every ``every``-th step, first and last always."""
+        """FORA-style baseline: compute every ``every``-th step, the first and last always."""
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ScheduleError(f"num_steps must be a positive integer, found {num_steps!r}")
         if not isinstance(every, int) or every < 1:
             raise ScheduleError(f"every must be a positive integer, found {every!r}")
         kinds = list(kinds)
         if not kinds:
-            raise ScheduleError("Schedule.uniform needs at least one branch kind, e.g. ['attn', 'mlp']")
+            raise ScheduleError("Schedule.uniform needs at least one kind, e.g. ['attn', 'mlp']")
         row = [1 if i % every == 0 or i == num_steps - 1 else 0 for i in range(num_steps)]
         return cls(rows={k: row for k in kinds}, metadata={"method": "fora", "every": every})
 
     @classmethod
     def shipped(cls, name: str) -> Schedule:
-        """Load a schedule that ships with the package, by the name :func:`shipped_schedules` lists."""
+        """Load a schedule shipped with the package, by a name :func:`shipped_schedules` lists."""
         index = _shipped_index()
         if name not in index:
             known = "\n  ".join(sorted(index)) or "(none)"
-            raise ScheduleError(f"no shipped schedule is named {name!r}; the shipped ones are:\n  {known}")
+            raise ScheduleError(
+                f"no shipped schedule is named {name!r}; the shipped ones are:\n  {known}"
+            )
         entry = index[name]
         text = resources.files("smoothcache.schedules").joinpath(entry["file"]).read_text("utf-8")
         schedule = cls.from_dict(json.loads(text))
@@ -252,4 +257,3 @@ def as_schedule(schedule: Schedule | Mapping[str, Any] | str | Path) -> Schedule
         f"expected a Schedule, a dict, a path to a JSON file or a shipped schedule name, "
         f"found {type(schedule).__name__}"
     )
-
