@@ -1,0 +1,113 @@
+"""Shared fixtures: tiny random models and helpers that prove what the engine did.
+
+Every model here has its zero-initialised gates and output layers re-randomised, so a branch
+that is reused with a stale output really changes the result.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from tests.models.original_dit import DiT, ddim_timesteps
+from tests.models.random_init import randomize_
+
+
+@pytest.fixture
+def original_dit() -> DiT:
+    """A tiny original-DiT-structured model (2 blocks, hidden 64), random, eval mode."""
+    torch.manual_seed(0)
+    return randomize_(DiT(depth=2).eval(), seed=1)
+
+
+@pytest.fixture
+def diffusers_dit() -> nn.Module:
+    """A tiny diffusers DiTTransformer2DModel (2 blocks), random, eval mode."""
+    from tests.models.tiny_diffusers import tiny_dit_transformer
+
+    return tiny_dit_transformer(seed=0)
+
+
+@contextmanager
+def count_original_calls(model: nn.Module, paths: list[str]) -> Iterator[dict[str, int]]:
+    """Count calls of the *original* forward of each module at ``paths``.
+
+    Installs a counting instance ``forward`` before smoothcache patches the module, so the
+    engine wraps the counter: a reused step never reaches it. Removed on exit.
+    """
+    counts: dict[str, int] = defaultdict(int)
+    modules = {path: model.get_submodule(path) for path in paths}
+    for path, module in modules.items():
+        original = module.forward
+
+        def counting(*args: Any, _p: str = path, _f: Callable[..., Any] = original, **kw: Any):
+            counts[_p] += 1
+            return _f(*args, **kw)
+
+        module.forward = counting
+    try:
+        yield counts
+    finally:
+        for module in modules.values():
+            del module.forward
+
+
+def module_state(model: nn.Module) -> dict[str, Any]:
+    """Everything smoothcache may touch on each module: forward attribute, hooks, tensors."""
+    state: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        state[name] = (
+            module.__dict__.get("forward", None),
+            dict(module._forward_hooks),
+            dict(module._forward_pre_hooks),
+            dict(module._forward_hooks_with_kwargs),
+            dict(module._forward_pre_hooks_with_kwargs),
+        )
+    for name, tensor in model.state_dict().items():
+        state[f"tensor:{name}"] = tensor.clone()
+    return state
+
+
+def assert_same_state(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Both snapshots from :func:`module_state` are identical (tensors bit-exact)."""
+    assert before.keys() == after.keys()
+    for key, value in before.items():
+        if key.startswith("tensor:"):
+            assert torch.equal(value, after[key]), key
+        else:
+            assert value == after[key], key
+
+
+@torch.no_grad()
+def sample_two_calls(
+    model: DiT, num_steps: int, cfg_scale: float = 3.0, seed: int = 0, batch: int = 2
+) -> torch.Tensor:
+    """DDIM with guidance as two separate model calls per step (cond, then uncond).
+
+    Written here so the engine sees the "same timestep twice = two passes" pattern that many
+    diffusers pipelines use.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    side = int(model.x_embedder.num_patches**0.5) * model.patch_size
+    x = torch.randn(batch, model.in_channels, side, side, generator=gen)
+    y = torch.arange(batch) % model.y_embedder.num_classes
+    null = torch.full_like(y, model.y_embedder.num_classes)
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    alphas = torch.cumprod(1 - betas, 0)
+    steps = ddim_timesteps(num_steps)
+    for i, t in enumerate(steps):
+        tt = torch.full((batch,), t, dtype=torch.long)
+        cond = model(x, tt, y)[:, : model.in_channels]
+        uncond = model(x, tt, null)[:, : model.in_channels]
+        eps = uncond + cfg_scale * (cond - uncond)
+        a_t = alphas[t].float()
+        a_prev = alphas[steps[i + 1]].float() if i + 1 < len(steps) else torch.tensor(1.0)
+        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+        x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    return x

@@ -1,0 +1,1 @@
+"""Tiny test models: a from-scratch original-DiT clone and small diffusers DiT builders."""

@@ -1,0 +1,88 @@
+"""diffusers DiT through DiTPipeline, and the reference implementation as the bar to match."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import smoothcache
+from smoothcache import Schedule
+from tests.conftest import assert_same_state, count_original_calls, module_state
+from tests.models.original_dit import sample_original_dit
+from tests.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
+
+STEPS = 10
+ROW = [1, 0, 1, 0, 0, 1, 0, 1, 0, 1]
+CALL = {"class_labels": [1, 2], "num_inference_steps": STEPS, "guidance_scale": 4.0}
+
+
+def _latents(pipe) -> torch.Tensor:
+    return dit_pipeline_latents(pipe, generator=torch.manual_seed(0), **CALL)
+
+
+@pytest.fixture
+def pipe():
+    return tiny_dit_pipeline(seed=0)
+
+
+@pytest.mark.parametrize("kind", ["attn1", "ff"])
+def test_pipeline_reuse_skips_and_changes(pipe, kind):
+    base = _latents(pipe)
+    paths = [f"transformer_blocks.{i}.{kind}" for i in range(2)]
+    with count_original_calls(pipe.transformer, paths) as calls:
+        with smoothcache.enabled(pipe, {kind: ROW}) as session:
+            out = _latents(pipe)
+    assert [calls[p] for p in paths] == [sum(ROW)] * 2
+    assert session.stats.steps == STEPS and session.stats.passes == 1
+    assert session.stats.total_reused == 2 * ROW.count(0)
+    assert (out - base).abs().max() > 1e-3  # compute-everything is bit-identical (below)
+
+
+def test_pipeline_compute_everything_is_bit_identical(pipe):
+    before = module_state(pipe.transformer)
+    base = _latents(pipe)
+    with smoothcache.enabled(pipe, Schedule.uniform(STEPS, 1, ["attn1", "ff"])) as session:
+        out = _latents(pipe)
+    assert session.stats.total_computed == 2 * 2 * STEPS
+    assert torch.equal(out, base)
+    assert torch.equal(_latents(pipe), base)
+    assert_same_state(before, module_state(pipe.transformer))
+
+
+def test_per_block_key_overrides_kind(pipe):
+    schedule = {"attn1": ROW, "attn1-1": [1] * STEPS}
+    with smoothcache.enabled(pipe.transformer, schedule) as session:
+        _latents(pipe)
+    reused = session.stats.reused
+    assert reused["transformer_blocks.0.attn1"] == ROW.count(0)
+    assert reused["transformer_blocks.1.attn1"] == 0
+
+
+def test_matches_reference_implementation_bit_for_bit(pipe, capsys):
+    """Same schedule, model and inputs as dit-smoothcache's DiffuserCacheHelper: same output."""
+    reference = pytest.importorskip("SmoothCache")
+    schedule = {"attn1": ROW}
+    helper = reference.DiffuserCacheHelper(pipe.transformer, schedule=schedule)
+    helper.enable()
+    try:
+        theirs = _latents(pipe)
+    finally:
+        helper.disable()
+    capsys.readouterr()  # the reference prints on every branch call
+    with smoothcache.enabled(pipe, schedule) as session:
+        ours = _latents(pipe)
+    assert session.stats.total_reused == 2 * ROW.count(0)
+    assert torch.equal(ours, theirs)
+    assert not torch.equal(ours, _latents(pipe))  # and both differ from no caching
+
+
+def test_shipped_schedule_runs_on_original_dit(original_dit):
+    name = "dit-xl-2-256/ddim-30/alpha-0.35"
+    schedule = Schedule.shipped(name)
+    base = sample_original_dit(original_dit, num_steps=30, cfg_scale=4.0)
+    with smoothcache.enabled(original_dit, name) as session:
+        out = sample_original_dit(original_dit, num_steps=30, cfg_scale=4.0)
+    computed = sum(schedule.rows["attn"])
+    assert session.stats.computed["blocks.0.attn"] == computed
+    assert session.stats.reused["blocks.0.mlp"] == 30 - computed
+    assert not torch.equal(out, base)
