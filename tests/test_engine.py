@@ -262,7 +262,7 @@ def test_enabling_twice_is_an_error(original_dit):
 def test_bad_schedules_leave_the_model_untouched(original_dit, schedule, match):
     before = module_state(original_dit)
     if match is None:
-        with pytest.raises(StepCountError, match="more steps than the schedule: .* 3 steps"):
+        with pytest.raises(StepCountError, match=r"more steps than the schedule: .* 3 steps"):
             with smoothcache.enabled(original_dit, schedule):
                 sample_original_dit(original_dit, num_steps=STEPS)
     else:

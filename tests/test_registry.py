@@ -43,7 +43,7 @@ def test_unknown_model_lists_adapters_and_the_guide():
 
 
 def test_forcing_an_adapter(original_dit):
-    with pytest.raises(AdapterError, match="no adapter is named 'nope'.*known adapters"):
+    with pytest.raises(AdapterError, match=r"no adapter is named 'nope'.*known adapters"):
         smoothcache.enable(original_dit, {"attn": [1, 0]}, adapter="nope")
     with pytest.raises(AdapterError, match="'diffusers-dit' does not recognise"):
         smoothcache.enable(original_dit, {"attn": [1, 0]}, adapter="diffusers-dit")
@@ -104,7 +104,7 @@ def test_ambiguous_adapters_need_a_choice():
         name = "tiny-twin"
 
     registry.register(Twin())
-    with pytest.raises(AdapterError, match="several adapters match.*adapter='name'"):
+    with pytest.raises(AdapterError, match=r"several adapters match.*adapter='name'"):
         registry.detect(_TinyNet())
 
     class Preferred(_TinyAdapter):

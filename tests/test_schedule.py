@@ -20,7 +20,8 @@ keys = st.one_of(kinds, st.builds(lambda k, b: f"{k}-{b}", kinds, st.integers(0,
 def valid_rows(draw):
     n = draw(st.integers(1, 60))
     names = draw(st.lists(keys, min_size=1, max_size=5, unique=True))
-    return {k: [1, *draw(st.lists(st.integers(0, 1), min_size=n - 1, max_size=n - 1))] for k in names}
+    flags = st.lists(st.integers(0, 1), min_size=n - 1, max_size=n - 1)
+    return {k: [1, *draw(flags)] for k in names}
 
 
 @given(valid_rows())
@@ -113,10 +114,10 @@ def test_missing_corrupt_and_truncated_files(tmp_path):
     Schedule.uniform(50, 2, ["attn", "mlp"]).save(path)
     text = path.read_text()
     path.write_text(text[: len(text) // 2])
-    with pytest.raises(ScheduleFileError, match="not valid JSON.*truncated"):
+    with pytest.raises(ScheduleFileError, match=r"not valid JSON.*truncated"):
         Schedule.load(path)
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
-    with pytest.raises(ScheduleFileError, match="cannot read|not valid JSON"):
+    with pytest.raises(ScheduleFileError, match=r"cannot read|not valid JSON"):
         Schedule.load(path)
     path.write_text(json.dumps({"attn": [1, 0, 7]}))
     with pytest.raises(ScheduleFileError, match=r"s\.json.*only 0 \(reuse\) and 1"):
