@@ -107,11 +107,36 @@ class CacheStats:
         return self.total_reused / total if total else 0.0
 
 
+class _Slot:
+    """One cached branch output of one pass, with the input shape it was computed for.
+
+    A small object per (branch, pass) rather than a shared dict: under ``torch.compile`` the
+    wrapper's reads and writes then touch only this object, so guards and side effects stay
+    local to one branch. ``fell_back`` marks a reuse step that computed instead; the session
+    counts it outside the compiled region.
+    """
+
+    __slots__ = ("fell_back", "seen", "shape", "size", "value")
+
+    def __init__(self) -> None:
+        self.value: Any = None
+        self.shape: Any = None
+        self.fell_back = False
+        self.seen: Any = None  # the value the byte count last saw
+        self.size = 0
+
+
 class Session:
     """One application of a schedule to one model; undone by :meth:`disable`.
 
     Create it with :func:`enable` or :func:`enabled`. ``model`` is the denoiser module the
     adapter unwrapped, ``branches`` the scheduled branches in execution order.
+
+    The per-branch wrapper only looks up this step's action in ``plan`` (one tuple per distinct
+    step pattern, shared between steps) and reads or writes its slot. Counting, byte accounting
+    and the step clock run once per model evaluation, in the timestep source's pre-hook, which
+    keeps the wrapper cheap in eager mode and free of Python counters under ``torch.compile``
+    (whose recompilations are then bounded by the number of distinct step patterns).
     """
 
     def __init__(
@@ -125,8 +150,18 @@ class Session:
         self.adapter = adapter
         self.schedule = schedule
         self.branches, modules, self._source = _plan(model, adapter, schedule)
-        self._cache: dict[tuple[int, int], tuple[Any, Any, int]] = {}
         n = len(self.branches)
+        rows = [actions_for(schedule.row_for(b.kind, b.block) or ()) for b in self.branches]
+        interned: dict[tuple[int, ...], tuple[int, ...]] = {}
+        self._plans = tuple(
+            interned.setdefault(plan, plan) for plan in zip(*(row[:-1] for row in rows))
+        )
+        self._idle = (_NO_CLOCK,) * n
+        self.plan = self._idle
+        self._slots: list[tuple[_Slot, ...]] = []
+        self.slots: tuple[_Slot, ...] = ()
+        self.called = False
+        self._call_marks = 0
         self._computed = [0] * n
         self._reused = [0] * n
         self._fallbacks = [0] * n
@@ -154,64 +189,107 @@ class Session:
             source,
             TimestepSource(source_path, read),
             self.clock,
-            lambda: sum(self._computed) + sum(self._reused),
+            self._branch_calls,
             self.adapter.name,
+            before_tick=self._account,
+            after_tick=self._select,
         )
-        for index, (branch, module) in enumerate(zip(self.branches, modules)):
-            row = self.schedule.row_for(branch.kind, branch.block)
-            assert row is not None  # _plan keeps only scheduled branches
-            self._patches.replace_forward(
-                module, self._wrap(index, module.forward, actions_for(row))
-            )
+        for index, module in enumerate(modules):
+            self._patches.replace_forward(module, self._wrap(index, module.forward))
 
-    def _wrap(
-        self, index: int, original: Callable[..., Any], actions: tuple[int, ...]
-    ) -> Callable[..., Any]:
+    def _wrap(self, index: int, original: Callable[..., Any]) -> Callable[..., Any]:
         """The replacement ``forward`` of one branch module."""
-        cache = self._cache
-        clock = self.clock
-        computed, reused, fallbacks = self._computed, self._reused, self._fallbacks
-        store, drop, no_clock = self._store, self._drop, self._no_clock
+        session = self
 
         def forward(*args: Any, **kwargs: Any) -> Any:
-            action = actions[clock.step]
+            session.called = True
+            action = session.plan[index]
             if action & _REUSE:
-                key = (index, clock.pass_idx)
-                entry = cache.get(key)
-                if entry is not None and entry[0] == _input_shape(args, kwargs):
-                    reused[index] += 1
+                slot = session.slots[index]
+                value = slot.value
+                if value is not None and slot.shape == _input_shape(args, kwargs):
                     if not action & _KEEP:
-                        drop(key)
-                    return entry[1]
-                fallbacks[index] += 1
-                if entry is not None and not action & _KEEP:
-                    drop(key)
+                        slot.value = None
+                    return value
+                slot.fell_back = True
+                slot.value = None
             elif action & _NO_CLOCK:
-                raise no_clock(index)
+                raise session._no_clock(index)
             output = original(*args, **kwargs)
-            computed[index] += 1
             if action & _KEEP:
-                store((index, clock.pass_idx), _input_shape(args, kwargs), output)
+                slot = session.slots[index]
+                slot.value = output
+                slot.shape = _input_shape(args, kwargs)
             return output
 
         forward.__wrapped__ = original  # type: ignore[attr-defined]
         return forward
 
-    # -- cache -----------------------------------------------------------------------------
+    # -- once per model evaluation -----------------------------------------------------------
 
-    def _store(self, key: tuple[int, int], shape: Any, output: Any) -> None:
-        old = self._cache.get(key)
-        size = nbytes(output)
-        self.cache_bytes += size - (old[2] if old is not None else 0)
-        self._cache[key] = (shape, output, size)
-        if self.cache_bytes > self.peak_cache_bytes:
-            self.peak_cache_bytes = self.cache_bytes
+    def _branch_calls(self) -> int:
+        """A number that changes when a branch ran since the last evaluation started."""
+        if self.called:
+            self.called = False
+            self._call_marks += 1
+        return self._call_marks
 
-    def _drop(self, key: tuple[int, int]) -> None:
-        self.cache_bytes -= self._cache.pop(key)[2]
+    def _select(self) -> None:
+        """After a tick: point the wrappers at this step's plan and this pass's slots."""
+        clock = self.clock
+        while len(self._slots) <= clock.pass_idx:
+            self._slots.append(tuple(_Slot() for _ in self.branches))
+        self.plan = self._plans[clock.step]
+        self.slots = self._slots[clock.pass_idx]
+
+    def _tally(self) -> tuple[list[int], list[int], list[int], int, int]:
+        """Counts and bytes including the evaluation in progress or just ended, read-only."""
+        computed, reused = list(self._computed), list(self._reused)
+        fallbacks = list(self._fallbacks)
+        held, dropped = self.cache_bytes, 0
+        if self.plan is not self._idle:
+            for index, action in enumerate(self.plan):
+                slot = self.slots[index]
+                if not action & _REUSE:
+                    computed[index] += 1
+                elif slot.fell_back:
+                    computed[index] += 1
+                    fallbacks[index] += 1
+                else:
+                    reused[index] += 1
+            for slot in self.slots:
+                if slot.value is not slot.seen:
+                    size = nbytes(slot.value) if slot.value is not None else 0
+                    dropped += max(slot.size - size, 0)
+                    held += size - slot.size
+        # An entry dropped during the evaluation was held until its branch ran; counting it
+        # with what is held now bounds the peak from above (exact when drops follow stores).
+        return computed, reused, fallbacks, held, max(self.peak_cache_bytes, held + dropped)
+
+    def _account(self) -> None:
+        """Fold the evaluation that just ended into the counts; runs once per evaluation."""
+        if self.plan is self._idle:
+            return
+        (
+            self._computed,
+            self._reused,
+            self._fallbacks,
+            self.cache_bytes,
+            self.peak_cache_bytes,
+        ) = self._tally()
+        for slot in self.slots:
+            slot.fell_back = False
+            if slot.value is not slot.seen:
+                slot.seen = slot.value
+                slot.size = nbytes(slot.value) if slot.value is not None else 0
+        self.plan = self._idle
 
     def _clear(self) -> None:
-        self._cache.clear()
+        for slots in self._slots:
+            for slot in slots:
+                slot.value = slot.seen = slot.shape = None
+                slot.size = 0
+                slot.fell_back = False
         self.cache_bytes = 0
 
     def _no_clock(self, index: int) -> AdapterError:
@@ -226,21 +304,23 @@ class Session:
 
     @property
     def stats(self) -> CacheStats:
-        """A snapshot of the counts since the session started."""
+        """A snapshot of the counts since the session started (including the last evaluation)."""
+        computed, reused, fallbacks, held, peak = self._tally()
         paths = [b.path for b in self.branches]
         return CacheStats(
-            computed=dict(zip(paths, self._computed)),
-            reused=dict(zip(paths, self._reused)),
-            fallbacks=dict(zip(paths, self._fallbacks)),
+            computed=dict(zip(paths, computed)),
+            reused=dict(zip(paths, reused)),
+            fallbacks=dict(zip(paths, fallbacks)),
             steps=self.clock.steps_seen,
             passes=self.clock.max_passes,
             generations=self.clock.generations,
-            cache_bytes=self.cache_bytes,
-            peak_cache_bytes=self.peak_cache_bytes,
+            cache_bytes=held,
+            peak_cache_bytes=peak,
         )
 
     def reset(self) -> None:
         """Drop the cache and start over: the next model call is step 0 of a new generation."""
+        self._account()
         self.clock.reset()
         self._clear()
 
@@ -255,6 +335,7 @@ class Session:
         self.clock.finish()
 
     def _restore(self) -> None:
+        self._account()
         self._patches.undo()
         self._clear()
         self.active = False
@@ -284,16 +365,21 @@ def watch_timestep(
     clock: StepClock,
     branch_calls: Callable[[], int],
     adapter_name: str,
+    before_tick: Callable[[], None] | None = None,
+    after_tick: Callable[[], None] | None = None,
 ) -> None:
     """Tick ``clock`` from a forward pre-hook on the timestep source ``module``.
 
-    ``branch_calls`` returns how many branch calls ran so far: a tick with none since the
-    previous tick means the source fires more than once per model evaluation, which would turn
-    one evaluation into several passes; that adapter error is raised instead.
+    ``branch_calls`` returns a number that changes whenever branches ran: a tick with no change
+    since the previous tick means the source fires more than once per model evaluation, which
+    would turn one evaluation into several passes; that adapter error is raised instead.
+    ``before_tick`` and ``after_tick`` run around the tick. The hook is excluded from
+    ``torch.compile`` tracing: it reads the timestep's value and updates Python state.
     """
     read = source.read
     last = [0]
 
+    @torch.compiler.disable
     def on_call(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         calls = branch_calls()
         if clock.ticks and calls == last[0]:
@@ -305,7 +391,11 @@ def watch_timestep(
                 "exactly once per evaluation"
             )
         last[0] = calls
+        if before_tick is not None:
+            before_tick()
         clock.tick(read(args, kwargs))
+        if after_tick is not None:
+            after_tick()
 
     patches.add_hook(module.register_forward_pre_hook(on_call, with_kwargs=True))
 

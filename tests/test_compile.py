@@ -1,0 +1,73 @@
+"""Caching on compiled models: whole-denoiser and regional (per-block) torch.compile.
+
+The ``eager`` dynamo backend traces, guards and recompiles exactly like inductor but skips code
+generation, which keeps these tests fast on a CPU; speed under inductor is measured in
+benchmarks/speed.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+import smoothcache
+
+PATTERN = [1, 0, 0, 1, 0, 1]  # repeated: more steps, the same step patterns
+
+
+def _row(steps: int) -> list[int]:
+    row = (PATTERN * steps)[:steps]
+    row[-1] = 1
+    return row
+
+
+@torch.no_grad()
+def _run(model: torch.nn.Module, steps: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, generator=gen)
+    labels = torch.tensor([1, 2])
+    for i in range(steps):
+        t = torch.full((2,), 999 - 40 * i)
+        x = x - 0.1 * model(x, timestep=t, class_labels=labels).sample[:, :4]
+    return x
+
+
+def _compiled(model: torch.nn.Module, how: str) -> torch.nn.Module:
+    torch._dynamo.reset()
+    counters.clear()
+    if how == "whole":
+        return torch.compile(model, backend="eager")
+    for block in model.transformer_blocks:
+        block.compile(backend="eager")
+    return model
+
+
+@pytest.mark.parametrize("how", ["whole", "regional"])
+def test_caching_under_compile_matches_eager_and_recompiles_do_not_grow(diffusers_dit, how):
+    graphs = {}
+    for steps in (6, 12):
+        schedule = {"attn1": _row(steps), "ff": _row(steps)}
+        with smoothcache.enabled(diffusers_dit, schedule):
+            eager = _run(diffusers_dit, steps)
+        plain = _run(diffusers_dit, steps)
+        model = _compiled(diffusers_dit, how)
+        with smoothcache.enabled(model, schedule) as session:
+            compiled = _run(model, steps)
+            again = _run(model, steps)  # a second generation: no new graphs either
+        graphs[steps] = counters["stats"]["unique_graphs"]
+        assert session.stats.total_reused == 2 * 2 * 2 * _row(steps).count(0)
+        assert torch.equal(compiled, eager) and torch.equal(again, eager)
+        assert not torch.equal(compiled, plain)
+        if how == "regional":
+            for block in diffusers_dit.transformer_blocks:
+                block._compiled_call_impl = None  # undo Module.compile for the next round
+    assert graphs[6] == graphs[12], graphs  # bounded by the distinct step patterns
+
+
+def test_compute_everything_under_compile_is_exact(diffusers_dit):
+    plain = _run(diffusers_dit, 6)
+    model = _compiled(diffusers_dit, "whole")
+    with smoothcache.enabled(model, {"attn1": [1] * 6, "ff": [1] * 6}):
+        assert torch.equal(_run(model, 6), plain)
+    assert torch.equal(_run(model, 6), plain)
