@@ -11,6 +11,7 @@ those, and drops each entry after its last reuse.
 from __future__ import annotations
 
 import logging
+import types
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,23 +108,30 @@ class CacheStats:
         return self.total_reused / total if total else 0.0
 
 
-class _Slot:
-    """One cached branch output of one pass, with the input shape it was computed for.
+def _branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """The ``forward`` of every scheduled branch module, bound to it as an instance attribute.
 
-    A small object per (branch, pass) rather than a shared dict: under ``torch.compile`` the
-    wrapper's reads and writes then touch only this object, so guards and side effects stay
-    local to one branch. ``fell_back`` marks a reuse step that computed instead; the session
-    counts it outside the compiled region.
+    One function for all branches, with the state in the module's own attributes (``_sc_*``):
+    under ``torch.compile`` a regionally compiled block then shares its graphs with every other
+    block in the same step pattern, and guards are on values, never on per-block closures.
     """
-
-    __slots__ = ("fell_back", "seen", "shape", "size", "value")
-
-    def __init__(self) -> None:
-        self.value: Any = None
-        self.shape: Any = None
-        self.fell_back = False
-        self.seen: Any = None  # the value the byte count last saw
-        self.size = 0
+    self._sc_session.called = True
+    action = self._sc_action
+    if action & _REUSE:
+        value = self._sc_value
+        if value is not None and self._sc_shape == _input_shape(args, kwargs):
+            if not action & _KEEP:
+                self._sc_value = None
+            return value
+        self._sc_fell_back = True
+        self._sc_value = None
+    elif action & _NO_CLOCK:
+        raise self._sc_session._no_clock(self)
+    output = self._sc_original(*args, **kwargs)
+    if action & _KEEP:
+        self._sc_value = output
+        self._sc_shape = _input_shape(args, kwargs)
+    return output
 
 
 class Session:
@@ -132,11 +140,12 @@ class Session:
     Create it with :func:`enable` or :func:`enabled`. ``model`` is the denoiser module the
     adapter unwrapped, ``branches`` the scheduled branches in execution order.
 
-    The per-branch wrapper only looks up this step's action in ``plan`` (one tuple per distinct
-    step pattern, shared between steps) and reads or writes its slot. Counting, byte accounting
-    and the step clock run once per model evaluation, in the timestep source's pre-hook, which
-    keeps the wrapper cheap in eager mode and free of Python counters under ``torch.compile``
-    (whose recompilations are then bounded by the number of distinct step patterns).
+    A branch module's wrapper reads only its own action for this step and its stored output.
+    Everything else runs once per model evaluation in the timestep source's pre-hook: counting,
+    byte accounting, the step clock, and swapping each module's action and stored output for
+    the step and pass about to run. That keeps the per-branch path short in eager mode and free
+    of Python counters under ``torch.compile``, where recompilations are then bounded by the
+    number of distinct step patterns of the schedule.
     """
 
     def __init__(
@@ -149,7 +158,7 @@ class Session:
         self.model = model
         self.adapter = adapter
         self.schedule = schedule
-        self.branches, modules, self._source = _plan(model, adapter, schedule)
+        self.branches, self._modules, self._source = _plan(model, adapter, schedule)
         n = len(self.branches)
         rows = [actions_for(schedule.row_for(b.kind, b.block) or ()) for b in self.branches]
         interned: dict[tuple[int, ...], tuple[int, ...]] = {}
@@ -157,9 +166,11 @@ class Session:
             interned.setdefault(plan, plan) for plan in zip(*(row[:-1] for row in rows))
         )
         self._idle = (_NO_CLOCK,) * n
-        self.plan = self._idle
-        self._slots: list[tuple[_Slot, ...]] = []
-        self.slots: tuple[_Slot, ...] = ()
+        self.plan = self._idle  # the plan of the evaluation in progress, idle between them
+        self._pass = 0
+        self._values: list[list[Any]] = []  # per pass: stored output of each branch
+        self._shapes: list[list[Any]] = []
+        self._sizes: list[list[int]] = []
         self.called = False
         self._call_marks = 0
         self._computed = [0] * n
@@ -171,7 +182,7 @@ class Session:
         self._patches = Patches(owner=f"session with adapter {adapter.name!r}")
         self.active = False
         try:
-            self._install(modules)
+            self._install()
         except BaseException:
             self._patches.undo()
             raise
@@ -180,10 +191,10 @@ class Session:
 
     # -- installation ----------------------------------------------------------------------
 
-    def _install(self, modules: list[nn.Module]) -> None:
+    def _install(self) -> None:
         source_path, read = self._source
         source = self.model.get_submodule(source_path)
-        self._patches.hold([self.model, source, *modules])
+        self._patches.hold([self.model, source, *self._modules])
         watch_timestep(
             self._patches,
             source,
@@ -194,36 +205,17 @@ class Session:
             before_tick=self._account,
             after_tick=self._select,
         )
-        for index, module in enumerate(modules):
-            self._patches.replace_forward(module, self._wrap(index, module.forward))
-
-    def _wrap(self, index: int, original: Callable[..., Any]) -> Callable[..., Any]:
-        """The replacement ``forward`` of one branch module."""
-        session = self
-
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            session.called = True
-            action = session.plan[index]
-            if action & _REUSE:
-                slot = session.slots[index]
-                value = slot.value
-                if value is not None and slot.shape == _input_shape(args, kwargs):
-                    if not action & _KEEP:
-                        slot.value = None
-                    return value
-                slot.fell_back = True
-                slot.value = None
-            elif action & _NO_CLOCK:
-                raise session._no_clock(index)
-            output = original(*args, **kwargs)
-            if action & _KEEP:
-                slot = session.slots[index]
-                slot.value = output
-                slot.shape = _input_shape(args, kwargs)
-            return output
-
-        forward.__wrapped__ = original  # type: ignore[attr-defined]
-        return forward
+        for module in self._modules:
+            self._patches.set_attributes(
+                module,
+                _sc_session=self,
+                _sc_original=module.forward,
+                _sc_action=_NO_CLOCK,
+                _sc_value=None,
+                _sc_shape=None,
+                _sc_fell_back=False,
+            )
+            self._patches.replace_forward(module, types.MethodType(_branch_forward, module))
 
     # -- once per model evaluation -----------------------------------------------------------
 
@@ -235,33 +227,53 @@ class Session:
         return self._call_marks
 
     def _select(self) -> None:
-        """After a tick: point the wrappers at this step's plan and this pass's slots."""
+        """After a tick: give each branch its action for this step and its stored output."""
         clock = self.clock
-        while len(self._slots) <= clock.pass_idx:
-            self._slots.append(tuple(_Slot() for _ in self.branches))
-        self.plan = self._plans[clock.step]
-        self.slots = self._slots[clock.pass_idx]
+        while len(self._values) <= clock.pass_idx:
+            n = len(self.branches)
+            self._values.append([None] * n)
+            self._shapes.append([None] * n)
+            self._sizes.append([0] * n)
+        plan = self._plans[clock.step]
+        values, shapes = self._values[clock.pass_idx], self._shapes[clock.pass_idx]
+        for index, module in enumerate(self._modules):
+            state = module.__dict__
+            state["_sc_action"] = plan[index]
+            state["_sc_value"] = values[index]
+            state["_sc_shape"] = shapes[index]
+        self.plan, self._pass = plan, clock.pass_idx
 
-    def _tally(self) -> tuple[list[int], list[int], list[int], int, int]:
-        """Counts and bytes including the evaluation in progress or just ended, read-only."""
+    def _tally(self, commit: bool) -> tuple[list[int], list[int], list[int], int, int]:
+        """Counts and bytes including the evaluation in progress or just ended.
+
+        With ``commit`` the evaluation is folded in: its outputs move from the modules to the
+        pass's storage and the fallback marks are cleared.
+        """
         computed, reused = list(self._computed), list(self._reused)
         fallbacks = list(self._fallbacks)
         held, dropped = self.cache_bytes, 0
         if self.plan is not self._idle:
-            for index, action in enumerate(self.plan):
-                slot = self.slots[index]
+            p = self._pass
+            values, shapes, sizes = self._values[p], self._shapes[p], self._sizes[p]
+            for index, (module, action) in enumerate(zip(self._modules, self.plan)):
+                state = module.__dict__
                 if not action & _REUSE:
                     computed[index] += 1
-                elif slot.fell_back:
+                elif state["_sc_fell_back"]:
                     computed[index] += 1
                     fallbacks[index] += 1
                 else:
                     reused[index] += 1
-            for slot in self.slots:
-                if slot.value is not slot.seen:
-                    size = nbytes(slot.value) if slot.value is not None else 0
-                    dropped += max(slot.size - size, 0)
-                    held += size - slot.size
+                value = state["_sc_value"]
+                if value is not values[index]:
+                    size = nbytes(value) if value is not None else 0
+                    dropped += max(sizes[index] - size, 0)
+                    held += size - sizes[index]
+                    if commit:
+                        values[index], sizes[index] = value, size
+                if commit:
+                    shapes[index] = state["_sc_shape"]
+                    state["_sc_fell_back"] = False
         # An entry dropped during the evaluation was held until its branch ran; counting it
         # with what is held now bounds the peak from above (exact when drops follow stores).
         return computed, reused, fallbacks, held, max(self.peak_cache_bytes, held + dropped)
@@ -276,25 +288,24 @@ class Session:
             self._fallbacks,
             self.cache_bytes,
             self.peak_cache_bytes,
-        ) = self._tally()
-        for slot in self.slots:
-            slot.fell_back = False
-            if slot.value is not slot.seen:
-                slot.seen = slot.value
-                slot.size = nbytes(slot.value) if slot.value is not None else 0
+        ) = self._tally(commit=True)
         self.plan = self._idle
 
     def _clear(self) -> None:
-        for slots in self._slots:
-            for slot in slots:
-                slot.value = slot.seen = slot.shape = None
-                slot.size = 0
-                slot.fell_back = False
+        """Drop every stored output (a new generation starts, or the session resets)."""
+        for per_pass in (self._values, self._shapes):
+            for items in per_pass:
+                items[:] = [None] * len(items)
+        for sizes in self._sizes:
+            sizes[:] = [0] * len(sizes)
+        for module in self._modules:
+            module.__dict__.update(_sc_value=None, _sc_shape=None, _sc_action=_NO_CLOCK)
         self.cache_bytes = 0
 
-    def _no_clock(self, index: int) -> AdapterError:
+    def _no_clock(self, module: nn.Module) -> AdapterError:
+        path = self.branches[self._modules.index(module)].path
         return AdapterError(
-            f"adapter {self.adapter.name!r}: branch {self.branches[index].path!r} ran before the "
+            f"adapter {self.adapter.name!r}: branch {path!r} ran before the "
             f"timestep source {self._source[0] or '<root>'!r} was called, so the step is unknown. "
             "The caller bypasses that module's __call__ (hooks do not fire); the adapter must "
             "name a module that is called through __call__ once per evaluation"
@@ -305,7 +316,7 @@ class Session:
     @property
     def stats(self) -> CacheStats:
         """A snapshot of the counts since the session started (including the last evaluation)."""
-        computed, reused, fallbacks, held, peak = self._tally()
+        computed, reused, fallbacks, held, peak = self._tally(commit=False)
         paths = [b.path for b in self.branches]
         return CacheStats(
             computed=dict(zip(paths, computed)),

@@ -55,6 +55,21 @@ class Patches:
         module.forward = forward
         self._undo.append(undo)
 
+    def set_attributes(self, module: nn.Module, **values: Any) -> None:
+        """Set plain instance attributes on ``module``; undo restores or removes each one."""
+        state = module.__dict__
+        previous = {name: state.get(name, _MISSING) for name in values}
+
+        def undo() -> None:
+            for name, value in previous.items():
+                if value is _MISSING:
+                    state.pop(name, None)
+                else:
+                    state[name] = value
+
+        state.update(values)
+        self._undo.append(undo)
+
     def add_hook(self, handle: RemovableHandle) -> None:
         """Remember a hook handle so :meth:`undo` removes it."""
         self._undo.append(handle.remove)
