@@ -16,10 +16,14 @@ from typing import Any
 
 from smoothcache import adapters
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
+from smoothcache.calibration import Recorder, calibrating
+from smoothcache.curves import ErrorCurves
 from smoothcache.engine import CacheStats, Session, enable, enabled
 from smoothcache.errors import (
     AdapterError,
     AlreadyEnabledError,
+    CalibrationError,
+    CurvesFileError,
     ScheduleError,
     ScheduleFileError,
     SmoothCacheError,
@@ -48,6 +52,10 @@ __all__ = [
     "AlreadyEnabledError",
     "Branch",
     "CacheStats",
+    "CalibrationError",
+    "CurvesFileError",
+    "ErrorCurves",
+    "Recorder",
     "Schedule",
     "ScheduleError",
     "ScheduleFileError",
@@ -57,6 +65,7 @@ __all__ = [
     "TimestepSource",
     "adapters",
     "argument",
+    "calibrating",
     "detect",
     "enable",
     "enabled",

@@ -109,5 +109,17 @@ class Adapter:
         """The module that receives the timestep exactly once per model evaluation."""
         raise NotImplementedError
 
+    def fast_forwards(self, model: nn.Module) -> dict[str, Callable[..., Any]]:
+        """Optional block forwards that skip a reused branch's input preparation.
+
+        Maps a block's path to a function ``forward(block, *args, **kwargs)`` that the engine
+        binds to that block while caching. Before preparing a branch's input, the function asks
+        :func:`smoothcache.engine.reused_output` for the output to reuse and prepares the input
+        only when it gets ``None``. It must compute exactly what the block's own forward does
+        (a compute-everything schedule stays bit-identical); return no entry for a block whose
+        configuration the function does not reproduce. The default declares none.
+        """
+        return {}
+
     def __repr__(self) -> str:
         return f"<adapter {self.name!r}>"

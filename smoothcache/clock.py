@@ -69,6 +69,11 @@ class StepClock:
         self._stamps: list[Any] = []
 
     @property
+    def timestep(self) -> float | None:
+        """The timestep value of the current step; ``None`` before a tick or when counting calls."""
+        return self._prev
+
+    @property
     def in_progress(self) -> bool:
         """True while a bounded generation has started but not reached its last step."""
         return self.num_steps is not None and 0 <= self.step < self.num_steps - 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import types
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from torch import nn
 
 from smoothcache.adapter import Adapter, Branch, TimestepSource
 from smoothcache.clock import StepClock
-from smoothcache.errors import AdapterError, ScheduleError
+from smoothcache.errors import AdapterError, ScheduleError, SmoothCacheError
 from smoothcache.patching import Patches
 from smoothcache.registry import REGISTRY
 from smoothcache.schedule import Schedule, as_schedule, parse_key
@@ -134,6 +135,111 @@ def _branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     return output
 
 
+def reused_output(module: nn.Module, input_shape: Any) -> Any:
+    """For adapter fast paths: the output to reuse for ``module`` at this step, else ``None``.
+
+    A block forward that an adapter supplies (see :meth:`Adapter.fast_forwards`) calls this
+    *before* preparing a branch's input, with the shape that input will have. When it returns
+    an output the block skips the input preparation and the branch; when it returns ``None`` the
+    block prepares the input and calls the branch module as usual, whose wrapper then computes
+    (and counts a fallback if this was a reuse step). Unscheduled modules always get ``None``.
+    """
+    state = module.__dict__
+    action = state.get("_sc_action", 0)
+    if action & _REUSE:
+        value = state["_sc_value"]
+        if value is not None and state["_sc_shape"] == input_shape:
+            module._sc_session.called = True
+            if not action & _KEEP:
+                module._sc_value = None
+            return value
+    return None
+
+
+def _fast_block_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """A block forward from the adapter, checked once against the block's own forward.
+
+    The first call of a session is step 0, where every branch computes. There the adapter's
+    forward runs first, recording each branch's input and output; then the block's own forward
+    runs with each branch replaying its recorded output and its input compared bit for bit.
+    Branches compute once. If inputs or the block's output differ, the adapter's forward does
+    not reproduce this block, which then keeps its own forward with a warning rather than
+    silently changing the model's output.
+    """
+    if self._sc_checked or torch.compiler.is_compiling():
+        return self._sc_fast(self, *args, **kwargs)
+    self._sc_checked = True
+    records: dict[int, list[tuple[tuple[Any, ...], dict[str, Any], Any]]] = {}
+    branches = self._sc_branches
+    for module in branches:
+        module.forward = types.MethodType(_recording_forward(records), module)
+    try:
+        got = self._sc_fast(self, *args, **kwargs)
+        failed = False
+    except SmoothCacheError:
+        for module in branches:
+            module.forward = types.MethodType(_branch_forward, module)
+        raise
+    except Exception:  # a block the adapter's forward does not fit: same remedy as a mismatch
+        got, failed = None, True
+    mismatches: list[str] = []
+    for module in branches:
+        module.forward = types.MethodType(_replaying_forward(records, mismatches), module)
+    try:
+        expected = self._sc_block_original(*args, **kwargs)
+    finally:
+        for module in branches:
+            module.forward = types.MethodType(_branch_forward, module)
+    if failed or mismatches or not _identical(got, expected):
+        warnings.warn(
+            f"smoothcache: the fast path of adapter {self._sc_session.adapter.name!r} does not "
+            f"reproduce this {type(self).__name__} ({', '.join(mismatches) or 'block output'}); "
+            "it keeps the block's own forward (correct, without skipping input preparation)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        self._sc_fast = _own_forward
+    return expected
+
+
+def _recording_forward(records: dict[int, list[Any]]) -> Callable[..., Any]:
+    def forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        output = _branch_forward(module, *args, **kwargs)
+        records.setdefault(id(module), []).append((args, kwargs, output))
+        return output
+
+    return forward
+
+
+def _replaying_forward(records: dict[int, list[Any]], mismatches: list[str]) -> Callable[..., Any]:
+    def forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        queue = records.get(id(module))
+        if not queue:
+            mismatches.append(f"{type(module).__name__} called more often by the block's forward")
+            return _branch_forward(module, *args, **kwargs)
+        seen_args, seen_kwargs, output = queue.pop(0)
+        if not _identical(list(args), list(seen_args)) or seen_kwargs.keys() != kwargs.keys():
+            mismatches.append(f"input of {type(module).__name__}")
+        return output
+
+    return forward
+
+
+def _own_forward(block: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    return block._sc_block_original(*args, **kwargs)
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Bit-identical tensors, or tuples/lists of them; other values compare with ``==``."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return False
+    return a == b
+
+
 class Session:
     """One application of a schedule to one model; undone by :meth:`disable`.
 
@@ -154,8 +260,10 @@ class Session:
         adapter: Adapter,
         schedule: Schedule,
         calls_per_step: int | None = None,
+        fast_path: bool = True,
     ) -> None:
         self.model = model
+        self.fast_path = fast_path
         self.adapter = adapter
         self.schedule = schedule
         self.branches, self._modules, self._source = _plan(model, adapter, schedule)
@@ -216,6 +324,22 @@ class Session:
                 _sc_fell_back=False,
             )
             self._patches.replace_forward(module, types.MethodType(_branch_forward, module))
+        if self.fast_path:
+            for path, forward in self.adapter.fast_forwards(self.model).items():
+                block = self.model.get_submodule(path)
+                prefix = f"{path}."
+                inside = [
+                    m for b, m in zip(self.branches, self._modules) if b.path.startswith(prefix)
+                ]
+                self._patches.set_attributes(
+                    block,
+                    _sc_session=self,
+                    _sc_fast=forward,
+                    _sc_block_original=block.forward,
+                    _sc_branches=inside,
+                    _sc_checked=False,
+                )
+                self._patches.replace_forward(block, types.MethodType(_fast_block_forward, block))
 
     # -- once per model evaluation -----------------------------------------------------------
 
@@ -498,6 +622,7 @@ def enable(
     adapter: str | Adapter | None = None,
     *,
     calls_per_step: int | None = None,
+    fast_path: bool = True,
 ) -> Session:
     """Apply ``schedule`` to ``model`` until :meth:`Session.disable` is called.
 
@@ -505,10 +630,12 @@ def enable(
     is a :class:`Schedule`, a dict, a JSON path or a shipped name. ``adapter`` forces an adapter
     by name. ``calls_per_step`` fixes how many model calls make one denoising step, which
     avoids reading the timestep's value (a host sync when it lives on a GPU) on every call.
+    ``fast_path=False`` turns off the adapter's block forwards that skip a reused branch's input
+    preparation (the module-level wrappers alone give the same outputs, a little slower).
     """
     schedule = as_schedule(schedule)
     root, chosen = resolve(model, adapter)
-    return Session(root, chosen, schedule, calls_per_step)
+    return Session(root, chosen, schedule, calls_per_step, fast_path)
 
 
 @contextmanager
@@ -518,6 +645,7 @@ def enabled(
     adapter: str | Adapter | None = None,
     *,
     calls_per_step: int | None = None,
+    fast_path: bool = True,
 ) -> Iterator[Session]:
     """Context manager form of :func:`enable`: the model is restored exactly on exit.
 
@@ -525,6 +653,6 @@ def enabled(
     (raised after the model is restored); on an exception the model is restored and the
     exception propagates unchanged.
     """
-    session = enable(model, schedule, adapter, calls_per_step=calls_per_step)
+    session = enable(model, schedule, adapter, calls_per_step=calls_per_step, fast_path=fast_path)
     with session:
         yield session

@@ -29,3 +29,11 @@ class AlreadyEnabledError(SmoothCacheError, RuntimeError):
 
 class StepCountError(SmoothCacheError, RuntimeError):
     """The sampler ran more or fewer denoising steps than the schedule describes."""
+
+
+class CalibrationError(SmoothCacheError, RuntimeError):
+    """Calibration recorded nothing usable, saw NaN/inf outputs, or curves do not fit a model."""
+
+
+class CurvesFileError(SmoothCacheError, ValueError):
+    """A curves file is missing, unreadable, or not a smoothcache curves file."""

@@ -86,3 +86,17 @@ def test_shipped_schedule_runs_on_original_dit(original_dit):
     assert session.stats.computed["blocks.0.attn"] == computed
     assert session.stats.reused["blocks.0.mlp"] == 30 - computed
     assert not torch.equal(out, base)
+
+
+def test_fast_path_skips_input_preparation(pipe):
+    outputs, norm_calls = {}, {}
+    norm3 = pipe.transformer.transformer_blocks[0].norm3
+    for fast in (False, True):
+        calls = []
+        handle = norm3.register_forward_hook(lambda m, a, o, calls=calls: calls.append(1))
+        with smoothcache.enabled(pipe, {"attn1": ROW, "ff": ROW}, fast_path=fast):
+            outputs[fast] = _latents(pipe)
+        handle.remove()
+        norm_calls[fast] = len(calls)
+    assert torch.equal(outputs[True], outputs[False])
+    assert norm_calls == {False: STEPS, True: sum(ROW) + 1}  # +1: the check at step 0

@@ -62,7 +62,7 @@ def test_reuse_happens_before_the_gate(original_dit):
     gates = []
     block = original_dit.blocks[0]
     handle = block.adaLN_modulation.register_forward_hook(lambda m, a, o: gates.append(o))
-    with smoothcache.enabled(original_dit, {"attn": ROW}):
+    with smoothcache.enabled(original_dit, {"attn": ROW}, fast_path=False):
         sample_original_dit(original_dit, num_steps=STEPS)
     handle.remove()
     assert len(gates) == STEPS  # the modulation (the gate) still runs on every step
@@ -88,7 +88,7 @@ def test_cfg_as_two_calls_uses_one_slot_per_pass(original_dit):
     seen = []
     module = original_dit.get_submodule(paths[0])
     handle = module.register_forward_hook(lambda m, a, o: seen.append(o))
-    with smoothcache.enabled(original_dit, {"attn": ROW}, calls_per_step=2):
+    with smoothcache.enabled(original_dit, {"attn": ROW}, calls_per_step=2, fast_path=False):
         sample_two_calls(original_dit, STEPS)
     handle.remove()
     step0_cond, step0_uncond, step1_cond, step1_uncond = seen[:4]
@@ -306,3 +306,50 @@ def test_a_source_that_fires_twice_is_an_error(diffusers_dit):
         with torch.no_grad(), pytest.raises(AdapterError, match="fired twice"):
             for t in (999, 500, 0):
                 diffusers_dit(x, timestep=torch.tensor([t, t]), class_labels=labels)
+
+
+# -- adapter fast path: reused branches skip their input preparation ---------------------------
+
+
+def _norm_calls(model) -> list[int]:
+    calls = []
+    model.blocks[0].norm1.register_forward_hook(lambda m, a, o: calls.append(1))
+    return calls
+
+
+def test_fast_path_skips_input_preparation_and_changes_nothing_else(original_dit):
+    outputs = {}
+    for fast in (False, True):
+        calls = _norm_calls(original_dit)
+        with smoothcache.enabled(original_dit, {"attn": ROW}, fast_path=fast) as session:
+            outputs[fast] = sample_original_dit(original_dit, num_steps=STEPS, cfg_scale=4.0)
+        original_dit.blocks[0].norm1._forward_hooks.clear()
+        assert session.stats.reused["blocks.0.attn"] == len(REUSED_STEPS)
+        # without the fast path the LayerNorm runs every step; with it, only when attn computes
+        # (plus once at step 0, where the fast path is checked against the block's own forward)
+        assert len(calls) == (sum(ROW) + 1 if fast else STEPS)
+    assert torch.equal(outputs[True], outputs[False])
+
+
+def _wrong_block_forward(block, x, c):
+    """Forgets the gate: not what a DiTBlock computes."""
+    shift_msa, scale_msa, _, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(c).chunk(6, 1)
+    x = x + block.attn(block.norm1(x) * (1 + scale_msa.unsqueeze(1)) + shift_msa.unsqueeze(1))
+    h = block.norm2(x) * (1 + scale_mlp.unsqueeze(1)) + shift_mlp.unsqueeze(1)
+    return x + gate_mlp.unsqueeze(1) * block.mlp(h)
+
+
+class _WrongFastPath(OriginalDiTAdapter):
+    name = "wrong-fast-path"
+
+    def fast_forwards(self, model):
+        return {f"blocks.{i}": _wrong_block_forward for i in range(len(model.blocks))}
+
+
+def test_a_fast_path_that_differs_is_caught_and_not_used(original_dit):
+    with smoothcache.enabled(original_dit, {"attn": ROW}, fast_path=False):
+        expected = sample_original_dit(original_dit, num_steps=STEPS, cfg_scale=4.0)
+    with pytest.warns(RuntimeWarning, match="does not reproduce this DiTBlock"):
+        with smoothcache.enabled(original_dit, {"attn": ROW}, adapter=_WrongFastPath()):
+            got = sample_original_dit(original_dit, num_steps=STEPS, cfg_scale=4.0)
+    assert torch.equal(got, expected)

@@ -1,0 +1,348 @@
+"""Calibration: record how much each residual branch's output changes between denoising steps.
+
+Inside ``with smoothcache.calibrating(model) as recorder:`` the sampler runs as usual, any number
+of times, with any batch (several classes or prompts, guidance as one batch or as separate
+calls). A forward hook on every branch the adapter declares compares each output with the
+branch's last ``lookahead`` outputs of the same pass, per sample, on the output's own device,
+and adds the relative L1 errors ``||O_t - O_{t-j}||_1 / ||O_t||_1`` to running sums. Steps and
+passes come from the engine's step clock, so they mean exactly what they mean when caching.
+
+Nothing is copied to the host until :meth:`Recorder.curves`, and the only outputs kept are the
+last ``lookahead`` per branch and pass (a ring buffer), so memory does not grow with the number of
+steps or runs. The reference implementation, by contrast, pooled each batch into one ratio,
+read every error back to the host as it came, kept every error in Python lists and counted
+steps across passes and pipeline calls.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from smoothcache.adapter import Adapter
+from smoothcache.clock import StepClock
+from smoothcache.curves import ErrorCurves
+from smoothcache.engine import model_branches, resolve, watch_timestep
+from smoothcache.errors import AdapterError, CalibrationError, StepCountError
+from smoothcache.patching import Patches
+
+# Floor of the denominator ||O_t||_1, so an all-zero output gives a large, finite error.
+_TINY = 1e-12
+# Initial per-slot step capacity; slots grow by doubling if a run is longer.
+_CAPACITY = 64
+
+#: Called at the first model call of every step with (run index, step index).
+StepCallback = Callable[[int, int], None]
+
+
+class _Slot:
+    """Running error sums of one branch in one pass, on the device of the branch's outputs.
+
+    ``sums[0, j - 1, t]`` and ``sums[1, j - 1, t]`` hold the sum and the sum of squares of the
+    per-sample lag-``j`` errors at step ``t``; ``counts`` (host, plain numbers: batch sizes are
+    known without reading the device) the number of samples behind them; ``bad[t]`` whether an
+    output at step ``t`` held NaN or inf. ``ring`` keeps ``(step, output)`` for the last
+    ``lookahead`` outputs.
+    """
+
+    def __init__(self, lookahead: int, device: torch.device) -> None:
+        self.lookahead = lookahead
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
+        self.sums = torch.zeros(2, lookahead, _CAPACITY, dtype=dtype, device=device)
+        self.bad = torch.zeros(_CAPACITY, dtype=torch.bool, device=device)
+        self.counts = np.zeros((lookahead, _CAPACITY), dtype=np.int64)
+        self.ring: deque[tuple[int, torch.Tensor]] = deque(maxlen=lookahead)
+
+    def _fit(self, step: int) -> None:
+        capacity = self.counts.shape[1]
+        if step < capacity:
+            return
+        size = max(2 * capacity, step + 1)
+        sums = self.sums.new_zeros(2, self.lookahead, size)
+        sums[..., :capacity] = self.sums
+        bad = self.bad.new_zeros(size)
+        bad[:capacity] = self.bad
+        counts = np.zeros((self.lookahead, size), dtype=np.int64)
+        counts[:, :capacity] = self.counts
+        self.sums, self.bad, self.counts = sums, bad, counts
+
+    def record(self, step: int, output: torch.Tensor) -> None:
+        """Add the errors of ``output`` (batch first) against the buffered earlier outputs."""
+        self._fit(step)
+        with torch.no_grad():
+            current = output.detach().reshape(output.shape[0], -1)
+            values = current.float()
+            norm = values.abs().sum(1).clamp_min(_TINY)
+            for before, previous in self.ring:
+                lag = step - before
+                # Samplers may change the batch between steps: such a pair is not comparable.
+                if not 1 <= lag <= self.lookahead or previous.shape != current.shape:
+                    continue
+                error = ((values - previous.float()).abs().sum(1) / norm).to(self.sums.dtype)
+                self.sums[0, lag - 1, step] += error.sum()
+                self.sums[1, lag - 1, step] += error.square().sum()
+                self.counts[lag - 1, step] += current.shape[0]
+            self.bad[step] |= ~torch.isfinite(values).all()
+            self.ring.append((step, current.clone()))  # a copy: callers may modify outputs
+
+
+class Recorder:
+    """Records calibration errors of one model until :meth:`close`; see :func:`calibrating`.
+
+    ``model`` is a denoiser or an object holding one (a pipeline); ``adapter`` forces an adapter
+    by name or instance; ``on_step`` is called with ``(run, step)`` at the first model call of
+    every step (the CLI drives its progress bar with it); ``metadata`` is added to the curves'
+    metadata (e.g. the solver).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        lookahead: int = 3,
+        adapter: str | Adapter | None = None,
+        *,
+        on_step: StepCallback | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
+            raise CalibrationError(
+                f"lookahead must be a positive integer (the longest reuse run to measure, e.g. "
+                f"3), found {lookahead!r}"
+            )
+        root, chosen = resolve(model, adapter)
+        pairs = model_branches(root, chosen)
+        source = chosen.timestep_source(root)
+        try:
+            source_module = root.get_submodule(source.path)
+        except AttributeError:
+            raise AdapterError(
+                f"adapter {chosen.name!r} names timestep source {source.path!r}, which a "
+                f"{type(root).__name__} does not have"
+            ) from None
+        self.model = root
+        self.adapter = chosen
+        self.branches = [b for b, _ in pairs]
+        self.lookahead = lookahead
+        self.num_steps: int | None = None
+        self.runs = 0
+        self._metadata = dict(metadata or {})
+        self._on_step = on_step
+        self._slots: list[list[_Slot]] = [[] for _ in pairs]
+        self._calls = 0
+        self._samples = 0
+        self._open = False
+        self._timesteps: list[float] | None = None
+        self._run_timesteps: list[float] = []
+        self._timesteps_differ = False
+        self.clock = StepClock(None, on_generation=self._start_run, on_generation_end=self._end_run)
+        self._patches = Patches(owner=f"calibration with adapter {chosen.name!r}")
+        self.active = False
+        try:
+            self._patches.hold([root, source_module, *(m for _, m in pairs)])
+            watch_timestep(
+                self._patches, source_module, source, self.clock, self._branch_calls, chosen.name
+            )
+            # Registered after the watcher's pre-hook, so it sees the clock already ticked.
+            self._patches.add_hook(source_module.register_forward_pre_hook(self._after_tick))
+            for index, (_, module) in enumerate(pairs):
+                self._patches.add_hook(module.register_forward_hook(self._hook(index)))
+        except BaseException:
+            self._patches.undo()
+            raise
+        self.active = True
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def _branch_calls(self) -> int:
+        return self._calls
+
+    def _after_tick(self, _module: nn.Module, _args: tuple[Any, ...]) -> None:
+        if self.clock.pass_idx == 0:
+            timestep = self.clock.timestep
+            assert timestep is not None  # the clock reads values in open-ended mode
+            self._run_timesteps.append(timestep)
+            if self._on_step is not None:
+                self._on_step(self.runs, self.clock.step)
+
+    def _hook(self, index: int) -> Callable[[nn.Module, tuple[Any, ...], Any], None]:
+        """The forward hook of branch ``index``: feeds its output to the slot of this pass."""
+        slots = self._slots[index]
+        clock = self.clock
+        path = self.branches[index].path
+
+        def hook(_module: nn.Module, _args: tuple[Any, ...], output: Any) -> None:
+            step = clock.step
+            if step < 0:
+                raise AdapterError(
+                    f"adapter {self.adapter.name!r}: branch {path!r} ran before the timestep "
+                    "source was called, so the step is unknown; the adapter must name a module "
+                    "that is called through __call__ once per evaluation"
+                )
+            self._calls += 1
+            tensor = output[0] if isinstance(output, (tuple, list)) and output else output
+            if not isinstance(tensor, torch.Tensor) or tensor.dim() == 0:
+                raise AdapterError(
+                    f"branch {path!r} returned {type(output).__name__}; calibration needs a "
+                    "tensor with a batch dimension (or a tuple whose first item is one)"
+                )
+            while len(slots) <= clock.pass_idx:
+                slots.append(_Slot(self.lookahead, tensor.device))
+            if index == 0 and step == 0:
+                self._samples += tensor.shape[0]
+            slots[clock.pass_idx].record(step, tensor)
+
+        return hook
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def _start_run(self) -> None:
+        for slots in self._slots:
+            for slot in slots:
+                slot.ring.clear()
+        self._run_timesteps = []
+        self._open = True
+
+    def _end_run(self, num_steps: int) -> None:
+        self._open = False
+        run = self.runs + 1
+        if num_steps < 2:
+            raise CalibrationError(
+                f"calibration run {run} had {num_steps} step; calibration needs at least 2 steps "
+                "per run"
+            )
+        if self.num_steps is None:
+            self.num_steps = num_steps
+        elif num_steps != self.num_steps:
+            raise StepCountError(
+                f"every run of one calibration must have the same number of steps: run 1 had "
+                f"{self.num_steps} steps but run {run} had {num_steps}; calibrate each step count "
+                "separately"
+            )
+        if self._timesteps is None:
+            self._timesteps = list(self._run_timesteps)
+        elif self._run_timesteps != self._timesteps and not self._timesteps_differ:
+            self._timesteps_differ = True
+            warnings.warn(
+                f"calibration run {run} used other timesteps than run 1; the curves mix two "
+                "samplers' steps (the metadata keeps run 1's timesteps)",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.runs = run
+
+    def _close_run(self) -> None:
+        """End the run in progress, if any: the next model call starts a new one."""
+        if self._open:
+            steps = self.clock.step + 1
+            self.clock.reset()
+            self._end_run(steps)
+
+    # -- public ------------------------------------------------------------------------------
+
+    def curves(self) -> ErrorCurves:
+        """The recorded errors as :class:`ErrorCurves`; the only point that reads the device.
+
+        Called inside the ``with`` block, it ends the run in progress (the next model call
+        starts a new run). Raises :class:`CalibrationError` when no run was recorded or a
+        branch output held NaN or inf (naming the first such branch and step). The metadata's
+        ``num_samples`` counts batch rows at step 0 of every run and pass: a guided batch of
+        ``n`` labels counts ``2n``, whether guidance runs as one batch or as two calls.
+        """
+        self._close_run()
+        passes = max(len(slots) for slots in self._slots)
+        if self.runs == 0 or self.num_steps is None or passes == 0:
+            raise CalibrationError(
+                "no calibration run was recorded: run the sampler at least once inside "
+                "`with smoothcache.calibrating(model) as recorder:` before calling curves()"
+            )
+        steps, lookahead = self.num_steps, self.lookahead
+        shape = (len(self.branches), passes, lookahead, steps)
+        first = np.zeros(shape)
+        second = np.zeros(shape)
+        count = np.zeros(shape, dtype=np.int64)
+        bad = np.zeros((len(self.branches), steps), dtype=bool)
+        for b, slots in enumerate(self._slots):
+            for p, slot in enumerate(slots):
+                sums = slot.sums[..., :steps].to("cpu", torch.float64).numpy()
+                first[b, p], second[b, p] = sums[0], sums[1]
+                count[b, p] = slot.counts[:, :steps]
+                bad[b] |= slot.bad[:steps].cpu().numpy()
+        if bad.any():
+            step = int(np.flatnonzero(bad.any(axis=0))[0])
+            branch = self.branches[int(np.flatnonzero(bad[:, step])[0])]
+            raise CalibrationError(
+                f"branch {branch.path!r} produced NaN or inf at step {step} during calibration; "
+                "the errors are meaningless. Check the model's dtype (float16 overflow?) and "
+                "inputs, then calibrate again"
+            )
+        seen = count > 0
+        mean = np.divide(first, count, out=np.full(shape, np.nan), where=seen)
+        square = np.divide(second, count, out=np.full(shape, np.nan), where=seen)
+        std = np.sqrt(np.maximum(square - mean * mean, 0.0))  # NaN where unseen stays NaN
+        metadata = {
+            "model": type(self.model).__qualname__,
+            "adapter": self.adapter.name,
+            "num_steps": steps,
+            "lookahead": lookahead,
+            "timesteps": self._timesteps,
+            "num_samples": self._samples,
+            "runs": self.runs,
+            "passes": passes,
+            **self._metadata,
+        }
+        return ErrorCurves(self.branches, mean, std, count, metadata)
+
+    def close(self) -> None:
+        """Restore the model exactly, then check the last run's step count. Idempotent."""
+        if not self.active:
+            return
+        self._restore()
+        self._close_run()
+
+    def _restore(self) -> None:
+        self._patches.undo()
+        self.active = False
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            self.close()
+        elif self.active:
+            self._restore()
+
+    def __repr__(self) -> str:
+        state = "active" if self.active else "closed"
+        return (
+            f"<smoothcache.Recorder {state} adapter={self.adapter.name!r} "
+            f"branches={len(self.branches)} lookahead={self.lookahead} runs={self.runs}>"
+        )
+
+
+@contextmanager
+def calibrating(
+    model: Any,
+    lookahead: int = 3,
+    adapter: str | Adapter | None = None,
+    *,
+    on_step: StepCallback | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Iterator[Recorder]:
+    """Record calibration errors of ``model`` while the block runs; the model is restored on exit.
+
+    Run the sampler any number of times inside; every run must have the same number of steps
+    (at least 2). ``recorder.curves()`` (inside or after the block) returns the
+    :class:`ErrorCurves`. Calibrating and caching one model at once is an
+    :class:`~smoothcache.AlreadyEnabledError`. See :class:`Recorder` for the arguments.
+    """
+    recorder = Recorder(model, lookahead, adapter, on_step=on_step, metadata=metadata)
+    with recorder:
+        yield recorder

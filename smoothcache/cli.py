@@ -1,0 +1,529 @@
+"""The ``smoothcache`` command line (also ``python -m smoothcache``).
+
+Subcommands:
+
+* ``calibrate PIPELINE_DIR`` — run a diffusers pipeline saved in a local directory under
+  :func:`smoothcache.calibrating` and save the error curves (optionally a schedule too);
+* ``schedule CURVES (--alpha A | --compute F)`` — turn saved curves into a schedule file;
+* ``show FILE`` — print a schedule or curves file as a compact text grid, ``--plot`` draws it.
+
+Each subcommand is a pair of functions: ``_add_<name>`` declares its arguments and ``_<name>``
+runs it and returns the exit status, so a new subcommand is one more pair in :data:`COMMANDS`.
+Exit status: 0 success, 2 usage error, 1 failure, with one ``smoothcache: error: ...`` line on
+stderr. diffusers, tqdm and matplotlib are imported only by the subcommands that need them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smoothcache.calibration import calibrating
+from smoothcache.curves import ErrorCurves
+from smoothcache.engine import resolve
+from smoothcache.errors import SmoothCacheError
+from smoothcache.schedule import Schedule
+
+PROG = "smoothcache"
+
+
+class UsageError(Exception):
+    """Arguments that parse but do not fit together or do not fit the pipeline (exit 2)."""
+
+
+class CommandError(Exception):
+    """A subcommand failed for a reason other than a library error (exit 1)."""
+
+
+# -- argument types ---------------------------------------------------------------------------
+
+
+def _int_at_least(low: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, found {value}")
+        return value
+
+    return parse
+
+
+def _alpha(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"alpha must be a finite number >= 0, found {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"the compute fraction must be in (0, 1], found {text!r}")
+    return value
+
+
+def _add_rule_options(parser: argparse.ArgumentParser, required: bool, prefix: str = "") -> None:
+    """``--alpha`` / ``--compute`` (mutually exclusive) and ``--per-block``."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    group.add_argument(
+        f"--{prefix}alpha",
+        type=_alpha,
+        metavar="A",
+        help="error threshold: reuse while the relative L1 error stays <= A",
+    )
+    group.add_argument(
+        f"--{prefix}compute",
+        type=_fraction,
+        metavar="F",
+        help="budget: the schedule computing the largest share of branch-steps <= F",
+    )
+    parser.add_argument(
+        "--per-block",
+        action="store_true",
+        help="one schedule row per block instead of one per branch kind (beyond the paper)",
+    )
+
+
+# -- calibrate --------------------------------------------------------------------------------
+
+
+def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "calibrate",
+        help="record error curves of a diffusers pipeline saved in a local directory",
+        description="Run a pipeline saved with save_pretrained (offline) under calibration and "
+        "save its error curves; optionally derive a schedule from them.",
+    )
+    parser.add_argument("pipeline_dir", metavar="PIPELINE_DIR", type=Path)
+    cond = parser.add_mutually_exclusive_group(required=True)
+    cond.add_argument("--class-labels", type=int, nargs="+", metavar="LABEL")
+    cond.add_argument("--prompts", nargs="+", metavar="PROMPT")
+    parser.add_argument("--steps", type=_int_at_least(2), default=50, help="denoising steps")
+    parser.add_argument(
+        "--num-samples",
+        type=_int_at_least(1),
+        help="samples to calibrate on (default: one per label or prompt); labels/prompts cycle",
+    )
+    parser.add_argument(
+        "--batch-size", type=_int_at_least(1), help="samples per pipeline call (default: all)"
+    )
+    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--scheduler", metavar="CLASS", help="a diffusers scheduler class, e.g. DDIMScheduler"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the first run (run r uses seed+r)"
+    )
+    parser.add_argument(
+        "--lookahead", type=_int_at_least(1), default=3, help="longest lag to record (default 3)"
+    )
+    parser.add_argument("--adapter", help="force an adapter by name (default: detect)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("curves.safetensors"), help="curves file"
+    )
+    _add_rule_options(parser, required=False, prefix="schedule-")
+    parser.add_argument(
+        "--schedule-output",
+        type=Path,
+        help="schedule file (default: the curves path with a .json suffix)",
+    )
+    return parser
+
+
+def _load_pipeline(args: argparse.Namespace) -> Any:
+    directory: Path = args.pipeline_dir
+    if not directory.is_dir():
+        raise CommandError(f"pipeline directory {str(directory)!r} does not exist")
+    try:
+        import diffusers
+        import torch
+    except ImportError:
+        raise CommandError(
+            "calibrate needs diffusers: pip install smoothcache[diffusers]"
+        ) from None
+    options: dict[str, Any] = {"local_files_only": True}
+    if args.dtype is not None:
+        options["torch_dtype"] = getattr(torch, args.dtype)
+    try:
+        pipe = diffusers.DiffusionPipeline.from_pretrained(str(directory), **options)
+    except (OSError, ValueError) as exc:
+        raise CommandError(
+            f"cannot load a diffusers pipeline from {str(directory)!r}: {exc}"
+        ) from None
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    if args.scheduler is not None:
+        scheduler_class = getattr(diffusers, args.scheduler, None)
+        if not isinstance(scheduler_class, type) or not hasattr(scheduler_class, "from_config"):
+            raise UsageError(
+                f"--scheduler {args.scheduler!r} is not a diffusers scheduler class; use a class "
+                "name such as DDIMScheduler"
+            )
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+    return pipe
+
+
+def _runs(items: Sequence[Any], num_samples: int, batch_size: int) -> list[list[Any]]:
+    """Split ``num_samples`` samples, cycling through ``items``, into batches of ``batch_size``."""
+    samples = [items[i % len(items)] for i in range(num_samples)]
+    return [samples[i : i + batch_size] for i in range(0, num_samples, batch_size)]
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    pipe = _load_pipeline(args)
+    import torch
+    from tqdm.auto import tqdm
+
+    resolve(pipe, args.adapter)  # no matching denoiser is a failure, whatever the flags say
+    parameters = inspect.signature(pipe.__call__).parameters
+    if args.class_labels is not None:
+        name, items = "class_labels", args.class_labels
+    else:
+        name, items = "prompt", args.prompts
+    if name not in parameters:
+        other = "--prompts" if name == "class_labels" else "--class-labels"
+        raise UsageError(f"a {type(pipe).__name__} takes no {name!r}; pass {other} instead")
+    num_samples = args.num_samples or len(items)
+    batches = _runs(items, num_samples, min(args.batch_size or len(items), num_samples))
+    call: dict[str, Any] = {"num_inference_steps": args.steps}
+    if args.guidance_scale is not None:
+        call["guidance_scale"] = args.guidance_scale
+    if "output_type" in parameters:
+        call["output_type"] = "latent"
+    metadata = {
+        "pipeline": type(pipe).__name__,
+        "solver": type(pipe.scheduler).__name__,
+        "guidance_scale": args.guidance_scale,
+        "seed": args.seed,
+        name: list(items),
+    }
+    bar = tqdm(total=len(batches) * args.steps, unit="step", desc="calibrating", file=sys.stderr)
+
+    def on_step(run: int, _step: int) -> None:
+        bar.set_postfix_str(f"run {run + 1}/{len(batches)}", refresh=False)
+        bar.update(1)
+
+    try:
+        with calibrating(
+            pipe, args.lookahead, args.adapter, on_step=on_step, metadata=metadata
+        ) as recorder:
+            for run, batch in enumerate(batches):
+                generator = torch.Generator("cpu").manual_seed(args.seed + run)
+                pipe(**{name: batch}, generator=generator, **call)
+    finally:
+        bar.close()
+    curves = recorder.curves()
+    curves.save(args.output)
+    print(
+        f"wrote {args.output}: {curves.metadata['runs']} runs, {num_samples} samples, "
+        f"{curves.num_steps} steps, {len(curves.branches)} branches, lookahead {curves.lookahead}"
+    )
+    if args.schedule_alpha is not None or args.schedule_compute is not None:
+        schedule = curves.schedule(
+            args.schedule_alpha,
+            compute_fraction=args.schedule_compute,
+            per_block=args.per_block,
+        )
+        path = args.schedule_output or args.output.with_suffix(".json")
+        schedule.save(path)
+        print(f"wrote {path}: {_schedule_summary(schedule)}")
+    return 0
+
+
+# -- schedule ---------------------------------------------------------------------------------
+
+
+def _add_schedule(sub: Any) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "schedule",
+        help="make a schedule from saved error curves",
+        description="Apply the SmoothCache rule to saved curves: by an error threshold "
+        "(--alpha) or a compute budget (--compute).",
+    )
+    parser.add_argument("curves", metavar="CURVES", type=Path, help="a curves .safetensors file")
+    _add_rule_options(parser, required=True)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="schedule JSON to write")
+    return parser
+
+
+def _schedule_summary(schedule: Schedule) -> str:
+    meta = schedule.metadata
+    return (
+        f"{len(schedule.rows)} rows x {schedule.num_steps} steps, alpha={meta['alpha']:.4g}, "
+        f"computes {meta['compute_fraction']:.1%} of the model's branch-steps"
+    )
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    curves = ErrorCurves.load(args.curves)
+    schedule = curves.schedule(args.alpha, compute_fraction=args.compute, per_block=args.per_block)
+    schedule.save(args.output)
+    print(f"wrote {args.output}: {_schedule_summary(schedule)}")
+    return 0
+
+
+# -- show -------------------------------------------------------------------------------------
+
+
+def _add_show(sub: Any) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "show",
+        help="print a schedule or curves file as a text grid (and plot it)",
+        description="Print a schedule file (branches x steps, '#' compute, '.' reuse) or a "
+        "curves file (error per step as sparklines); for curves, --alpha/--compute also show "
+        "the schedule they give.",
+    )
+    parser.add_argument("file", metavar="FILE", type=Path, help="a schedule .json or curves file")
+    _add_rule_options(parser, required=False)
+    parser.add_argument(
+        "--plot", type=Path, metavar="OUT.png", help="also draw the file (needs matplotlib)"
+    )
+    return parser
+
+
+def _is_safetensors(path: Path) -> bool:
+    """True when the file starts like safetensors: an 8-byte header length, then a JSON object."""
+    with path.open("rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    return 8 + int.from_bytes(head[:8], "little") <= path.stat().st_size
+
+
+def _load_any(path: Path) -> ErrorCurves | Schedule:
+    if not path.exists():
+        raise CommandError(f"file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise CommandError(f"{str(path)!r} is not a file; pass a schedule or curves file")
+    if _is_safetensors(path):
+        return ErrorCurves.load(path)
+    try:
+        json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise CommandError(
+            f"{str(path)!r} is neither a schedule file (JSON) nor a curves file (safetensors)"
+        ) from None
+    return Schedule.load(path)
+
+
+def _ruler(num_steps: int, indent: int) -> list[str]:
+    """Two ruler lines: the tens digit every 10 steps, then the units digit of every step."""
+    tens = "".join(str(i // 10 % 10) if i % 10 == 0 else " " for i in range(num_steps))
+    units = "".join(str(i % 10) for i in range(num_steps))
+    return [" " * indent + tens, "step".ljust(indent) + units]
+
+
+def _grid(schedule: Schedule) -> list[str]:
+    """Rows of ``#`` (compute) and ``.`` (reuse) under a step ruler, with per-row totals."""
+    width = max(len(key) for key in schedule.rows) + 2
+    width = max(width, 6)
+    n = schedule.num_steps
+    lines = _ruler(n, width)
+    for key, row in schedule.rows.items():
+        flags = "".join("#" if f else "." for f in row)
+        lines.append(f"{key.ljust(width)}{flags}  {sum(row)}/{n} {sum(row) / n:6.1%}")
+    computed = sum(sum(r) for r in schedule.rows.values())
+    total = n * len(schedule.rows)
+    lines.append(f"total: {computed}/{total} row-steps compute ({computed / total:.1%})")
+    fraction = schedule.metadata.get("compute_fraction")
+    if isinstance(fraction, (int, float)):
+        lines.append(f"model branch-steps that compute: {fraction:.1%}")
+    return lines
+
+
+_SCHEDULE_KEYS = (
+    "name",
+    "model",
+    "adapter",
+    "solver",
+    "method",
+    "alpha",
+    "compute_fraction_target",
+    "lookahead",
+    "per_block",
+    "every",
+)
+
+
+def _describe_schedule(path: Path, schedule: Schedule) -> list[str]:
+    meta = schedule.metadata
+    facts = ", ".join(f"{k} {meta[k]}" for k in _SCHEDULE_KEYS if meta.get(k) is not None)
+    head = f"schedule {path}: {schedule.num_steps} steps, {len(schedule.rows)} rows"
+    return [head + (f"; {facts}" if facts else ""), *_grid(schedule)]
+
+
+def _spark_levels() -> str:
+    """Eight rising glyphs, Unicode blocks where stdout can encode them."""
+    blocks = "▁▂▃▄▅▆▇█"
+    try:
+        blocks.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return ".:-=+*#%"
+    return blocks
+
+
+def _sparkline(values: np.ndarray, top: float, levels: str) -> str:
+    """One glyph per step, scaled to ``top``; a blank where the value is unknown."""
+    chars = []
+    for v in values:
+        if not np.isfinite(v):
+            chars.append(" ")
+        else:
+            level = 0 if top <= 0 else round(float(v) / top * (len(levels) - 1))
+            chars.append(levels[min(max(level, 0), len(levels) - 1)])
+    return "".join(chars)
+
+
+def _describe_curves(path: Path, curves: ErrorCurves) -> list[str]:
+    meta = curves.metadata
+    lines = [
+        f"curves {path}: {meta.get('model')} (adapter {meta.get('adapter')}), "
+        f"{len(curves.branches)} branches, {curves.num_steps} steps, {curves.passes} pass(es), "
+        f"lookahead {curves.lookahead}, {meta.get('num_samples')} sample rows in "
+        f"{meta.get('runs')} runs" + (f", solver {meta['solver']}" if meta.get("solver") else ""),
+        "mean relative L1 error of reusing step t-j at step t, per kind and lag j "
+        "(blank: no data; scale 0..max of the kind):",
+    ]
+    levels = _spark_levels()
+    width = max(max(len(k) for k in curves.kinds) + 8, 12)
+    lines.extend(_ruler(curves.num_steps, width))
+    for kind in curves.kinds:
+        mean = curves.curve(kind)[0]
+        finite = mean[np.isfinite(mean)]
+        top = float(finite.max()) if finite.size else 0.0
+        for lag in range(1, curves.lookahead + 1):
+            row = mean[lag - 1]
+            known = row[np.isfinite(row)]
+            numbers = f"  {known.min():.3g}..{known.max():.3g}" if known.size else "  no data"
+            label = f"{kind} j={lag}".ljust(width)
+            lines.append(label + _sparkline(row, top, levels) + numbers)
+    return lines
+
+
+def _plot(path: Path, curves: ErrorCurves | None, schedule: Schedule | None) -> None:
+    """Error curves (mean ± std per lag, one panel per kind) over the schedule raster.
+
+    Like Figure 2 of the paper: with curves and a schedule made from them, the panels also
+    draw the schedule's alpha as a dashed line.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise CommandError("--plot needs matplotlib: pip install smoothcache[plot]") from None
+    kinds = curves.kinds if curves is not None else ()
+    alpha = schedule.metadata.get("alpha") if curves is not None and schedule is not None else None
+    heights = [2.2] * len(kinds) + ([0.4 + 0.25 * len(schedule.rows)] if schedule else [])
+    fig = Figure(figsize=(8, sum(heights) + 0.8), layout="constrained")
+    axes = fig.subplots(len(heights), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0]
+    for ax, kind in zip(axes, kinds):
+        assert curves is not None
+        mean, std, _ = curves.curve(kind)
+        steps = np.arange(curves.num_steps)
+        for lag in range(1, curves.lookahead + 1):
+            (line,) = ax.plot(steps, mean[lag - 1], marker=".", label=f"lag {lag}")
+            low, high = mean[lag - 1] - std[lag - 1], mean[lag - 1] + std[lag - 1]
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+        if alpha is not None:
+            ax.axhline(
+                alpha, color="black", linestyle="--", linewidth=1, label=f"alpha {alpha:.3g}"
+            )
+        ax.set_ylabel(f"{kind}\nrel. L1 error")
+        ax.legend(loc="upper right", fontsize="small")
+    if schedule is not None:
+        ax = axes[-1]
+        raster = np.array(list(schedule.rows.values()))
+        ax.imshow(raster, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_yticks(range(len(schedule.rows)), list(schedule.rows))
+        ax.set_title("schedule (black: compute, white: reuse)", fontsize="small")
+    axes[-1].set_xlabel("denoising step")
+    fig.savefig(path, dpi=120)
+
+
+def _show(args: argparse.Namespace) -> int:
+    loaded = _load_any(args.file)
+    wants_schedule = args.alpha is not None or args.compute is not None
+    if isinstance(loaded, Schedule):
+        if wants_schedule or args.per_block:
+            raise UsageError("--alpha, --compute and --per-block apply to curves files only")
+        print("\n".join(_describe_schedule(args.file, loaded)))
+        curves, schedule = None, loaded
+    else:
+        if args.per_block and not wants_schedule:
+            raise UsageError("--per-block needs --alpha or --compute")
+        curves, schedule = loaded, None
+        print("\n".join(_describe_curves(args.file, curves)))
+        if wants_schedule:
+            schedule = curves.schedule(
+                args.alpha, compute_fraction=args.compute, per_block=args.per_block
+            )
+            print(f"schedule: {_schedule_summary(schedule)}")
+            print("\n".join(_grid(schedule)))
+    if args.plot is not None:
+        _plot(args.plot, curves, schedule)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+# -- entry point ------------------------------------------------------------------------------
+
+Command = tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]
+
+#: Subcommands in the order ``--help`` lists them: (declare arguments, run).
+COMMANDS: dict[str, Command] = {
+    "calibrate": (_add_calibrate, _calibrate),
+    "schedule": (_add_schedule, _schedule),
+    "show": (_add_show, _show),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="SmoothCache for Diffusion Transformers: calibrate, make and show schedules.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add, run in COMMANDS.values():
+        add(sub).set_defaults(run=run)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 failure, 2 usage error)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help (0) and on usage errors (2)
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
+    try:
+        return args.run(args)
+    except UsageError as exc:
+        print(f"{PROG} {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except (SmoothCacheError, CommandError, OSError) as exc:
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
