@@ -5,7 +5,8 @@ Everything runs in one process on one model and the same inputs, with the same s
 - ``uncached``: the plain model;
 - ``dit-smoothcache``: the reference implementation's ``SmoothCacheHelper`` wrapping the same
   branch modules (its per-call print goes to /dev/null, which favours it);
-- ``smoothcache``: this library;
+- ``smoothcache``: this library (with the adapter's fast path, then module-level only), and
+  with a schedule that computes everything (its overhead);
 - ``ideal (module)`` and ``ideal (full)``: hand-written block forwards with no library code;
   the first skips only the branch module call on reuse steps, the second also skips the branch's
   input preparation (LayerNorm and adaLN modulation). Their speedups are measured against the
@@ -14,7 +15,8 @@ Everything runs in one process on one model and the same inputs, with the same s
 
 Models: diffusers ``DiTTransformer2DModel`` and the original-DiT-structured model of
 tests/models (random weights; DiT-XL/2 shape with ``--size xl``). With ``--compile`` the uncached
-model, smoothcache and both ideals also run under ``torch.compile`` (whole denoiser).
+model, smoothcache and both ideals also run with every block compiled (regional
+``torch.compile``).
 
     python benchmarks/speed.py --size xl --dtype bfloat16 --batch 8 32 --compile
 """
@@ -27,6 +29,7 @@ import os
 import statistics
 import sys
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,10 +37,10 @@ from typing import Any
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # for tests.models
 
-import smoothcache  # noqa: E402
-from smoothcache import Schedule  # noqa: E402
+import smoothcache
+from smoothcache import Schedule
 
 SIZES = {  # layers, heads, head_dim, latent side: DiT-XL/2 at 256px is (28, 16, 72, 32)
     "tiny": (2, 2, 16, 8),
@@ -48,64 +51,59 @@ SCHEDULES = {30: "ddim-30/alpha-0.35", 50: "ddim-50/alpha-0.18", 70: "ddim-70/al
 
 
 class StepState:
-    """What the hand-written ideals know: this step's decisions and the cached outputs."""
+    """What the hand-written ideals know: this step's decisions, and whether to skip prep."""
 
-    def __init__(self, attn_row: list[int], mlp_row: list[int]) -> None:
+    def __init__(self, attn_row: list[int], mlp_row: list[int], full: bool) -> None:
         self.rows = (attn_row, mlp_row)
         self.plan = (True, True)
-        self.cache: dict[tuple[int, int], torch.Tensor] = {}
+        self.full = full
 
     def at(self, step: int) -> None:
         self.plan = (bool(self.rows[0][step]), bool(self.rows[1][step]))
 
 
-def diffusers_ideal(block: nn.Module, i: int, state: StepState, full: bool) -> Callable:
-    """A lean ada_norm_zero BasicTransformerBlock forward that reuses by the ideal rule."""
-    norm1, norm3, attn, ff = block.norm1, block.norm3, block.attn1, block.ff
+def diffusers_ideal(block: nn.Module, hidden_states, timestep=None, class_labels=None, **_: Any):
+    """A lean ada_norm_zero BasicTransformerBlock forward that reuses by the ideal rule.
 
-    def forward(hidden_states, timestep=None, class_labels=None, **_: Any) -> torch.Tensor:
-        compute_attn, compute_ff = state.plan
-        emb = norm1.linear(
-            norm1.silu(norm1.emb(timestep, class_labels, hidden_dtype=hidden_states.dtype))
-        )
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = emb.chunk(6, dim=1)
-        if compute_attn or not full:
-            x = norm1.norm(hidden_states) * (1 + scale_msa[:, None]) + shift_msa[:, None]
-        if compute_attn:
-            state.cache[i, 0] = attn(x)
-        hidden_states = gate_msa.unsqueeze(1) * state.cache[i, 0] + hidden_states
-        if compute_ff or not full:
-            x = norm3(hidden_states) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
-        if compute_ff:
-            state.cache[i, 1] = ff(x)
-        return gate_mlp.unsqueeze(1) * state.cache[i, 1] + hidden_states
+    One function for every block, with the cached outputs on the block, so that regional
+    compilation shares graphs across blocks exactly as it does for the library.
+    """
+    state = block._ideal
+    compute_attn, compute_ff = state.plan
+    norm1 = block.norm1
+    emb = norm1.linear(
+        norm1.silu(norm1.emb(timestep, class_labels, hidden_dtype=hidden_states.dtype))
+    )
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = emb.chunk(6, dim=1)
+    if compute_attn or not state.full:
+        x = norm1.norm(hidden_states) * (1 + scale_msa[:, None]) + shift_msa[:, None]
+    if compute_attn:
+        block._ideal_attn = block.attn1(x)
+    hidden_states = gate_msa.unsqueeze(1) * block._ideal_attn + hidden_states
+    if compute_ff or not state.full:
+        x = block.norm3(hidden_states) * (1 + scale_mlp[:, None]) + shift_mlp[:, None]
+    if compute_ff:
+        block._ideal_ff = block.ff(x)
+    return gate_mlp.unsqueeze(1) * block._ideal_ff + hidden_states
 
-    return forward
 
-
-def original_ideal(block: nn.Module, i: int, state: StepState, full: bool) -> Callable:
+def original_ideal(block: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """A DiTBlock forward (original DiT structure) that reuses by the ideal rule."""
-
-    def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-
-    def forward(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        compute_attn, compute_mlp = state.plan
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(
-            c
-        ).chunk(6, dim=1)
-        if compute_attn or not full:
-            h = modulate(block.norm1(x), shift_msa, scale_msa)
-        if compute_attn:
-            state.cache[i, 0] = block.attn(h)
-        x = x + gate_msa.unsqueeze(1) * state.cache[i, 0]
-        if compute_mlp or not full:
-            h = modulate(block.norm2(x), shift_mlp, scale_mlp)
-        if compute_mlp:
-            state.cache[i, 1] = block.mlp(h)
-        return x + gate_mlp.unsqueeze(1) * state.cache[i, 1]
-
-    return forward
+    state = block._ideal
+    compute_attn, compute_mlp = state.plan
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(
+        c
+    ).chunk(6, dim=1)
+    if compute_attn or not state.full:
+        h = block.norm1(x) * (1 + scale_msa.unsqueeze(1)) + shift_msa.unsqueeze(1)
+    if compute_attn:
+        block._ideal_attn = block.attn(h)
+    x = x + gate_msa.unsqueeze(1) * block._ideal_attn
+    if compute_mlp or not state.full:
+        h = block.norm2(x) * (1 + scale_mlp.unsqueeze(1)) + shift_mlp.unsqueeze(1)
+    if compute_mlp:
+        block._ideal_mlp = block.mlp(h)
+    return x + gate_mlp.unsqueeze(1) * block._ideal_mlp
 
 
 def build(kind: str, size: str, device: str, dtype: torch.dtype) -> nn.Module:
@@ -138,13 +136,12 @@ def build(kind: str, size: str, device: str, dtype: torch.dtype) -> nn.Module:
 
 
 def make_sampler(
-    model: nn.Module, kind: str, steps: int, batch: int
+    model: nn.Module, kind: str, steps: int, batch: int, side: int
 ) -> Callable[[Callable[[int], None] | None], torch.Tensor]:
     """DDIM with guidance as one doubled batch; ``on_step(i)`` runs before each model call."""
     from diffusers import DDIMScheduler
 
     param = next(model.parameters())
-    side = SIZES_BY_MODEL[id(model)]
     scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
     scheduler.set_timesteps(steps)
     gen = torch.Generator().manual_seed(0)
@@ -171,21 +168,20 @@ def make_sampler(
     return run
 
 
-SIZES_BY_MODEL: dict[int, int] = {}
-
-
 @contextlib.contextmanager
-def patched_blocks(model: nn.Module, kind: str, state: StepState, full: bool):
+def patched_blocks(model: nn.Module, kind: str, state: StepState):
     """Install the hand-written ideal block forwards; remove them on exit."""
     blocks = model.transformer_blocks if kind == "diffusers" else model.blocks
-    make = diffusers_ideal if kind == "diffusers" else original_ideal
-    for i, block in enumerate(blocks):
-        block.forward = make(block, i, state, full)
+    forward = diffusers_ideal if kind == "diffusers" else original_ideal
+    for block in blocks:
+        block.__dict__["_ideal"] = state
+        block.forward = types.MethodType(forward, block)
     try:
         yield
     finally:
         for block in blocks:
-            del block.forward
+            for name in ("forward", "_ideal", "_ideal_attn", "_ideal_ff", "_ideal_mlp"):
+                block.__dict__.pop(name, None)
 
 
 def timed(configs: dict[str, Callable[[], Any]], repeats: int, cuda: bool) -> dict[str, float]:
@@ -211,26 +207,33 @@ def bench(kind: str, args: argparse.Namespace, batch: int, compiled: bool) -> li
 
     dtype = getattr(torch, args.dtype)
     model = build(kind, args.size, args.device, dtype)
-    SIZES_BY_MODEL[id(model)] = SIZES[args.size][3]
     paper = Schedule.shipped(f"dit-xl-2-256/{SCHEDULES[args.steps]}")
     row = list(paper.rows["attn"])
     kinds = ("attn1", "ff") if kind == "diffusers" else ("attn", "mlp")
     schedule = {k: row for k in kinds}
-    run = make_sampler(model, kind, args.steps, batch)
-    target = torch.compile(model) if compiled else model
-    if compiled:
-        run = make_sampler(target, kind, args.steps, batch)
-        SIZES_BY_MODEL[id(target)] = SIZES[args.size][3]
+    if compiled:  # regional: every block compiled, graphs shared between blocks
+        torch._dynamo.config.recompile_limit = 64
+        torch._dynamo.config.accumulated_recompile_limit = 4096
+        for block in model.transformer_blocks if kind == "diffusers" else model.blocks:
+            block.compile(backend=args.backend)
+    run = make_sampler(model, kind, args.steps, batch, SIZES[args.size][3])
 
-    def ours() -> torch.Tensor:
-        with smoothcache.enabled(target, schedule):
-            return run()
+    def ours(
+        fast_path: bool = True, rows: dict | None = None, calls: int | None = None
+    ) -> Callable[[], torch.Tensor]:
+        def go() -> torch.Tensor:
+            rows_ = rows or schedule
+            with smoothcache.enabled(model, rows_, fast_path=fast_path, calls_per_step=calls):
+                return run()
+
+        return go
 
     def ideal(full: bool, skip: bool) -> Callable[[], torch.Tensor]:
-        state = StepState(row if skip else [1] * len(row), row if skip else [1] * len(row))
+        rows = row if skip else [1] * len(row)
+        state = StepState(rows, rows, full)
 
         def go() -> torch.Tensor:
-            with patched_blocks(model, kind, state, full):
+            with patched_blocks(model, kind, state):
                 return run(state.at)
 
         return go
@@ -249,7 +252,10 @@ def bench(kind: str, args: argparse.Namespace, batch: int, compiled: bool) -> li
                 helper.disable()
 
         configs["dit-smoothcache"] = reference
-    configs["smoothcache"] = ours
+    configs["smoothcache"] = ours()
+    configs["smoothcache, calls_per_step=1 (no timestep read)"] = ours(calls=1)
+    configs["smoothcache, module-level only"] = ours(fast_path=False)
+    configs["smoothcache, computing all"] = ours(rows={k: [1] * len(row) for k in kinds})
     configs["hand-written, computing all"] = ideal(full=False, skip=False)
     configs["ideal (module)"] = ideal(full=False, skip=True)
     configs["ideal (full)"] = ideal(full=True, skip=True)
@@ -261,18 +267,12 @@ def bench(kind: str, args: argparse.Namespace, batch: int, compiled: bool) -> li
     mode = "compiled" if compiled else "eager"
     lines = []
     for label, seconds in times.items():
-        if label.startswith(("hand", "ideal")):
-            speedup = hand / seconds
-        else:
-            speedup = base / seconds
-        eff = ""
-        if not label.startswith(("hand", "uncached")):
+        speedup = (hand if label.startswith(("hand", "ideal")) else base) / seconds
+        eff = " | "
+        if not label.startswith(("hand", "uncached")) and "computing all" not in label:
             eff = f"{speedup / ideal_module:.3f} | {speedup / ideal_full:.3f}"
-        else:
-            eff = " | "
-        lines.append(
-            f"| {kind} | {mode} | {batch} | {label} | {seconds * 1000:.1f} | {speedup:.2f}x | {eff} |"
-        )
+        ms = seconds * 1000
+        lines.append(f"| {kind} | {mode} | {batch} | {label} | {ms:.1f} | {speedup:.3f}x | {eff} |")
     return lines
 
 
@@ -287,6 +287,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--compile", action="store_true", help="also measure under torch.compile")
     parser.add_argument("--compile-batch", type=int, nargs="+", default=None)
+    parser.add_argument("--backend", default="inductor", help="torch.compile backend")
+    parser.add_argument("--no-eager", action="store_true", help="only the compiled runs")
     args = parser.parse_args()
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
     print(
@@ -296,17 +298,20 @@ def main() -> None:
         f"doubled batch, median of {args.repeats} interleaved runs"
     )
     print()
-    print("| model | mode | images | configuration | ms / 50 steps | speedup | eff. vs module "
-          "ideal | eff. vs full ideal |")
+    print(
+        "| model | mode | images | configuration | ms per run | speedup | eff. vs module "
+        "ideal | eff. vs full ideal |"
+    )
     print("|---|---|---|---|---|---|---|---|")
-    for kind in args.models:
+    for kind in [] if args.no_eager else args.models:
         for batch in args.batch:
             for line in bench(kind, args, batch, compiled=False):
                 print(line, flush=True)
     if args.compile:
         for batch in args.compile_batch or args.batch:
-            for line in bench("diffusers", args, batch, compiled=True):
-                print(line, flush=True)
+            for kind in args.models:
+                for line in bench(kind, args, batch, compiled=True):
+                    print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -47,16 +47,17 @@ class _Slot:
 
     ``sums[0, j - 1, t]`` and ``sums[1, j - 1, t]`` hold the sum and the sum of squares of the
     per-sample lag-``j`` errors at step ``t``; ``counts`` (host, plain numbers: batch sizes are
-    known without reading the device) the number of samples behind them; ``bad[t]`` whether an
-    output at step ``t`` held NaN or inf. ``ring`` keeps ``(step, output)`` for the last
-    ``lookahead`` outputs.
+    known without reading the device) the number of samples behind them. ``mass[t]`` adds up
+    ``||O_t||_1`` over samples: NaN or inf anywhere in an output makes it non-finite, which is how
+    :meth:`Recorder.curves` finds bad outputs without a check per call. ``ring`` keeps
+    ``(step, output)`` for the last ``lookahead`` outputs.
     """
 
     def __init__(self, lookahead: int, device: torch.device) -> None:
         self.lookahead = lookahead
         dtype = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
         self.sums = torch.zeros(2, lookahead, _CAPACITY, dtype=dtype, device=device)
-        self.bad = torch.zeros(_CAPACITY, dtype=torch.bool, device=device)
+        self.mass = torch.zeros(_CAPACITY, dtype=dtype, device=device)
         self.counts = np.zeros((lookahead, _CAPACITY), dtype=np.int64)
         self.ring: deque[tuple[int, torch.Tensor]] = deque(maxlen=lookahead)
 
@@ -67,29 +68,49 @@ class _Slot:
         size = max(2 * capacity, step + 1)
         sums = self.sums.new_zeros(2, self.lookahead, size)
         sums[..., :capacity] = self.sums
-        bad = self.bad.new_zeros(size)
-        bad[:capacity] = self.bad
+        mass = self.mass.new_zeros(size)
+        mass[:capacity] = self.mass
         counts = np.zeros((self.lookahead, size), dtype=np.int64)
         counts[:, :capacity] = self.counts
-        self.sums, self.bad, self.counts = sums, bad, counts
+        self.sums, self.mass, self.counts = sums, mass, counts
 
     def record(self, step: int, output: torch.Tensor) -> None:
-        """Add the errors of ``output`` (batch first) against the buffered earlier outputs."""
+        """Add the errors of ``output`` (batch first) against the buffered earlier outputs.
+
+        About fifteen small kernels per call (two more per lag) and no host read: the lags are
+        stacked, reduced together and added to the running sums with one in-place add.
+        """
         self._fit(step)
         with torch.no_grad():
             current = output.detach().reshape(output.shape[0], -1)
             values = current.float()
-            norm = values.abs().sum(1).clamp_min(_TINY)
-            for before, previous in self.ring:
-                lag = step - before
-                # Samplers may change the batch between steps: such a pair is not comparable.
-                if not 1 <= lag <= self.lookahead or previous.shape != current.shape:
-                    continue
-                error = ((values - previous.float()).abs().sum(1) / norm).to(self.sums.dtype)
-                self.sums[0, lag - 1, step] += error.sum()
-                self.sums[1, lag - 1, step] += error.square().sum()
-                self.counts[lag - 1, step] += current.shape[0]
-            self.bad[step] |= ~torch.isfinite(values).all()
+            norm = torch.linalg.vector_norm(values, ord=1, dim=1)  # ||O_t||_1 per sample
+            self.mass[step].add_(norm.sum(dtype=self.mass.dtype))
+            # Newest first, so lags ascend. Samplers may change the batch between steps: a pair
+            # of outputs of different shapes is not comparable and is skipped.
+            pairs = [
+                (step - before, previous)
+                for before, previous in reversed(self.ring)
+                if 1 <= step - before <= self.lookahead and previous.shape == current.shape
+            ]
+            if pairs:
+                diffs = [
+                    torch.linalg.vector_norm(torch.sub(values, previous), ord=1, dim=1)
+                    for _, previous in pairs
+                ]
+                errors = torch.stack(diffs) / norm.clamp_min(_TINY)  # (lags, batch)
+                dtype = self.sums.dtype
+                stats = torch.stack(
+                    (errors.sum(1, dtype=dtype), errors.square().sum(1, dtype=dtype))
+                )
+                lags = [lag for lag, _ in pairs]
+                if lags[-1] - lags[0] == len(lags) - 1:  # consecutive: one add
+                    self.sums[:, lags[0] - 1 : lags[-1], step].add_(stats)
+                else:
+                    for i, lag in enumerate(lags):
+                        self.sums[:, lag - 1, step].add_(stats[:, i])
+                for lag in lags:
+                    self.counts[lag - 1, step] += current.shape[0]
             self.ring.append((step, current.clone()))  # a copy: callers may modify outputs
 
 
@@ -99,7 +120,7 @@ class Recorder:
     ``model`` is a denoiser or an object holding one (a pipeline); ``adapter`` forces an adapter
     by name or instance; ``on_step`` is called with ``(run, step)`` at the first model call of
     every step (the CLI drives its progress bar with it); ``metadata`` is added to the curves'
-    metadata (e.g. the solver).
+    metadata (e.g. the solver); the keys the recorder sets itself (model, adapter, steps ...) win.
     """
 
     def __init__(
@@ -147,10 +168,14 @@ class Recorder:
         try:
             self._patches.hold([root, source_module, *(m for _, m in pairs)])
             watch_timestep(
-                self._patches, source_module, source, self.clock, self._branch_calls, chosen.name
+                self._patches,
+                source_module,
+                source,
+                self.clock,
+                self._branch_calls,
+                chosen.name,
+                after_tick=self._after_tick,
             )
-            # Registered after the watcher's pre-hook, so it sees the clock already ticked.
-            self._patches.add_hook(source_module.register_forward_pre_hook(self._after_tick))
             for index, (_, module) in enumerate(pairs):
                 self._patches.add_hook(module.register_forward_hook(self._hook(index)))
         except BaseException:
@@ -163,7 +188,8 @@ class Recorder:
     def _branch_calls(self) -> int:
         return self._calls
 
-    def _after_tick(self, _module: nn.Module, _args: tuple[Any, ...]) -> None:
+    def _after_tick(self) -> None:
+        """Keep the timestep of each new step and report the step (the clock has just ticked)."""
         if self.clock.pass_idx == 0:
             timestep = self.clock.timestep
             assert timestep is not None  # the clock reads values in open-ended mode
@@ -198,7 +224,8 @@ class Recorder:
                 self._samples += tensor.shape[0]
             slots[clock.pass_idx].record(step, tensor)
 
-        return hook
+        # Like the engine's hooks: Python state, kept out of torch.compile tracing.
+        return torch.compiler.disable(hook)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -273,7 +300,7 @@ class Recorder:
                 sums = slot.sums[..., :steps].to("cpu", torch.float64).numpy()
                 first[b, p], second[b, p] = sums[0], sums[1]
                 count[b, p] = slot.counts[:, :steps]
-                bad[b] |= slot.bad[:steps].cpu().numpy()
+                bad[b] |= ~np.isfinite(slot.mass[:steps].to("cpu", torch.float64).numpy())
         if bad.any():
             step = int(np.flatnonzero(bad.any(axis=0))[0])
             branch = self.branches[int(np.flatnonzero(bad[:, step])[0])]
@@ -287,6 +314,7 @@ class Recorder:
         square = np.divide(second, count, out=np.full(shape, np.nan), where=seen)
         std = np.sqrt(np.maximum(square - mean * mean, 0.0))  # NaN where unseen stays NaN
         metadata = {
+            **self._metadata,
             "model": type(self.model).__qualname__,
             "adapter": self.adapter.name,
             "num_steps": steps,
@@ -295,7 +323,6 @@ class Recorder:
             "num_samples": self._samples,
             "runs": self.runs,
             "passes": passes,
-            **self._metadata,
         }
         return ErrorCurves(self.branches, mean, std, count, metadata)
 

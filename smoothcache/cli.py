@@ -113,9 +113,13 @@ def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("pipeline_dir", metavar="PIPELINE_DIR", type=Path)
     cond = parser.add_mutually_exclusive_group(required=True)
-    cond.add_argument("--class-labels", type=int, nargs="+", metavar="LABEL")
-    cond.add_argument("--prompts", nargs="+", metavar="PROMPT")
-    parser.add_argument("--steps", type=_int_at_least(2), default=50, help="denoising steps")
+    cond.add_argument(
+        "--class-labels", type=int, nargs="+", metavar="LABEL", help="class labels (DiT-like)"
+    )
+    cond.add_argument("--prompts", nargs="+", metavar="PROMPT", help="prompts (text-to-image)")
+    parser.add_argument(
+        "--steps", type=_int_at_least(2), default=50, help="denoising steps (default 50)"
+    )
     parser.add_argument(
         "--num-samples",
         type=_int_at_least(1),
