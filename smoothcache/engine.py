@@ -218,8 +218,12 @@ def _replaying_forward(records: dict[int, list[Any]], mismatches: list[str]) -> 
             mismatches.append(f"{type(module).__name__} called more often by the block's forward")
             return _branch_forward(module, *args, **kwargs)
         seen_args, seen_kwargs, output = queue.pop(0)
-        if not _identical(list(args), list(seen_args)) or seen_kwargs.keys() != kwargs.keys():
+        same_kwargs = seen_kwargs.keys() == kwargs.keys() and all(
+            _identical(kwargs[k], seen_kwargs[k]) for k in kwargs
+        )
+        if not (_identical(list(args), list(seen_args)) and same_kwargs):
             mismatches.append(f"input of {type(module).__name__}")
+            return _branch_forward(module, *args, **kwargs)  # the block's own input counts
         return output
 
     return forward
@@ -266,9 +270,15 @@ class Session:
         self.fast_path = fast_path
         self.adapter = adapter
         self.schedule = schedule
-        self.branches, self._modules, self._source = _plan(model, adapter, schedule)
-        n = len(self.branches)
-        rows = [actions_for(schedule.row_for(b.kind, b.block) or ()) for b in self.branches]
+        branches, self._modules, self._source = _plan(model, adapter, schedule)
+        self._branches = branches
+        everything = (1,) * schedule.num_steps
+        rows = [
+            actions_for(schedule.row_for(b.kind, b.block) or everything) for b in self._branches
+        ]
+        #: the scheduled branches, in execution order (unscheduled ones are wrapped to compute)
+        self.branches = [b for b in self._branches if schedule.row_for(b.kind, b.block)]
+        n = len(self._branches)
         interned: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._plans = tuple(
             interned.setdefault(plan, plan) for plan in zip(*(row[:-1] for row in rows))
@@ -329,7 +339,7 @@ class Session:
                 block = self.model.get_submodule(path)
                 prefix = f"{path}."
                 inside = [
-                    m for b, m in zip(self.branches, self._modules) if b.path.startswith(prefix)
+                    m for b, m in zip(self._branches, self._modules) if b.path.startswith(prefix)
                 ]
                 self._patches.set_attributes(
                     block,
@@ -354,7 +364,7 @@ class Session:
         """After a tick: give each branch its action for this step and its stored output."""
         clock = self.clock
         while len(self._values) <= clock.pass_idx:
-            n = len(self.branches)
+            n = len(self._modules)
             self._values.append([None] * n)
             self._shapes.append([None] * n)
             self._sizes.append([0] * n)
@@ -427,7 +437,7 @@ class Session:
         self.cache_bytes = 0
 
     def _no_clock(self, module: nn.Module) -> AdapterError:
-        path = self.branches[self._modules.index(module)].path
+        path = self._branches[self._modules.index(module)].path
         return AdapterError(
             f"adapter {self.adapter.name!r}: branch {path!r} ran before the "
             f"timestep source {self._source[0] or '<root>'!r} was called, so the step is unknown. "
@@ -601,10 +611,15 @@ def check_keys(schedule: Schedule, branches: list[Branch]) -> None:
 def _plan(
     model: nn.Module, adapter: Adapter, schedule: Schedule
 ) -> tuple[list[Branch], list[nn.Module], tuple[str, Callable[..., Any]]]:
-    """Validate everything before touching the model; return scheduled branches and source."""
+    """Validate everything before touching the model; return branches, modules and source.
+
+    Scheduled branches come first; the others follow, to be wrapped as always-computing so
+    that every declared branch marks the evaluation as having run branches.
+    """
     pairs = model_branches(model, adapter)
     check_keys(schedule, [b for b, _ in pairs])
     scheduled = [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is not None]
+    scheduled += [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is None]
     source = adapter.timestep_source(model)
     try:
         model.get_submodule(source.path)

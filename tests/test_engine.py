@@ -353,3 +353,49 @@ def test_a_fast_path_that_differs_is_caught_and_not_used(original_dit):
         with smoothcache.enabled(original_dit, {"attn": ROW}, adapter=_WrongFastPath()):
             got = sample_original_dit(original_dit, num_steps=STEPS, cfg_scale=4.0)
     assert torch.equal(got, expected)
+
+
+class _OptionalBranchNet(torch.nn.Module):
+    """Each block has `mix`, always called, and `extra`, called only with a context."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = torch.nn.ModuleList(
+            torch.nn.ModuleDict({"mix": torch.nn.Linear(4, 4), "extra": torch.nn.Linear(4, 4)})
+            for _ in range(2)
+        )
+
+    def forward(self, x, t, context=None):
+        for block in self.blocks:
+            x = x + block["mix"](x * t)
+            if context is not None:
+                x = x + block["extra"](context)
+        return x
+
+
+class _OptionalBranchAdapter(smoothcache.Adapter):
+    name = "optional-branch-net"
+
+    def matches(self, model):
+        return isinstance(model, _OptionalBranchNet)
+
+    def branches(self, model):
+        return [
+            smoothcache.Branch(f"blocks.{i}.{kind}", kind, i)
+            for i in range(2)
+            for kind in ("mix", "extra")
+        ]
+
+    def timestep_source(self, model):
+        return TimestepSource("", smoothcache.argument("t", 1))
+
+
+@torch.no_grad()
+def test_unscheduled_branches_still_mark_the_evaluation():
+    """Only `extra` is scheduled and it never runs: that is not a source firing twice."""
+    net = _OptionalBranchNet()
+    x = torch.randn(3, 4)
+    with smoothcache.enabled(net, {"extra": [1, 0, 1]}, adapter=_OptionalBranchAdapter()) as s:
+        for t in (3.0, 2.0, 1.0):
+            net(x, torch.tensor(t))
+    assert s.stats.steps == 3 and set(s.stats.computed) == {"blocks.0.extra", "blocks.1.extra"}
