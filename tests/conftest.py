@@ -18,6 +18,10 @@ from torch import nn
 from tests.models.original_dit import DiT, ddim_timesteps
 from tests.models.random_init import randomize_
 
+# The test models are tiny: handing each small op to a second thread costs more than the op,
+# and many times more on a busy 2-core machine.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def original_dit() -> DiT:

@@ -26,16 +26,6 @@ STDIT3_KINDS = STDiT3Adapter.kinds
 STDIT2_KINDS = ("attn", "attn_temp", "cross_attn", "mlp")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run these tiny models on one intra-op thread: handing each small op to a second thread
-    costs more than the op (many times more when the cores are busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _only(obj: Any, name: str) -> None:
     """``obj`` is detected as adapter ``name`` and every other adapter rejects it."""
     assert smoothcache.detect(obj).name == name

@@ -24,16 +24,6 @@ KINDS = ("attn1", "attn2", "ff")
 LAYERS = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run these tiny models on one intra-op thread: handing each small op to a second thread
-    costs more than the op (many times more when the cores are busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def alpha():
     return tiny_pixart_pipeline("alpha")

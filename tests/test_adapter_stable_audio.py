@@ -34,16 +34,6 @@ ROW = [1, 0, 1, 0, 0, 1]
 LAYERS = 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run these tiny models on one intra-op thread: handing each small op to a second thread
-    costs more than the op (many times more when the cores are busy)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _only(obj: Any, name: str) -> None:
     """``obj`` is detected as adapter ``name`` and every other adapter rejects it."""
     assert smoothcache.detect(obj).name == name

@@ -6,7 +6,6 @@ import itertools
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +31,6 @@ from smoothcache.curves import paper_rule
 from tests.conftest import assert_same_state, module_state, sample_two_calls
 from tests.models.original_dit import sample_original_dit
 from tests.models.tiny_diffusers import tiny_dit_transformer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, which only contend on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ---------------------------------------------------------------------------------------------
 # A toy model: linear branches with a bias (so relative error depends on a sample's scale), one
