@@ -116,6 +116,9 @@ def _branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     under ``torch.compile`` a regionally compiled block then shares its graphs with every other
     block in the same step pattern, and guards are on values, never on per-block closures.
     """
+    if self._sc_ran:
+        raise self._sc_session._called_twice(self)
+    self._sc_ran = True
     self._sc_session.called = True
     action = self._sc_action
     if action & _REUSE:
@@ -184,6 +187,7 @@ def _fast_block_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         got, failed = None, True
     mismatches: list[str] = []
     for module in branches:
+        module._sc_ran = False  # the block's own forward runs them once more
         module.forward = types.MethodType(_replaying_forward(records, mismatches), module)
     try:
         expected = self._sc_block_original(*args, **kwargs)
@@ -332,6 +336,7 @@ class Session:
                 _sc_value=None,
                 _sc_shape=None,
                 _sc_fell_back=False,
+                _sc_ran=False,
             )
             self._patches.replace_forward(module, types.MethodType(_branch_forward, module))
         if self.fast_path:
@@ -372,6 +377,7 @@ class Session:
         values, shapes = self._values[clock.pass_idx], self._shapes[clock.pass_idx]
         for index, module in enumerate(self._modules):
             state = module.__dict__
+            state["_sc_ran"] = False
             state["_sc_action"] = plan[index]
             state["_sc_value"] = values[index]
             state["_sc_shape"] = shapes[index]
@@ -435,6 +441,15 @@ class Session:
         for module in self._modules:
             module.__dict__.update(_sc_value=None, _sc_shape=None, _sc_action=_NO_CLOCK)
         self.cache_bytes = 0
+
+    def _called_twice(self, module: nn.Module) -> AdapterError:
+        path = self._branches[self._modules.index(module)].path
+        return AdapterError(
+            f"branch {path!r} was called twice in one model evaluation (feed-forward chunking, "
+            "or a block that runs a branch per chunk or per modality?). One cached output "
+            "cannot stand for several calls; turn that feature off (e.g. diffusers' "
+            "disable_forward_chunking()) or leave this branch out of the schedule"
+        )
 
     def _no_clock(self, module: nn.Module) -> AdapterError:
         path = self._branches[self._modules.index(module)].path

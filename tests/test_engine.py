@@ -399,3 +399,14 @@ def test_unscheduled_branches_still_mark_the_evaluation():
         for t in (3.0, 2.0, 1.0):
             net(x, torch.tensor(t))
     assert s.stats.steps == 3 and set(s.stats.computed) == {"blocks.0.extra", "blocks.1.extra"}
+
+
+@torch.no_grad()
+def test_a_branch_called_twice_per_evaluation_is_an_error(diffusers_dit):
+    """Feed-forward chunking calls `ff` once per chunk: one cached output cannot serve them."""
+    for block in diffusers_dit.transformer_blocks:
+        block.set_chunk_feed_forward(chunk_size=8, dim=1)
+    x, labels = torch.randn(2, 4, 8, 8), torch.tensor([1, 2])
+    with pytest.raises(AdapterError, match=r"'transformer_blocks.0.ff' was called twice"):
+        with smoothcache.enabled(diffusers_dit, {"ff": [1, 0, 1]}):
+            diffusers_dit(x, timestep=torch.tensor([999, 999]), class_labels=labels)
