@@ -116,25 +116,25 @@ def _branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     under ``torch.compile`` a regionally compiled block then shares its graphs with every other
     block in the same step pattern, and guards are on values, never on per-block closures.
     """
-    if self._sc_ran:
-        raise self._sc_session._called_twice(self)
-    self._sc_ran = True
-    self._sc_session.called = True
-    action = self._sc_action
+    state = self.__dict__  # plain dict access: nn.Module.__setattr__ costs microseconds
+    if state["_sc_ran"]:
+        raise state["_sc_session"]._called_twice(self)
+    state["_sc_ran"] = True
+    action = state["_sc_action"]
     if action & _REUSE:
-        value = self._sc_value
-        if value is not None and self._sc_shape == _input_shape(args, kwargs):
+        value = state["_sc_value"]
+        if value is not None and state["_sc_shape"] == _input_shape(args, kwargs):
             if not action & _KEEP:
-                self._sc_value = None
+                state["_sc_value"] = None
             return value
-        self._sc_fell_back = True
-        self._sc_value = None
+        state["_sc_fell_back"] = True
+        state["_sc_value"] = None
     elif action & _NO_CLOCK:
-        raise self._sc_session._no_clock(self)
-    output = self._sc_original(*args, **kwargs)
+        raise state["_sc_session"]._no_clock(self)
+    output = state["_sc_original"](*args, **kwargs)
     if action & _KEEP:
-        self._sc_value = output
-        self._sc_shape = _input_shape(args, kwargs)
+        state["_sc_value"] = output
+        state["_sc_shape"] = _input_shape(args, kwargs)
     return output
 
 
@@ -152,9 +152,9 @@ def reused_output(module: nn.Module, input_shape: Any) -> Any:
     if action & _REUSE:
         value = state["_sc_value"]
         if value is not None and state["_sc_shape"] == input_shape:
-            module._sc_session.called = True
+            state["_sc_ran"] = True
             if not action & _KEEP:
-                module._sc_value = None
+                state["_sc_value"] = None
             return value
     return None
 
@@ -187,7 +187,6 @@ def _fast_block_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         got, failed = None, True
     mismatches: list[str] = []
     for module in branches:
-        module._sc_ran = False  # the block's own forward runs them once more
         module.forward = types.MethodType(_replaying_forward(records, mismatches), module)
     try:
         expected = self._sc_block_original(*args, **kwargs)
@@ -220,6 +219,7 @@ def _replaying_forward(records: dict[int, list[Any]], mismatches: list[str]) -> 
         queue = records.get(id(module))
         if not queue:
             mismatches.append(f"{type(module).__name__} called more often by the block's forward")
+            module.__dict__["_sc_ran"] = False
             return _branch_forward(module, *args, **kwargs)
         seen_args, seen_kwargs, output = queue.pop(0)
         same_kwargs = seen_kwargs.keys() == kwargs.keys() and all(
@@ -227,7 +227,8 @@ def _replaying_forward(records: dict[int, list[Any]], mismatches: list[str]) -> 
         )
         if not (_identical(list(args), list(seen_args)) and same_kwargs):
             mismatches.append(f"input of {type(module).__name__}")
-            return _branch_forward(module, *args, **kwargs)  # the block's own input counts
+            module.__dict__["_sc_ran"] = False  # computing again, from the block's own input
+            return _branch_forward(module, *args, **kwargs)
         return output
 
     return forward
@@ -283,20 +284,24 @@ class Session:
         #: the scheduled branches, in execution order (unscheduled ones are wrapped to compute)
         self.branches = [b for b in self._branches if schedule.row_for(b.kind, b.block)]
         n = len(self._branches)
-        interned: dict[tuple[int, ...], tuple[int, ...]] = {}
-        self._plans = tuple(
-            interned.setdefault(plan, plan) for plan in zip(*(row[:-1] for row in rows))
-        )
-        self._idle = (_NO_CLOCK,) * n
-        self.plan = self._idle  # the plan of the evaluation in progress, idle between them
+        # One plan per distinct step pattern; steps share the plan objects.
+        unique: dict[tuple[int, ...], int] = {}
+        self._plan_of_step = [
+            unique.setdefault(plan, len(unique)) for plan in zip(*(row[:-1] for row in rows))
+        ]
+        self._plans = list(unique)
+        # Per plan: branches that reuse (fallbacks to check), and branches whose stored output
+        # may change during the evaluation (bytes to recount). Compute-only branches: neither.
+        self._reusing = [[i for i, a in enumerate(p) if a & _REUSE] for p in self._plans]
+        self._touched = [[i for i, a in enumerate(p) if a & (_REUSE | _KEEP)] for p in self._plans]
+        self._runs = [0] * len(self._plans)  # evaluations run with each plan
+        self._current = -1  # plan index of the evaluation in progress; -1 between evaluations
+        self._loaded = -1  # plan index whose actions the modules hold
         self._pass = 0
-        self._values: list[list[Any]] = []  # per pass: stored output of each branch
-        self._shapes: list[list[Any]] = []
-        self._sizes: list[list[int]] = []
-        self.called = False
+        self._values: list[list[Any]] = [[None] * n]  # per pass: stored output of each branch
+        self._shapes: list[list[Any]] = [[None] * n]
+        self._sizes: list[list[int]] = [[0] * n]
         self._call_marks = 0
-        self._computed = [0] * n
-        self._reused = [0] * n
         self._fallbacks = [0] * n
         self.cache_bytes = 0
         self.peak_cache_bytes = 0
@@ -360,76 +365,98 @@ class Session:
 
     def _branch_calls(self) -> int:
         """A number that changes when a branch ran since the last evaluation started."""
-        if self.called:
-            self.called = False
+        if any(module.__dict__["_sc_ran"] for module in self._modules):
             self._call_marks += 1
         return self._call_marks
 
     def _select(self) -> None:
-        """After a tick: give each branch its action for this step and its stored output."""
+        """After a tick: give each branch its action for this step and its pass's output."""
         clock = self.clock
-        while len(self._values) <= clock.pass_idx:
-            n = len(self._modules)
+        index = self._plan_of_step[clock.step]
+        modules = self._modules
+        if clock.pass_idx != self._pass:
+            self._swap_pass(clock.pass_idx)
+        if index != self._loaded:
+            plan = self._plans[index]
+            for i, module in enumerate(modules):
+                module.__dict__["_sc_action"] = plan[i]
+            self._loaded = index
+        for module in modules:
+            module.__dict__["_sc_ran"] = False
+        self._current = index
+
+    def _swap_pass(self, new: int) -> None:
+        """Park the modules' stored outputs under the current pass and load pass ``new``'s."""
+        n = len(self._modules)
+        while len(self._values) <= new:
             self._values.append([None] * n)
             self._shapes.append([None] * n)
             self._sizes.append([0] * n)
-        plan = self._plans[clock.step]
-        values, shapes = self._values[clock.pass_idx], self._shapes[clock.pass_idx]
-        for index, module in enumerate(self._modules):
+        old_values, old_shapes = self._values[self._pass], self._shapes[self._pass]
+        values, shapes = self._values[new], self._shapes[new]
+        for i, module in enumerate(self._modules):
             state = module.__dict__
-            state["_sc_ran"] = False
-            state["_sc_action"] = plan[index]
-            state["_sc_value"] = values[index]
-            state["_sc_shape"] = shapes[index]
-        self.plan, self._pass = plan, clock.pass_idx
+            old_values[i], old_shapes[i] = state["_sc_value"], state["_sc_shape"]
+            state["_sc_value"], state["_sc_shape"] = values[i], shapes[i]
+        self._pass = new
 
-    def _tally(self, commit: bool) -> tuple[list[int], list[int], list[int], int, int]:
-        """Counts and bytes including the evaluation in progress or just ended.
-
-        With ``commit`` the evaluation is folded in: its outputs move from the modules to the
-        pass's storage and the fallback marks are cleared.
-        """
-        computed, reused = list(self._computed), list(self._reused)
-        fallbacks = list(self._fallbacks)
+    def _pending(self) -> tuple[list[int], int, int]:
+        """Fallbacks, bytes held and bytes dropped by the evaluation in progress (read-only)."""
+        fallbacks: list[int] = []
         held, dropped = self.cache_bytes, 0
-        if self.plan is not self._idle:
-            p = self._pass
-            values, shapes, sizes = self._values[p], self._shapes[p], self._sizes[p]
-            for index, (module, action) in enumerate(zip(self._modules, self.plan)):
-                state = module.__dict__
-                if not action & _REUSE:
-                    computed[index] += 1
-                elif state["_sc_fell_back"]:
-                    computed[index] += 1
-                    fallbacks[index] += 1
-                else:
-                    reused[index] += 1
-                value = state["_sc_value"]
-                if value is not values[index]:
-                    size = nbytes(value) if value is not None else 0
-                    dropped += max(sizes[index] - size, 0)
-                    held += size - sizes[index]
-                    if commit:
-                        values[index], sizes[index] = value, size
-                if commit:
-                    shapes[index] = state["_sc_shape"]
-                    state["_sc_fell_back"] = False
-        # An entry dropped during the evaluation was held until its branch ran; counting it
-        # with what is held now bounds the peak from above (exact when drops follow stores).
-        return computed, reused, fallbacks, held, max(self.peak_cache_bytes, held + dropped)
+        if self._current >= 0:
+            modules, sizes = self._modules, self._sizes[self._pass]
+            fallbacks = [i for i in self._reusing[self._current] if modules[i]._sc_fell_back]
+            for i in self._touched[self._current]:
+                value = modules[i].__dict__["_sc_value"]
+                size = nbytes(value) if value is not None else 0
+                if size < sizes[i]:
+                    dropped += sizes[i] - size
+                held += size - sizes[i]
+        return fallbacks, held, dropped
 
     def _account(self) -> None:
         """Fold the evaluation that just ended into the counts; runs once per evaluation."""
-        if self.plan is self._idle:
+        index = self._current
+        if index < 0:
             return
-        (
-            self._computed,
-            self._reused,
-            self._fallbacks,
-            self.cache_bytes,
-            self.peak_cache_bytes,
-        ) = self._tally(commit=True)
-        self.plan = self._idle
+        fallbacks, held, dropped = self._pending()
+        modules, sizes = self._modules, self._sizes[self._pass]
+        for i in fallbacks:
+            self._fallbacks[i] += 1
+            modules[i].__dict__["_sc_fell_back"] = False
+        for i in self._touched[index]:
+            value = modules[i].__dict__["_sc_value"]
+            sizes[i] = nbytes(value) if value is not None else 0
+        self._runs[index] += 1
+        # An entry dropped during the evaluation was held until its branch ran; counting it
+        # with what is held now bounds the peak from above (exact when drops follow stores).
+        self.peak_cache_bytes = max(self.peak_cache_bytes, held + dropped)
+        self.cache_bytes = held
+        self._current = -1
+
+    def _counts(self) -> tuple[list[int], list[int], list[int], int, int]:
+        """Computed, reused and fallback counts per branch, bytes held and peak, up to now."""
+        n = len(self._modules)
+        computed, reused = [0] * n, [0] * n
+        pending, held, dropped = self._pending()
+        runs = list(self._runs)
+        if self._current >= 0:
+            runs[self._current] += 1
+        for plan, count in zip(self._plans, runs):
+            if count:
+                for i, action in enumerate(plan):
+                    if action & _REUSE:
+                        reused[i] += count
+                    else:
+                        computed[i] += count
+        fallbacks = list(self._fallbacks)
+        for i in pending:
+            fallbacks[i] += 1
+        for i, extra in enumerate(fallbacks):
+            computed[i] += extra
+            reused[i] -= extra
+        return computed, reused, fallbacks, held, max(self.peak_cache_bytes, held + dropped)
 
     def _clear(self) -> None:
         """Drop every stored output (a new generation starts, or the session resets)."""
@@ -440,6 +467,7 @@ class Session:
             sizes[:] = [0] * len(sizes)
         for module in self._modules:
             module.__dict__.update(_sc_value=None, _sc_shape=None, _sc_action=_NO_CLOCK)
+        self._loaded = -1
         self.cache_bytes = 0
 
     def _called_twice(self, module: nn.Module) -> AdapterError:
@@ -465,7 +493,7 @@ class Session:
     @property
     def stats(self) -> CacheStats:
         """A snapshot of the counts since the session started (including the last evaluation)."""
-        computed, reused, fallbacks, held, peak = self._tally(commit=False)
+        computed, reused, fallbacks, held, peak = self._counts()
         paths = [b.path for b in self.branches]
         return CacheStats(
             computed=dict(zip(paths, computed)),
@@ -496,8 +524,8 @@ class Session:
 
     def _restore(self) -> None:
         self._account()
+        self._clear()  # before undo: clearing sets attributes that undo must then remove
         self._patches.undo()
-        self._clear()
         self.active = False
         logger.debug("smoothcache disabled on %s", type(self.model).__name__)
 
