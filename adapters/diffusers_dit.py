@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, class_names
+from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
 from smoothcache.engine import reused_output
 from smoothcache.hookspecs import hookimpl
 
@@ -24,11 +24,12 @@ class DiffusersDiTAdapter(Adapter):
 
     name = "diffusers-dit"
     kinds = ("attn1", "attn2", "ff")
+    model_classes = ("DiTTransformer2DModel",)
 
     def matches(self, model: nn.Module) -> bool:
         blocks = getattr(model, "transformer_blocks", None)
         return (
-            "DiTTransformer2DModel" in class_names(model)
+            super().matches(model)
             and isinstance(blocks, nn.ModuleList)
             and all(isinstance(getattr(b, "attn1", None), nn.Module) for b in blocks)
         )

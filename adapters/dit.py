@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, class_names, has_children
+from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, has_children
 from smoothcache.engine import reused_output
 from smoothcache.hookspecs import hookimpl
 
@@ -24,9 +24,10 @@ class OriginalDiTAdapter(Adapter):
 
     name = "dit"
     kinds = ("attn", "mlp")
+    model_classes = ("DiT",)
 
     def matches(self, model: nn.Module) -> bool:
-        if "DiT" not in class_names(model):
+        if not super().matches(model):
             return False
         if not (
             has_children(model, "t_embedder", "final_layer")

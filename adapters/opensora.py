@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, class_names, has_children
+from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, has_children
 from smoothcache.hookspecs import hookimpl
 
 _STDIT3_BRANCHES = ("attn", "cross_attn", "mlp")
@@ -51,10 +51,11 @@ class STDiT3Adapter(Adapter):
     """Open-Sora 1.2 STDiT3: kinds ``spatial.*`` and ``temporal.*`` of attn, cross_attn, mlp."""
 
     name = "opensora-stdit3"
+    model_classes = ("STDiT3",)
     kinds = tuple(f"{family}.{b}" for family in ("spatial", "temporal") for b in _STDIT3_BRANCHES)
 
     def matches(self, model: nn.Module) -> bool:
-        if "STDiT3" not in class_names(model) or not has_children(model, "t_embedder"):
+        if not super().matches(model) or not has_children(model, "t_embedder"):
             return False
         if not _blocks_with(model, "spatial_blocks", _STDIT3_BRANCHES):
             return False
@@ -84,10 +85,11 @@ class STDiT2Adapter(Adapter):
 
     name = "opensora-stdit2"
     kinds = _STDIT2_BRANCHES
+    model_classes = ("STDiT2",)
 
     def matches(self, model: nn.Module) -> bool:
         return (
-            "STDiT2" in class_names(model)
+            super().matches(model)
             and has_children(model, "t_embedder")
             and _blocks_with(model, "blocks", _STDIT2_BRANCHES)
         )

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, class_names, has_children
+from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, has_children
 from smoothcache.hookspecs import hookimpl
 
 
@@ -28,11 +28,12 @@ class PixArtAdapter(Adapter):
 
     name = "pixart"
     kinds = ("attn1", "attn2", "ff")
+    model_classes = ("PixArtTransformer2DModel",)
 
     def matches(self, model: nn.Module) -> bool:
         blocks = getattr(model, "transformer_blocks", None)
         return (
-            "PixArtTransformer2DModel" in class_names(model)
+            super().matches(model)
             and has_children(model, "adaln_single")
             and isinstance(blocks, nn.ModuleList)
             and all(has_children(b, "attn1", "ff") for b in blocks)

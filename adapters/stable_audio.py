@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, class_names, has_children
+from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, has_children
 from smoothcache.hookspecs import hookimpl
 
 
@@ -21,11 +21,12 @@ class DiffusersStableAudioAdapter(Adapter):
 
     name = "diffusers-stable-audio"
     kinds = ("attn1", "attn2", "ff")
+    model_classes = ("StableAudioDiTModel",)
 
     def matches(self, model: nn.Module) -> bool:
         blocks = getattr(model, "transformer_blocks", None)
         return (
-            "StableAudioDiTModel" in class_names(model)
+            super().matches(model)
             and isinstance(blocks, nn.ModuleList)
             and all(has_children(b, *self.kinds) for b in blocks)
         )

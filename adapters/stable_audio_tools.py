@@ -45,6 +45,7 @@ class StableAudioToolsAdapter(Adapter):
 
     name = "stable-audio-tools"
     kinds = ("self_attn", "cross_attn", "ff")
+    model_classes = ("DiffusionTransformer",)
 
     def root(self, obj: Any) -> nn.Module | None:
         """Unwrap the (conditioned or unconditional) model and DiT wrappers down to the DiT."""
@@ -57,7 +58,7 @@ class StableAudioToolsAdapter(Adapter):
     def matches(self, model: nn.Module) -> bool:
         layers = getattr(getattr(model, "transformer", None), "layers", None)
         return (
-            "DiffusionTransformer" in class_names(model)
+            super().matches(model)
             and isinstance(layers, nn.ModuleList)
             and all(has_children(layer, "self_attn", "ff") for layer in layers)
         )

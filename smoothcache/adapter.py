@@ -76,13 +76,29 @@ def has_children(module: nn.Module, *names: str) -> bool:
 class Adapter:
     """Base class of adapters. Subclasses set ``name`` and implement the three methods.
 
-    ``priority`` breaks ties when several adapters match one model (higher wins); ``kinds``
-    lists the branch kinds the adapter may declare, for listings and documentation.
+    ``kinds`` lists the branch kinds the adapter may declare (for listings and documentation);
+    ``model_classes`` names the classes the adapter targets and ``priority`` settles the rest.
+
+    **Detection rule.** When several adapters match one model (each on the module its
+    :meth:`root` unwraps), :func:`smoothcache.detect` ranks them:
+
+    1. *Most specific first*: an adapter is as specific as the first class in the model's MRO
+       whose ``__name__`` it lists in ``model_classes``. A match on the model's own class beats
+       a match on a base class; an adapter that matches without listing any class of the
+       model's MRO is the least specific.
+    2. *Then the higher* ``priority`` (default 0).
+    3. Still tied: an :class:`~smoothcache.AdapterError` that names the tied adapters and asks
+       for ``adapter="name"``.
+
+    ``enabled(..., adapter="name")`` skips detection altogether. So a third-party adapter can
+    take over a class a built-in adapter handles by listing the same class with a higher
+    ``priority``, or by listing a subclass.
     """
 
     name: str = ""
     priority: int = 0
     kinds: Sequence[str] = ()
+    model_classes: Sequence[str] = ()
 
     def root(self, obj: Any) -> nn.Module | None:
         """Unwrap ``obj`` (a pipeline, a compiled module, a module) to the denoiser module.
@@ -98,8 +114,17 @@ class Adapter:
         return module if isinstance(module, nn.Module) else None
 
     def matches(self, model: nn.Module) -> bool:
-        """True when ``model`` (already unwrapped by :meth:`root`) belongs to this family."""
-        raise NotImplementedError
+        """True when ``model`` (already unwrapped by :meth:`root`) belongs to this family.
+
+        The default accepts a model with a class named in ``model_classes`` anywhere in its MRO,
+        which spares importing the library that defines it; overrides usually add structural
+        checks (``super().matches(model) and ...``). Never load or run anything here.
+        """
+        if not self.model_classes:
+            raise NotImplementedError(
+                f"adapter {self.name!r} declares no model_classes; override matches()"
+            )
+        return not class_names(model).isdisjoint(self.model_classes)
 
     def branches(self, model: nn.Module) -> list[Branch]:
         """Every cacheable residual branch of ``model``, in execution order."""

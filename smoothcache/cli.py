@@ -5,7 +5,10 @@ Subcommands:
 * ``calibrate PIPELINE_DIR`` — run a diffusers pipeline saved in a local directory under
   :func:`smoothcache.calibrating` and save the error curves (optionally a schedule too);
 * ``schedule CURVES (--alpha A | --compute F)`` — turn saved curves into a schedule file;
-* ``show FILE`` — print a schedule or curves file as a compact text grid, ``--plot`` draws it.
+* ``show FILE`` — print a schedule or curves file as a compact text grid, ``--plot`` draws it;
+* ``demo`` — calibrate the shipped reference model, cache it, and compare with no cache;
+* ``adapters`` — list every adapter and where it comes from; ``--check MODULE:FACTORY`` shows
+  which adapter a model gets and the branches it finds.
 
 Each subcommand is a pair of functions: ``_add_<name>`` declares its arguments and ``_<name>``
 runs it and returns the exit status, so a new subcommand is one more pair in :data:`COMMANDS`.
@@ -16,19 +19,24 @@ stderr. diffusers, tqdm and matplotlib are imported only by the subcommands that
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.util
 import inspect
 import json
 import math
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from smoothcache import registry
 from smoothcache.calibration import calibrating
 from smoothcache.curves import ErrorCurves
-from smoothcache.engine import resolve
+from smoothcache.engine import model_branches, resolve
 from smoothcache.errors import SmoothCacheError
 from smoothcache.schedule import Schedule
 
@@ -488,6 +496,172 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- demo -------------------------------------------------------------------------------------
+
+
+def _add_demo(sub: Any) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "demo",
+        help="SmoothCache on the shipped reference model: speed and quality, in about a minute",
+        description="Calibrate the shipped digits DiT on a few samples, build a schedule, sample "
+        "the same seeds with and without it, print time, speedup, branch-steps computed, error "
+        "and classifier accuracy, and write a PNG of uncached next to cached samples.",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("smoothcache-demo.png"), help="PNG to write"
+    )
+    parser.add_argument(
+        "--samples", type=_int_at_least(1), default=40, help="evaluation samples (default 40)"
+    )
+    parser.add_argument(
+        "--calibration-samples", type=_int_at_least(1), default=5, help="(default 5)"
+    )
+    parser.add_argument("--steps", type=_int_at_least(2), default=50, help="DDIM steps")
+    parser.add_argument("--guidance-scale", type=float, default=1.5)
+    parser.add_argument(
+        "--repeats", type=_int_at_least(1), default=3, help="timed runs of each (default 3)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_rule_options(parser, required=False)
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    missing = [name for name in ("diffusers", "sklearn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise CommandError(f"the demo needs {' and '.join(missing)}: pip install smoothcache[demo]")
+    from smoothcache.demo import run_demo
+
+    return run_demo(
+        out_png=args.output,
+        num_samples=args.samples,
+        compute_fraction=args.compute,
+        alpha=args.alpha,
+        per_block=args.per_block,
+        calibration_samples=args.calibration_samples,
+        num_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        seed=args.seed,
+        repeats=args.repeats,
+        progress=not args.no_progress,
+    )
+
+
+# -- adapters ---------------------------------------------------------------------------------
+
+
+def _add_adapters(sub: Any) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        "adapters",
+        help="list the adapters and where they come from, or check which one fits a model",
+        description="List every adapter (built-in or from a plugin package) with its origin, "
+        "the classes it targets, its priority and its branch kinds, and every plugin that "
+        "failed to load. With --check, build a model and show the adapter detection picks, the "
+        "branches it finds and the timestep source.",
+    )
+    parser.add_argument(
+        "--check",
+        metavar="MODULE:FACTORY",
+        help="import MODULE (the current directory is searched first) and call FACTORY() for a "
+        "model or pipeline to check",
+    )
+    return parser
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    """Left-aligned columns separated by two spaces."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+
+
+def _load_adapters() -> tuple[list[registry.AdapterInfo], dict[str, str]]:
+    """The adapters and the failed plugins; the failures are printed, not warned about."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return registry.REGISTRY.infos(), registry.REGISTRY.failures
+
+
+def _adapters(args: argparse.Namespace) -> int:
+    infos, failures = _load_adapters()
+    if args.check is not None:
+        return _check_factory(args.check, {i.adapter.name: i.source for i in infos})
+    rows = [("name", "origin", "classes", "priority", "kinds")]
+    for info in infos:
+        adapter = info.adapter
+        classes = ", ".join(getattr(adapter, "model_classes", ())) or "(by structure)"
+        kinds = ", ".join(getattr(adapter, "kinds", ())) or "-"
+        rows.append(
+            (adapter.name, info.source, classes, str(getattr(adapter, "priority", 0)), kinds)
+        )
+    print("\n".join(_table(rows)))
+    if failures:
+        print(f"\n{len(failures)} plugin(s) failed to load and were skipped:")
+        for message in failures.values():
+            print(f"  {message}")
+    print(f"\nDetection: most specific class first, then priority; see {registry.GUIDE}")
+    return 0
+
+
+def _factory(spec: str) -> Callable[[], Any]:
+    """The callable named by ``MODULE:FACTORY`` (``FACTORY`` may be dotted: ``Class.build``)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"--check takes MODULE:FACTORY (e.g. mymodels:tiny_dit), found {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CommandError(f"cannot import module {module_name!r}: {exc!r}") from None
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+    if not callable(factory):
+        raise CommandError(f"{spec!r} does not name a callable factory in {module_name!r}")
+    return factory
+
+
+def _check_factory(spec: str, origins: dict[str, str]) -> int:
+    factory = _factory(spec)
+    try:
+        obj = factory()
+    except Exception as exc:
+        raise CommandError(f"the factory {spec} raised {exc!r}") from None
+    matches = registry.REGISTRY.matching(obj)
+    adapter = registry.REGISTRY.detect(obj)  # no match, or a tie: an error on one line
+    best = matches[0]
+    root = best.root
+    source = adapter.timestep_source(root)
+    try:
+        root.get_submodule(source.path)
+    except AttributeError:
+        raise CommandError(
+            f"adapter {adapter.name!r} names timestep source {source.path!r}, which the "
+            f"{type(root).__name__} does not have"
+        ) from None
+    pairs = model_branches(root, adapter)
+    model = f"{type(root).__module__}.{type(root).__qualname__}"
+    lines = [
+        f"model: {model}" + ("" if root is obj else f" (inside a {type(obj).__name__})"),
+        f"adapter: {best.describe()} from {origins.get(adapter.name, 'runtime')}",
+    ]
+    lines += [f"also matches, ranked lower: {m.describe()}" for m in matches[1:]]
+    reader = getattr(source.read, "__qualname__", repr(source.read))
+    lines.append(f"timestep source: {source.path or '<root>'}, read with {reader}")
+    kinds: dict[str, int] = {}
+    for branch, _ in pairs:
+        kinds[branch.kind] = kinds.get(branch.kind, 0) + 1
+    counts = ", ".join(f"{kind} x{n}" for kind, n in kinds.items())
+    lines.append(f"branches: {len(pairs)} ({counts})")
+    rows = [("path", "kind", "block", "module")]
+    rows += [(b.path, b.kind, str(b.block), type(m).__name__) for b, m in pairs]
+    lines += ["  " + line for line in _table(rows)]
+    fast = list(adapter.fast_forwards(root))
+    lines.append(f"fast path: {len(fast)} block(s)" if fast else "fast path: none")
+    print("\n".join(lines))
+    return 0
+
+
 # -- entry point ------------------------------------------------------------------------------
 
 Command = tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Namespace], int]]
@@ -497,6 +671,8 @@ COMMANDS: dict[str, Command] = {
     "calibrate": (_add_calibrate, _calibrate),
     "schedule": (_add_schedule, _schedule),
     "show": (_add_show, _show),
+    "demo": (_add_demo, _demo),
+    "adapters": (_add_adapters, _adapters),
 }
 
 

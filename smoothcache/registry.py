@@ -2,8 +2,14 @@
 
 Built-in and third-party adapters arrive the same way, through the entry-point group
 ``smoothcache``. Setting ``SMOOTHCACHE_DISABLE_PLUGIN_AUTOLOAD=1`` skips every entry point that
-does not belong to smoothcache itself. A plugin that fails to import or whose hook raises is
-reported by name in a warning; the other adapters keep working.
+does not belong to smoothcache itself. A plugin that fails to import, implements a hook that
+smoothcache does not define, raises from its hook or returns something other than adapters is
+skipped and reported by name: in a ``RuntimeWarning`` and in :attr:`Registry.failures`. The
+other adapters keep working.
+
+Detection ranks the adapters that match a model by the rule documented on
+:class:`smoothcache.Adapter`: the most specific ``model_classes`` entry first, then the higher
+``priority``; a tie that remains is an error asking for ``adapter="name"``.
 """
 
 from __future__ import annotations
@@ -11,11 +17,13 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
 import pluggy
+from torch import nn
 
 from smoothcache import hookspecs
 from smoothcache.adapter import Adapter
@@ -25,15 +33,47 @@ logger = logging.getLogger(__name__)
 
 AUTOLOAD_ENV = "SMOOTHCACHE_DISABLE_PLUGIN_AUTOLOAD"
 GUIDE = "docs/adapters.md"
+BUILTIN = "built-in"
 _REQUIRED = ("name", "matches", "branches", "timestep_source", "root")
 
 
 @dataclass(frozen=True)
 class AdapterInfo:
-    """An adapter and where it came from (``built-in``, a distribution, or ``runtime``)."""
+    """An adapter and where it came from: ``built-in``, ``<distribution> <version>``,
+    ``runtime plugin`` (registered on the plugin manager by hand) or ``runtime``
+    (:func:`smoothcache.register`)."""
 
     adapter: Adapter
     source: str
+
+
+@dataclass(frozen=True)
+class Match:
+    """An adapter that accepts a model, with what detection ranks it by.
+
+    ``root`` is the module the adapter unwrapped; ``target`` the first class of the root's MRO
+    named in the adapter's ``model_classes`` (``None`` when it matched without one) and
+    ``depth`` that class's position in the MRO (the MRO's length when ``target`` is ``None``).
+    """
+
+    adapter: Adapter
+    root: nn.Module
+    target: str | None
+    depth: int
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        """Sort key, best first: more specific (smaller depth), then higher priority."""
+        return (self.depth, -_priority(self.adapter))
+
+    def describe(self) -> str:
+        """``'name' (class X, priority P)`` for messages and the CLI."""
+        how = f"class {self.target}" if self.target else "structure only"
+        return f"{self.adapter.name!r} ({how}, priority {_priority(self.adapter)})"
+
+
+def _priority(adapter: Adapter) -> int:
+    return getattr(adapter, "priority", 0)
 
 
 def _dist_label(ep: metadata.EntryPoint) -> tuple[str, bool]:
@@ -43,8 +83,37 @@ def _dist_label(ep: metadata.EntryPoint) -> tuple[str, bool]:
         return "unknown distribution", False
     name = dist.metadata["Name"] or "unknown"
     if name.lower().replace("_", "-") == "smoothcache":
-        return "built-in", True
+        return BUILTIN, True
     return f"{name} {dist.version}", False
+
+
+def rank(model: Any, adapters: Iterable[Adapter]) -> list[Match]:
+    """Every adapter of ``adapters`` that matches ``model``, best first by the detection rule.
+
+    An adapter whose ``root`` or ``matches`` raises is skipped with a warning: one broken
+    adapter must not stop detection for every model.
+    """
+    found: list[Match] = []
+    for adapter in adapters:
+        try:
+            root = adapter.root(model)
+            if root is None or not adapter.matches(root):
+                continue
+        except Exception as exc:
+            warnings.warn(
+                f"adapter {adapter.name!r} raised while checking a {type(model).__name__}: "
+                f"{exc!r}; it was skipped",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            continue
+        targets = set(getattr(adapter, "model_classes", ()))
+        mro = type(root).__mro__
+        depth = next((i for i, cls in enumerate(mro) if cls.__name__ in targets), len(mro))
+        target = mro[depth].__name__ if depth < len(mro) else None
+        found.append(Match(adapter, root, target, depth))
+    found.sort(key=lambda match: match.rank)
+    return found
 
 
 class Registry:
@@ -55,7 +124,13 @@ class Registry:
         self._origins: dict[str, str] = {}
         self._infos: list[AdapterInfo] | None = None
         self._runtime: list[Adapter] = []
-        self.failures: dict[str, str] = {}
+        self._failures: dict[str, str] = {}
+
+    @property
+    def failures(self) -> dict[str, str]:
+        """Plugins that were skipped, by plugin name: the message of each (loads plugins)."""
+        self.infos()
+        return dict(self._failures)
 
     def _manager(self) -> pluggy.PluginManager:
         if self._pm is not None:
@@ -63,14 +138,38 @@ class Registry:
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
         autoload = os.environ.get(AUTOLOAD_ENV, "") in ("", "0")
-        for ep in metadata.entry_points(group=hookspecs.PROJECT):
-            origin, builtin = _dist_label(ep)
-            if not (builtin or autoload) or pm.get_plugin(ep.name) is not None:
+        points = [(ep, *_dist_label(ep)) for ep in metadata.entry_points(group=hookspecs.PROJECT)]
+        points.sort(key=lambda item: not item[2])  # built-ins first, so their names take precedence
+        for ep, origin, builtin in points:
+            if not (builtin or autoload):
+                continue
+            if pm.get_plugin(ep.name) is not None:
+                taken_by = self._origins.get(ep.name)
+                if taken_by != origin:  # the same distribution found twice is not a conflict
+                    clash = AdapterError(
+                        f"the entry-point name {ep.name!r} is already taken by {taken_by}; "
+                        "rename the entry point"
+                    )
+                    self._fail(f"{ep.name} ({origin})", origin, clash)
                 continue
             try:
-                pm.register(ep.load(), name=ep.name)
+                plugin = ep.load()
+                pm.register(plugin, name=ep.name)
             except Exception as exc:  # a broken plugin must not take the others down
                 self._fail(ep.name, origin, exc)
+                continue
+            unknown = [c.name for c in pm.get_hookcallers(plugin) or () if c.spec is None]
+            if unknown:
+                pm.unregister(plugin)
+                hooks = ", ".join(unknown)
+                self._fail(
+                    ep.name,
+                    origin,
+                    AdapterError(
+                        f"it implements {hooks}, which is not a smoothcache hook (the hook is "
+                        "smoothcache_adapters)"
+                    ),
+                )
                 continue
             self._origins[ep.name] = origin
         self._pm = pm
@@ -78,18 +177,25 @@ class Registry:
 
     def _fail(self, plugin: str, origin: str, exc: BaseException) -> None:
         message = f"smoothcache plugin {plugin!r} ({origin}) failed and was skipped: {exc!r}"
-        self.failures[plugin] = message
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+        self._failures[plugin] = message
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
 
     def infos(self) -> list[AdapterInfo]:
-        """Every adapter with its origin, plugins first (in load order), then runtime ones."""
+        """Every adapter with its origin: plugins in load order (built-ins first), then those
+        added with :meth:`register`."""
         if self._infos is None:
             infos: list[AdapterInfo] = []
-            seen: set[str] = set()
-            for impl in reversed(self._manager().hook.smoothcache_adapters.get_hookimpls()):
+            seen: dict[str, str] = {}
+            for impl in self._manager().hook.smoothcache_adapters.get_hookimpls():
                 origin = self._origins.get(impl.plugin_name, "runtime plugin")
                 try:
-                    provided = list(impl.function())
+                    provided = impl.function()
+                    if isinstance(provided, (str, bytes)) or not isinstance(provided, Iterable):
+                        raise AdapterError(
+                            f"smoothcache_adapters() must return a list of adapters, found "
+                            f"{type(provided).__name__}"
+                        )
+                    provided = list(provided)
                     for adapter in provided:
                         _check_adapter(adapter)
                 except Exception as exc:
@@ -97,13 +203,11 @@ class Registry:
                     continue
                 for adapter in provided:
                     if adapter.name in seen:
-                        self._fail(
-                            impl.plugin_name,
-                            origin,
-                            AdapterError(f"adapter name {adapter.name!r} is already taken"),
-                        )
+                        owner = seen[adapter.name]
+                        taken = AdapterError(f"adapter name {adapter.name!r} is taken by {owner}")
+                        self._fail(impl.plugin_name, origin, taken)
                         continue
-                    seen.add(adapter.name)
+                    seen[adapter.name] = origin
                     infos.append(AdapterInfo(adapter, origin))
             self._infos = infos
         return self._infos + [AdapterInfo(a, "runtime") for a in self._runtime]
@@ -129,27 +233,19 @@ class Registry:
         raise AdapterError(f"no adapter is named {name!r}; known adapters: {self._names()}")
 
     def _names(self) -> str:
-        return ", ".join(a.name for a in self.adapters()) or "(none)"
+        return ", ".join(sorted(a.name for a in self.adapters())) or "(none)"
 
-    def detect(self, obj: Any) -> Adapter:
-        """The adapter whose ``matches`` accepts ``obj`` (unwrapped by the adapter's ``root``).
+    def matching(self, obj: Any, adapters: Sequence[Adapter] | None = None) -> list[Match]:
+        """The adapters (all known ones, or ``adapters``) that match ``obj``, best first."""
+        return rank(obj, self.adapters() if adapters is None else adapters)
 
-        When several match, the highest ``priority`` wins; a tie is an error asking for
-        ``adapter=``.
+    def detect(self, obj: Any, adapters: Sequence[Adapter] | None = None) -> Adapter:
+        """The adapter for ``obj`` (a denoiser module or an object holding one), by the rule
+        on :class:`~smoothcache.Adapter`: most specific ``model_classes`` entry, then highest
+        ``priority``. No match, or a tie for first place, is an :class:`AdapterError`.
+        ``adapters`` restricts the candidates (default: every known adapter).
         """
-        found: list[Adapter] = []
-        for adapter in self.adapters():
-            try:
-                root = adapter.root(obj)
-                if root is not None and adapter.matches(root):
-                    found.append(adapter)
-            except Exception as exc:
-                warnings.warn(
-                    f"adapter {adapter.name!r} raised while checking a {type(obj).__name__}: "
-                    f"{exc!r}; it was skipped",
-                    RuntimeWarning,
-                    stacklevel=3,
-                )
+        found = self.matching(obj, adapters)
         if not found:
             raise AdapterError(
                 f"no adapter matches a {type(obj).__module__}.{type(obj).__qualname__}. Known "
@@ -157,18 +253,19 @@ class Registry:
                 f"for this architecture and add it with smoothcache.register(...) or a plugin "
                 f"(see {GUIDE})"
             )
-        best = max(a.priority for a in found)
-        top = [a for a in found if a.priority == best]
-        if len(top) > 1:
-            names = ", ".join(a.name for a in top)
+        tied = [m for m in found if m.rank == found[0].rank]
+        if len(tied) > 1:
             raise AdapterError(
-                f"several adapters match a {type(obj).__qualname__} with equal priority: {names}; "
-                "choose one with adapter='name'"
+                f"several adapters match a {type(obj).__qualname__} equally well: "
+                f"{', '.join(m.describe() for m in tied)}. Choose one with adapter='name'; an "
+                f"adapter wins detection by naming a more specific class in model_classes or "
+                f"by a higher priority (see {GUIDE})"
             )
-        return top[0]
+        return found[0].adapter
 
 
 def _check_adapter(adapter: Any) -> None:
+    """Refuse objects that cannot serve as adapters, naming what is wrong."""
     missing = [attr for attr in _REQUIRED if not hasattr(adapter, attr)]
     if missing or not isinstance(getattr(adapter, "name", None), str) or not adapter.name:
         raise AdapterError(
@@ -176,6 +273,15 @@ def _check_adapter(adapter: Any) -> None:
             f"{', '.join(_REQUIRED[1:])}; missing {missing or ['name']}. Subclass "
             "smoothcache.Adapter"
         )
+    classes = getattr(adapter, "model_classes", ())
+    if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
+        raise AdapterError(
+            f"adapter {adapter.name!r}: model_classes must be a tuple of class names (str), "
+            f"found {classes!r}"
+        )
+    priority = getattr(adapter, "priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise AdapterError(f"adapter {adapter.name!r}: priority must be an int, found {priority!r}")
 
 
 REGISTRY = Registry()

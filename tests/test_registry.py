@@ -9,11 +9,14 @@ import textwrap
 
 import pytest
 import torch
+from diffusers import DiTTransformer2DModel
 from torch import nn
 
 import smoothcache
 from smoothcache import AdapterError
+from smoothcache.adapters.diffusers_dit import DiffusersDiTAdapter
 from smoothcache.registry import Registry
+from tests.models.original_dit import DiT
 
 
 def test_builtins_are_found_through_entry_points():
@@ -35,8 +38,11 @@ def test_detection(original_dit, diffusers_dit):
 
 def test_unknown_model_lists_adapters_and_the_guide():
     model = nn.Sequential(nn.Linear(2, 2))
-    with pytest.raises(AdapterError, match=r"no adapter matches.*dit.*diffusers-dit.*adapters\.md"):
+    with pytest.raises(AdapterError, match=r"no adapter matches") as caught:
         smoothcache.detect(model)
+    message = str(caught.value)
+    assert all(a.name in message for a in smoothcache.adapters())
+    assert "docs/adapters.md" in message and "adapter='name'" in message
     with pytest.raises(AdapterError, match="no adapter matches"):
         smoothcache.enable(model, {"attn": [1, 0]})
     assert "forward" not in model[0].__dict__
@@ -145,3 +151,231 @@ def test_autoload_off_keeps_builtins():
     )
     assert result.returncode == 0, result.stderr
     assert "'dit'" in result.stdout and "'diffusers-dit'" in result.stdout
+
+
+# -- plugins that fail are reported by name; the others keep working ---------------------------
+
+PLUGIN_PACKAGE = "sc_fake_plugins"
+
+_PLUGIN_MODULES = {
+    "good": """
+        import smoothcache
+
+        class TinyNetAdapter(smoothcache.Adapter):
+            name = "tiny-net-plugin"
+            model_classes = ("_TinyNet",)
+
+            def branches(self, model):
+                return [smoothcache.Branch(f"blocks.{i}.mix", "mix", i) for i in range(2)]
+
+            def timestep_source(self, model):
+                return smoothcache.TimestepSource("", smoothcache.argument("t", 1))
+
+        @smoothcache.hookimpl
+        def smoothcache_adapters():
+            return [TinyNetAdapter()]
+        """,
+    "raising": """
+        import smoothcache
+
+        @smoothcache.hookimpl
+        def smoothcache_adapters():
+            raise RuntimeError("the plugin's hook broke")
+        """,
+    "non_adapter": """
+        import smoothcache
+
+        @smoothcache.hookimpl
+        def smoothcache_adapters():
+            return [object()]
+        """,
+    "single": """
+        import smoothcache
+        from smoothcache.adapters.dit import OriginalDiTAdapter
+
+        @smoothcache.hookimpl
+        def smoothcache_adapters():
+            return OriginalDiTAdapter()  # not a list
+        """,
+    "typo": """
+        import smoothcache
+
+        @smoothcache.hookimpl
+        def smoothcache_adapter():  # misspelt hook name
+            return []
+        """,
+    "taken": """
+        import smoothcache
+        from smoothcache.adapters.dit import OriginalDiTAdapter
+
+        @smoothcache.hookimpl
+        def smoothcache_adapters():
+            return [OriginalDiTAdapter()]  # the name 'dit' belongs to the built-in
+        """,
+}
+
+
+@pytest.fixture
+def fake_plugins(tmp_path, monkeypatch):
+    """A distribution ``fake-plugins 1.0`` whose entry points cover every way a plugin fails.
+
+    importlib.metadata finds ``*.dist-info`` directories on ``sys.path``, exactly as for an
+    installed package; the plugin modules live in a package beside it.
+    """
+    package = tmp_path / PLUGIN_PACKAGE
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    for name, code in _PLUGIN_MODULES.items():
+        (package / f"{name}.py").write_text(textwrap.dedent(code))
+    info = tmp_path / "fake_plugins-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-plugins\nVersion: 1.0\n")
+    points = {
+        "fake-good": f"{PLUGIN_PACKAGE}.good",
+        "fake-missing": "sc_fake_module_that_does_not_exist",
+        "fake-raising": f"{PLUGIN_PACKAGE}.raising",
+        "fake-non-adapter": f"{PLUGIN_PACKAGE}.non_adapter",
+        "fake-single": f"{PLUGIN_PACKAGE}.single",
+        "fake-typo": f"{PLUGIN_PACKAGE}.typo",
+        "fake-taken": f"{PLUGIN_PACKAGE}.taken",
+        "dit": f"{PLUGIN_PACKAGE}.good",  # an entry-point name a built-in already uses
+    }
+    lines = ["[smoothcache]", *(f"{name} = {target}" for name, target in points.items())]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for module in [m for m in sys.modules if m.startswith(PLUGIN_PACKAGE)]:
+        del sys.modules[module]
+
+
+def test_failing_plugins_are_reported_by_name_and_the_others_work(fake_plugins):
+    registry = Registry()
+    with pytest.warns(RuntimeWarning) as caught:
+        infos = {info.adapter.name: info.source for info in registry.infos()}
+    expected = {
+        "fake-missing": "ModuleNotFoundError",
+        "fake-raising": "the plugin's hook broke",
+        "fake-non-adapter": "is not an adapter",
+        "fake-single": "must return a list of adapters, found OriginalDiTAdapter",
+        "fake-typo": "smoothcache_adapter, which is not a smoothcache hook",
+        "fake-taken": "adapter name 'dit' is taken by built-in",
+        "dit (fake-plugins 1.0)": "entry-point name 'dit' is already taken by built-in",
+    }
+    failures = registry.failures
+    assert set(failures) == set(expected)
+    for plugin, error in expected.items():
+        assert error in failures[plugin], failures[plugin]
+        assert f"'{plugin}' (fake-plugins 1.0)" in failures[plugin]
+    warned = [str(w.message) for w in caught]
+    assert sorted(warned) == sorted(failures.values())
+    # The working plugin and every built-in are there, with their origins.
+    assert infos["tiny-net-plugin"] == "fake-plugins 1.0"
+    assert infos["dit"] == infos["diffusers-dit"] == "built-in"
+    assert registry.detect(_TinyNet()).name == "tiny-net-plugin"
+
+
+def test_autoload_off_loads_no_third_party_plugin(fake_plugins, monkeypatch):
+    monkeypatch.setenv("SMOOTHCACHE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    registry = Registry()
+    assert "tiny-net-plugin" not in {a.name for a in registry.adapters()}
+    assert "dit" in {a.name for a in registry.adapters()}
+    assert registry.failures == {}
+
+
+# -- detection rule: most specific class, then priority -----------------------------------------
+
+
+class _DiTOverride(DiffusersDiTAdapter):
+    """A third-party adapter for the same class as the built-in ``diffusers-dit``."""
+
+    name = "dit-override"
+    priority = 1
+
+
+class _MyDiT(DiTTransformer2DModel):
+    """A subclass of diffusers' DiT, as a third party might ship."""
+
+
+class _MyDiTAdapter(DiffusersDiTAdapter):
+    name = "my-dit"
+    model_classes = ("_MyDiT",)
+    priority = -5  # lower than the built-in's: specificity still wins
+
+
+class _StructureOnly(DiffusersDiTAdapter):
+    name = "by-structure"
+    model_classes = ()
+    priority = 100
+
+    def matches(self, model):
+        return isinstance(getattr(model, "transformer_blocks", None), nn.ModuleList)
+
+
+def _registry(*adapters: smoothcache.Adapter) -> Registry:
+    registry = Registry()
+    for adapter in adapters:
+        registry.register(adapter)
+    return registry
+
+
+def test_same_class_higher_priority_overrides_the_builtin(diffusers_dit):
+    registry = _registry(_DiTOverride())
+    assert registry.detect(diffusers_dit).name == "dit-override"
+    assert [m.adapter.name for m in registry.matching(diffusers_dit)] == [
+        "dit-override",
+        "diffusers-dit",
+    ]
+    tie = type("Tie", (_DiTOverride,), {"name": "dit-tie", "priority": 0})()
+    with pytest.raises(AdapterError, match=r"equally well: 'diffusers-dit'.*'dit-tie'"):
+        _registry(tie).detect(diffusers_dit)
+
+
+def test_an_adapter_for_a_subclass_wins_over_one_for_its_base(diffusers_dit):
+    diffusers_dit.__class__ = _MyDiT
+    registry = _registry(_MyDiTAdapter())
+    assert registry.detect(diffusers_dit).name == "my-dit"
+    best, base = registry.matching(diffusers_dit)[:2]
+    assert (best.target, best.depth) == ("_MyDiT", 0)
+    assert (base.adapter.name, base.target, base.depth) == (
+        "diffusers-dit",
+        "DiTTransformer2DModel",
+        1,
+    )
+    assert "class DiTTransformer2DModel" in base.describe()
+
+
+def test_matching_by_structure_only_is_least_specific(diffusers_dit):
+    registry = _registry(_StructureOnly())
+    assert registry.detect(diffusers_dit).name == "diffusers-dit"
+    last = registry.matching(diffusers_dit)[-1]
+    assert last.adapter.name == "by-structure" and last.target is None
+
+
+def test_naming_the_adapter_always_wins(diffusers_dit, monkeypatch):
+    registry = _registry(_DiTOverride())
+    monkeypatch.setattr(smoothcache.engine, "REGISTRY", registry)
+    with smoothcache.enabled(diffusers_dit, {"attn1": [1, 1]}) as session:
+        assert session.adapter.name == "dit-override"
+    with smoothcache.enabled(diffusers_dit, {"attn1": [1, 1]}, adapter="diffusers-dit") as session:
+        assert session.adapter.name == "diffusers-dit"
+
+
+def test_default_matches_uses_model_classes(diffusers_dit):
+    assert _DiTOverride().matches(diffusers_dit)
+    bare = type("Bare", (smoothcache.Adapter,), {"name": "bare"})()
+    with pytest.raises(NotImplementedError, match="declares no model_classes"):
+        bare.matches(diffusers_dit)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "message"),
+    [
+        ({"model_classes": "DiT"}, "model_classes must be a tuple of class names"),
+        ({"model_classes": (DiT,)}, "model_classes must be a tuple of class names"),
+        ({"priority": "high"}, "priority must be an int"),
+    ],
+)
+def test_malformed_detection_attributes_are_refused(attrs, message):
+    adapter = type("Bad", (_TinyAdapter,), {"name": "bad", **attrs})()
+    with pytest.raises(AdapterError, match=message):
+        Registry().register(adapter)
