@@ -67,6 +67,7 @@ def module_state(model: nn.Module) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for name, module in model.named_modules():
         state[name] = (
+            sorted(module.__dict__),  # no attribute left behind
             module.__dict__.get("forward", None),
             dict(module._forward_hooks),
             dict(module._forward_pre_hooks),
