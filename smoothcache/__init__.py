@@ -16,8 +16,8 @@ from typing import Any
 
 from smoothcache import adapters
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
-from smoothcache.calibration import Recorder, calibrating
-from smoothcache.curves import ErrorCurves
+from smoothcache.calibration import Recorder, calibrating, measure_sensitivity
+from smoothcache.curves import ErrorCurves, Sensitivity
 from smoothcache.engine import CacheStats, Session, enable, enabled
 from smoothcache.errors import (
     AdapterError,
@@ -59,6 +59,7 @@ __all__ = [
     "Schedule",
     "ScheduleError",
     "ScheduleFileError",
+    "Sensitivity",
     "Session",
     "SmoothCacheError",
     "StepCountError",
@@ -70,6 +71,7 @@ __all__ = [
     "enable",
     "enabled",
     "hookimpl",
+    "measure_sensitivity",
     "register",
     "shipped_schedules",
 ]

@@ -12,10 +12,15 @@ last ``lookahead`` per branch and pass (a ring buffer), so memory does not grow 
 steps or runs. The reference implementation, by contrast, pooled each batch into one ratio,
 read every error back to the host as it came, kept every error in Python lists and counted
 steps across passes and pipeline calls.
+
+:func:`measure_sensitivity` adds what the schedule search (``method="sensitivity"``) needs: how
+much one step of reuse changes the final output, measured by rerunning the sampler once per step
+with that step reused.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -28,8 +33,8 @@ from torch import nn
 
 from smoothcache.adapter import Adapter
 from smoothcache.clock import StepClock
-from smoothcache.curves import ErrorCurves
-from smoothcache.engine import model_branches, resolve, watch_timestep
+from smoothcache.curves import ALL_BRANCHES, ErrorCurves, Sensitivity, all_but
+from smoothcache.engine import enabled, model_branches, resolve, watch_timestep
 from smoothcache.errors import AdapterError, CalibrationError, StepCountError
 from smoothcache.patching import Patches
 
@@ -40,6 +45,8 @@ _CAPACITY = 64
 
 #: Called at the first model call of every step with (run index, step index).
 StepCallback = Callable[[int, int], None]
+#: Called after every sampler run of :func:`measure_sensitivity` with (runs done, runs in all).
+RunCallback = Callable[[int, int], None]
 
 
 class _Slot:
@@ -373,3 +380,123 @@ def calibrating(
     recorder = Recorder(model, lookahead, adapter, on_step=on_step, metadata=metadata)
     with recorder:
         yield recorder
+
+
+def _final_output(output: Any) -> torch.Tensor:
+    """The tensor a sensitivity run returned; anything else is a :class:`CalibrationError`."""
+    if isinstance(output, np.ndarray):
+        output = torch.from_numpy(output)
+    if not isinstance(output, torch.Tensor) or output.numel() == 0:
+        raise CalibrationError(
+            f"run() must return the final output as a non-empty tensor, found "
+            f"{type(output).__name__}; for a diffusers pipeline return "
+            "pipe(..., output_type='pt').images (or output_type='latent')"
+        )
+    if not torch.isfinite(output).all():
+        raise CalibrationError(
+            "run() returned NaN or inf without any caching; fix the sampler before measuring"
+        )
+    return output.detach()
+
+
+def measure_sensitivity(
+    model: Any,
+    run: Callable[[], Any],
+    curves: ErrorCurves | None = None,
+    *,
+    per_block: bool = False,
+    lookahead: int = 3,
+    adapter: str | Adapter | None = None,
+    on_run: RunCallback | None = None,
+) -> ErrorCurves:
+    """Measure how one step of reuse changes the final output; returns curves that carry it.
+
+    ``run()`` samples the calibration batch and returns the final output as a tensor (images or
+    latents). It must be deterministic: seed its noise inside, so every call starts from the
+    same noise. ``curves`` are this model's error curves for the same sampler; without them,
+    the first run is recorded with :func:`calibrating` (at ``lookahead``) to make them.
+
+    For a group of branches and a step ``t`` of the ``N`` steps, one run reuses at step ``t``
+    the group's outputs of step ``t - 1`` and computes everything else; the change of the final
+    output against a run without caching is the response ``P[t]``. The groups are every branch
+    at once, then every branch but one kind, for each kind (if the model has several), and with
+    ``per_block=True`` every branch but one block, for each block. The result keeps the grams of
+    the responses averaged over the output's elements (:class:`Sensitivity`), from which
+    ``curves.schedule(compute_fraction=..., method="sensitivity")`` predicts the error of a
+    schedule.
+
+    Cost: ``2 + groups * (N - 2)`` runs of ``run()``: one without caching (the calibration run
+    when ``curves`` is not given), one with a schedule that computes everything (it must be
+    bit-identical: that checks that ``run()`` is deterministic), and one per group and step
+    between the first and the last. ``on_run(done, total)`` is called after each.
+    """
+    started = time.perf_counter()
+    baseline = None
+    if curves is None:
+        with calibrating(model, lookahead, adapter) as recorder:
+            baseline = _final_output(run())
+        curves = recorder.curves()
+    else:
+        curves.check_model(model, adapter)
+    n = curves.num_steps
+    everything = {kind: [1] * n for kind in curves.kinds}
+    groups: list[tuple[str, tuple[str, ...]]] = [(ALL_BRANCHES, ())]  # (name, keys that compute)
+    if len(curves.kinds) > 1:
+        groups += [(all_but(kind), (kind,)) for kind in curves.kinds]
+    blocks = dict.fromkeys(b.block for b in curves.branches)
+    if per_block and len(blocks) > 1:
+        for block in blocks:
+            keys = tuple(b.key for b in curves.branches if b.block == block)
+            groups.append((all_but(block=block), keys))
+    total = 2 + len(groups) * (n - 2)
+    done = 0 if baseline is None else 1
+    if done and on_run is not None:
+        on_run(done, total)
+
+    def sample(rows: Mapping[str, list[int]] | None) -> torch.Tensor:
+        nonlocal done
+        if rows is None:
+            output = _final_output(run())
+        else:
+            with enabled(model, rows, adapter):
+                output = _final_output(run())
+        done += 1
+        if on_run is not None:
+            on_run(done, total)
+        return output
+
+    if baseline is None:
+        baseline = sample(None)
+    if not torch.equal(sample(everything), baseline):
+        raise CalibrationError(
+            "run() returned a different output on a second call; it must be deterministic: "
+            "seed its noise inside (e.g. generator=torch.Generator().manual_seed(0) per call)"
+        )
+    reference = baseline.to(torch.float32 if baseline.device.type == "mps" else torch.float64)
+    gram = np.zeros((len(groups), n, n))
+    cross = np.zeros((len(groups), n, n))
+    every: torch.Tensor | None = None  # responses of every branch reusing, (N - 2, elements)
+    for index, (_, computing) in enumerate(groups):
+        responses = []
+        for step in range(1, n - 1):
+            row = [1] * n
+            row[step] = 0
+            rows = {**dict.fromkeys(curves.kinds, row), **dict.fromkeys(computing, [1] * n)}
+            responses.append((sample(rows).to(reference.dtype) - reference).reshape(-1))
+        stacked = torch.stack(responses)
+        if every is None:
+            every = stacked
+        size = stacked.shape[1]
+        gram[index, 1:-1, 1:-1] = (stacked @ stacked.T / size).to("cpu", torch.float64).numpy()
+        cross[index, 1:-1, 1:-1] = (every @ stacked.T / size).to("cpu", torch.float64).numpy()
+    sensitivity = Sensitivity(
+        tuple(name for name, _ in groups),
+        gram,
+        cross,
+        {
+            "runs": total,
+            "seconds": round(time.perf_counter() - started, 3),
+            "output_shape": list(baseline.shape),
+        },
+    )
+    return curves.with_sensitivity(sensitivity)

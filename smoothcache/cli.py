@@ -4,7 +4,8 @@ Subcommands:
 
 * ``calibrate PIPELINE_DIR`` — run a diffusers pipeline saved in a local directory under
   :func:`smoothcache.calibrating` and save the error curves (optionally a schedule too);
-* ``schedule CURVES (--alpha A | --compute F)`` — turn saved curves into a schedule file;
+* ``schedule CURVES (--alpha A | --compute F) [--method M]`` — turn saved curves into a schedule
+  file (the paper's rule, or the schedule search on curves with a measured sensitivity);
 * ``show FILE`` — print a schedule or curves file as a compact text grid, ``--plot`` draws it;
 * ``demo`` — calibrate the shipped reference model, cache it, and compare with no cache;
 * ``adapters`` — list every adapter and where it comes from; ``--check MODULE:FACTORY`` shows
@@ -35,7 +36,7 @@ import numpy as np
 
 from smoothcache import registry
 from smoothcache.calibration import calibrating
-from smoothcache.curves import ErrorCurves
+from smoothcache.curves import METHODS, ErrorCurves
 from smoothcache.engine import model_branches, resolve
 from smoothcache.errors import SmoothCacheError
 from smoothcache.schedule import Schedule
@@ -270,25 +271,36 @@ def _add_schedule(sub: Any) -> argparse.ArgumentParser:
         "schedule",
         help="make a schedule from saved error curves",
         description="Apply the SmoothCache rule to saved curves: by an error threshold "
-        "(--alpha) or a compute budget (--compute).",
+        "(--alpha) or a compute budget (--compute); or, with --method sensitivity, the schedule "
+        "of least predicted error for a budget (curves with a measured sensitivity).",
     )
     parser.add_argument("curves", metavar="CURVES", type=Path, help="a curves .safetensors file")
     _add_rule_options(parser, required=True)
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="paper",
+        help="paper: the SmoothCache rule (default); sensitivity: the schedule search, which "
+        "takes --compute and curves from smoothcache.measure_sensitivity",
+    )
     parser.add_argument("-o", "--output", type=Path, required=True, help="schedule JSON to write")
     return parser
 
 
 def _schedule_summary(schedule: Schedule) -> str:
     meta = schedule.metadata
+    how = f"alpha={meta['alpha']:.4g}" if "alpha" in meta else f"method {meta.get('method')}"
     return (
-        f"{len(schedule.rows)} rows x {schedule.num_steps} steps, alpha={meta['alpha']:.4g}, "
+        f"{len(schedule.rows)} rows x {schedule.num_steps} steps, {how}, "
         f"computes {meta['compute_fraction']:.1%} of the model's branch-steps"
     )
 
 
 def _schedule(args: argparse.Namespace) -> int:
     curves = ErrorCurves.load(args.curves)
-    schedule = curves.schedule(args.alpha, compute_fraction=args.compute, per_block=args.per_block)
+    schedule = curves.schedule(
+        args.alpha, compute_fraction=args.compute, per_block=args.per_block, method=args.method
+    )
     schedule.save(args.output)
     print(f"wrote {args.output}: {_schedule_summary(schedule)}")
     return 0

@@ -5,18 +5,25 @@ run as separate calls gives two), every lag ``j = 1..lookahead`` and every denoi
 the mean over samples and runs of the relative L1 error ``||O_t - O_{t-j}||_1 / ||O_t||_1`` of
 the branch's output, its standard deviation and the number of samples behind it. They are what
 :func:`smoothcache.calibrating` records and what :meth:`ErrorCurves.schedule` turns into a static
-:class:`~smoothcache.Schedule` with the SmoothCache paper's greedy rule (:func:`paper_rule`).
+:class:`~smoothcache.Schedule`, either with the SmoothCache paper's greedy rule (:func:`paper_rule`)
+or, when the curves also carry a :class:`Sensitivity` (:func:`smoothcache.measure_sensitivity`),
+with the schedule of least predicted error for a compute budget (``method="sensitivity"``:
+:func:`run_costs`, :func:`fewest_error_rows`, :func:`spend_remainder`).
 
 Curves are saved with safetensors (never pickle): three tensors ``mean``, ``std`` and ``count``
 shaped ``(branches, passes, lookahead, steps)`` and a header with the format name, version, the
-branch list and the metadata as JSON strings.
+branch list and the metadata as JSON strings. A measured sensitivity adds the tensors
+``sensitivity_gram`` and ``sensitivity_cross`` and a ``sensitivity`` header entry; files without
+them load as before.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +39,9 @@ from smoothcache.schedule import Schedule
 
 FORMAT_NAME = "smoothcache.curves"
 FORMAT_VERSION = 1
-METHODS = ("paper",)
+METHODS = ("paper", "sensitivity")
+#: The sensitivity group of every branch together; a block's group is ``block-<index>``.
+ALL_BRANCHES = "all"
 
 # Tolerance, in branch-steps, when comparing a schedule's compute count with a budget.
 _BUDGET_SLACK = 1e-9
@@ -113,6 +122,229 @@ def _check_fraction(fraction: Any) -> float:
     return value
 
 
+# -- schedules of least predicted error ------------------------------------------------------
+
+
+def all_but(kind: str | None = None, block: int | None = None) -> str:
+    """The name of the sensitivity group where every branch reuses except one kind or block."""
+    return f"all-but-{kind}" if block is None else f"all-but-block-{block}"
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """How much one step of reuse changes the final output of a run, per group of branches.
+
+    ``groups`` names what reuses: :data:`ALL_BRANCHES` (first: every branch), ``all-but-<kind>``
+    (every branch but those of one kind) or ``all-but-block-<i>`` (every branch but block
+    ``i``'s); see :func:`all_but`. Let ``P[g, t]`` be the change of the final output when group
+    ``g`` reuses at step ``t`` its outputs of step ``t - 1`` and every other branch computes.
+    ``gram[g, t, u]`` is the mean over the output's elements of ``P[g, t] * P[g, u]``, and
+    ``cross[g, t, u]`` that of ``P[all, t] * P[g, u]``; both are shaped ``(groups, steps,
+    steps)`` and zero at the first and the last step (those always compute). ``metadata``
+    records how they were measured (runs, seconds ...).
+    """
+
+    groups: tuple[str, ...]
+    gram: np.ndarray
+    cross: np.ndarray
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        groups = tuple(self.groups)
+        gram = np.ascontiguousarray(self.gram, dtype=np.float64)
+        cross = np.ascontiguousarray(self.cross, dtype=np.float64)
+        shape = (len(groups), gram.shape[-1], gram.shape[-1])
+        if gram.shape != shape or cross.shape != shape:
+            raise CalibrationError(
+                f"a sensitivity's gram and cross must be shaped (groups, steps, steps) with one "
+                f"entry per group ({len(groups)}), found {gram.shape} and {cross.shape}"
+            )
+        if not groups or groups[0] != ALL_BRANCHES or len(set(groups)) != len(groups):
+            raise CalibrationError(
+                f"sensitivity groups must be unique and start with {ALL_BRANCHES!r}, found {groups}"
+            )
+        if not (np.isfinite(gram).all() and np.isfinite(cross).all()):
+            raise CalibrationError("a sensitivity holds NaN or inf; measure it again")
+        object.__setattr__(self, "groups", groups)
+        object.__setattr__(self, "gram", gram)
+        object.__setattr__(self, "cross", cross)
+        object.__setattr__(self, "metadata", dict(self.metadata))
+
+
+def run_costs(gram: np.ndarray) -> np.ndarray:
+    """Predicted error of every reuse run: ``costs[i, r]`` for computing at ``i``, reusing ``r``.
+
+    A run computes at step ``i`` and reuses that output at steps ``i + 1 .. i + r``. Reusing
+    at step ``i + j`` the output of step ``i`` is the sum of the one-step reuses at steps
+    ``i + 1 .. i + j`` (the output's changes telescope), so to first order the run changes the
+    final output by ``sum_m (r - m + 1) P[i + m]``, ``m = 1 .. r``; its cost is the mean square
+    of that change, ``w @ gram @ w``. ``costs[i, 0]`` is 0; runs that would reuse at the last
+    step are ``inf``. ``gram`` is the ``(steps, steps)`` gram of the responses ``P``.
+    """
+    gram = np.asarray(gram, dtype=np.float64)
+    n = gram.shape[0]
+    costs = np.full((n, n), np.inf)
+    costs[:, 0] = 0.0
+    steps = np.arange(n)
+    for i in range(n - 2):
+        runs = np.arange(1, n - 1 - i)[:, None]  # r = 1 .. n - 2 - i
+        m = steps[None, :] - i  # offset of each step from the computed one
+        weights = np.where(m >= 1, np.clip(runs - m + 1, 0, None), 0).astype(np.float64)
+        values = np.einsum("rn,nk,rk->r", weights, gram, weights)
+        costs[i, 1 : n - 1 - i] = np.maximum(values, 0.0)  # the gram is PSD up to rounding
+    return costs
+
+
+def fewest_error_rows(costs: np.ndarray) -> tuple[np.ndarray, dict[int, tuple[int, ...]]]:
+    """For every number of computed steps, the row of least total cost (exact dynamic program).
+
+    ``costs`` is :func:`run_costs`' table. A row computes at its first and last step and splits
+    the steps between into reuse runs; its cost is the sum of its runs' costs. Returns
+    ``least[k]`` (shape ``(steps + 1,)``, ``inf`` where no row computes exactly ``k`` steps)
+    and the rows themselves, by ``k``. Time ``O(steps^3)``: the best row with ``k`` computes
+    ending at step ``c`` extends the best row with ``k - 1`` computes ending at some ``c' < c``.
+    """
+    costs = np.asarray(costs, dtype=np.float64)
+    n = costs.shape[0]
+    before, after = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    gap = after - before - 1
+    step = np.where(gap >= 0, costs[before, np.clip(gap, 0, None)], np.inf)  # c' -> c
+    best = np.full((n + 1, n), np.inf)
+    parent = np.zeros((n + 1, n), dtype=np.int64)
+    best[1, 0] = 0.0
+    for k in range(2, n + 1):
+        totals = best[k - 1][:, None] + step
+        parent[k] = np.argmin(totals, axis=0)
+        best[k] = totals[parent[k], np.arange(n)]
+    least = best[:, n - 1].copy()
+    rows: dict[int, tuple[int, ...]] = {}
+    for k in np.flatnonzero(np.isfinite(least)):
+        row = [0] * n
+        c = n - 1
+        for kk in range(int(k), 1, -1):
+            row[c] = 1
+            c = int(parent[kk, c])
+        row[c] = 1
+        rows[int(k)] = tuple(row)
+    return least, rows
+
+
+def _run_weights(
+    n: int, start: int, length: int, extra: Sequence[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """How often each step's one-step response counts in a run: every branch's, the group's.
+
+    See :func:`split_run_cost`: at a step ``s`` of the run, with ``c`` the last extra compute up
+    to ``s`` (or ``start``), every branch's responses count over ``(c, s]`` and the group's over
+    ``(start, c]``.
+    """
+    whole, part = np.zeros(n), np.zeros(n)
+    for s in range(start + 1, start + length + 1):
+        last = max([start, *(m for m in extra if m <= s)])
+        whole[last + 1 : s + 1] += 1.0
+        part[start + 1 : last + 1] += 1.0
+    return whole, part
+
+
+def split_run_cost(
+    sensitivity: Sensitivity, group: int, start: int, length: int, extra: Sequence[int]
+) -> float:
+    """Predicted error of a run in which one kind or block computes at the steps ``extra`` too.
+
+    The run computes every branch at ``start`` and reuses at ``start + 1 .. start + length``,
+    except that the kind or block that sensitivity group ``group`` (an :func:`all_but` group)
+    leaves out computes again at each step of ``extra``. At a step ``s`` of the run, with ``c``
+    the last of those extra computes up to ``s`` (or ``start``), the output's change is the
+    one-step responses of every branch over ``(c, s]`` plus those of the group over
+    ``(start, c]``. With no extra steps this is :func:`run_costs`' ``costs[start, length]``.
+    """
+    whole, part = _run_weights(sensitivity.gram.shape[1], start, length, extra)
+    value = (
+        whole @ sensitivity.gram[0] @ whole
+        + 2.0 * whole @ sensitivity.cross[group] @ part
+        + part @ sensitivity.gram[group] @ part
+    )
+    return max(float(value), 0.0)
+
+
+def predicted_error(
+    sensitivity: Sensitivity, row: Sequence[int], extra: Mapping[int, Sequence[int]]
+) -> float:
+    """The predicted mean square change of the final output under a whole schedule.
+
+    ``row`` is the row every branch shares and ``extra`` the extra compute steps per
+    sensitivity group (:func:`spend_remainder`'s result). Unlike the search, which adds the
+    runs' costs, this adds the runs' changes before squaring, so it counts the correlation
+    between runs; only the products of two different groups' responses, which are not
+    measured, are left out.
+    """
+    n = len(row)
+    whole = np.zeros(n)
+    parts: dict[int, np.ndarray] = {}
+    owner = {step: group for group, steps in extra.items() for step in steps}
+    starts = [i for i in range(n) if row[i]]
+    for i, nxt in itertools.pairwise(starts):
+        marks = [s for s in range(i + 1, nxt) if s in owner]
+        run_whole, run_part = _run_weights(n, i, nxt - i - 1, marks)
+        whole += run_whole
+        if marks:
+            group = owner[marks[0]]
+            parts[group] = parts.get(group, np.zeros(n)) + run_part
+    value = whole @ sensitivity.gram[0] @ whole
+    for group, part in parts.items():
+        value += 2.0 * whole @ sensitivity.cross[group] @ part
+        value += part @ sensitivity.gram[group] @ part
+    return max(float(value), 0.0)
+
+
+def spend_remainder(
+    row: Sequence[int],
+    sensitivity: Sensitivity,
+    groups: Sequence[tuple[int, int]],
+    remainder: int,
+) -> dict[int, list[int]]:
+    """Extra computes of single groups that buy the most predicted error with ``remainder``.
+
+    ``row`` is the schedule every branch shares; ``groups`` lists ``(index into the
+    sensitivity's groups, branches in it)`` for the groups that may compute more (kinds, or
+    blocks), and ``remainder`` the branch-steps left in the budget. Greedily, while something
+    fits, the extra compute of one group at one reuse step of ``row`` that lowers the predicted
+    error most per branch-step is added; a run takes extra computes of one group only, so that
+    :func:`split_run_cost` prices it. Returns the extra steps per group index.
+    """
+    n = len(row)
+    starts = [i for i in range(n) if row[i]]
+    runs = [(i, nxt - i - 1) for i, nxt in itertools.pairwise(starts)]
+    owner: list[int | None] = [None] * len(runs)
+    marks: list[list[int]] = [[] for _ in runs]
+    costs = [split_run_cost(sensitivity, 0, i, length, ()) for i, length in runs]
+    while True:
+        best: tuple[float, int, int, int, float] | None = None
+        for r, (i, length) in enumerate(runs):
+            for group, size in groups:
+                if size > remainder or owner[r] not in (None, group):
+                    continue
+                for step in range(i + 1, i + length + 1):
+                    if step in marks[r]:
+                        continue
+                    cost = split_run_cost(sensitivity, group, i, length, [*marks[r], step])
+                    gain = (costs[r] - cost) / size
+                    if gain > 0 and (best is None or gain > best[0]):
+                        best = (gain, r, group, step, cost)
+        if best is None:
+            break
+        _, r, group, step, cost = best
+        owner[r] = group
+        marks[r].append(step)
+        costs[r] = cost
+        remainder -= dict(groups)[group]
+    extra: dict[int, list[int]] = {}
+    for group, steps in zip(owner, marks):
+        if group is not None:
+            extra.setdefault(group, []).extend(steps)
+    return extra
+
+
 def _describe(branches: Sequence[Branch]) -> str:
     """A short summary of a branch list: ``24 branches (attn1 x12, ff x12)``."""
     kinds: dict[str, int] = {}
@@ -130,6 +362,8 @@ class ErrorCurves:
     outputs at steps ``t`` and ``t - j`` in pass ``p``, over ``count`` samples. Entries that
     cannot exist (``t < j``) or were never seen have NaN mean and std and count 0. ``metadata``
     records where the curves came from (model class, adapter, timesteps, number of samples ...).
+    ``sensitivity``, if measured (:func:`smoothcache.measure_sensitivity`), is what
+    ``schedule(method="sensitivity")`` needs.
     """
 
     def __init__(
@@ -139,6 +373,7 @@ class ErrorCurves:
         std: np.ndarray,
         count: np.ndarray,
         metadata: Mapping[str, Any] | None = None,
+        sensitivity: Sensitivity | None = None,
     ) -> None:
         self.branches = tuple(branches)
         self.mean = np.ascontiguousarray(mean, dtype=np.float64)
@@ -173,6 +408,18 @@ class ErrorCurves:
                     f"curves metadata says {key}={meta[key]!r} but the arrays have {value}"
                 )
         self.metadata = meta
+        if sensitivity is not None and sensitivity.gram.shape[1] != num_steps:
+            raise CalibrationError(
+                f"the sensitivity was measured over {sensitivity.gram.shape[1]} steps but the "
+                f"curves have {num_steps}; measure it with runs of the curves' step count"
+            )
+        self.sensitivity = sensitivity
+
+    def with_sensitivity(self, sensitivity: Sensitivity) -> ErrorCurves:
+        """A copy of these curves that carries ``sensitivity``."""
+        return ErrorCurves(
+            self.branches, self.mean, self.std, self.count, self.metadata, sensitivity
+        )
 
     # -- shape and provenance ----------------------------------------------------------------
 
@@ -257,20 +504,35 @@ class ErrorCurves:
         per_block: bool = False,
         method: str = "paper",
     ) -> Schedule:
-        """A static schedule from these curves by the paper's rule (:func:`paper_rule`).
+        """A static schedule from these curves.
 
-        Give exactly one of ``alpha`` (the largest error a reuse may cause) or
-        ``compute_fraction`` (a budget: the alpha whose schedule computes the largest share of the
-        model's branch-steps not above it is searched among the curves' error values; a per-kind
-        row counts once per block of its kind). ``per_block=False`` pools blocks of one kind into
-        one row, as the paper does; ``per_block=True`` gives every block its own row. The
-        schedule's metadata records the method, alpha, lookahead, the achieved compute fraction
-        (and the target, for a budget) and the curves' metadata.
+        ``method="paper"`` (the default) applies the paper's rule (:func:`paper_rule`). Give
+        exactly one of ``alpha`` (the largest error a reuse may cause) or ``compute_fraction`` (a
+        budget: the alpha whose schedule computes the largest share of the model's branch-steps
+        not above it is searched among the curves' error values; a per-kind row counts once per
+        block of its kind). ``per_block=False`` pools blocks of one kind into one row, as the
+        paper does; ``per_block=True`` gives every block its own row.
+
+        ``method="sensitivity"`` takes a ``compute_fraction`` only and needs the curves'
+        :attr:`sensitivity`: it returns a schedule of least predicted error of the final output
+        within the budget (see :meth:`_least_error_rows`). Every branch shares one row; what is
+        left of the budget buys extra computes of single kinds (``per_block=False``) or single
+        blocks (``per_block=True``, which needs the sensitivity measured per block).
+
+        The schedule's metadata records the method, the achieved compute fraction (and the
+        target, for a budget), alpha and lookahead for the paper's rule, and the curves' metadata.
         """
         if method not in METHODS:
             raise ScheduleError(
                 f"unknown schedule method {method!r}; available methods: {', '.join(METHODS)}"
             )
+        if method == "sensitivity":
+            if alpha is not None or compute_fraction is None:
+                raise ScheduleError(
+                    "method 'sensitivity' chooses the best schedule for a budget: give "
+                    "compute_fraction (e.g. 0.35), not alpha"
+                )
+            return self._least_error_rows(_check_fraction(compute_fraction), per_block)
         if (alpha is None) == (compute_fraction is None):
             raise ScheduleError(
                 "give exactly one of alpha (an error threshold, e.g. 0.1) or compute_fraction "
@@ -297,6 +559,76 @@ class ErrorCurves:
             **extra,
         }
         return Schedule(rows=flags, metadata=metadata)
+
+    def _least_error_rows(self, target: float, per_block: bool) -> Schedule:
+        """The schedule of least predicted error within ``target``: ``method="sensitivity"``.
+
+        Every branch shares one row: the most steps that fit, placed by :func:`run_costs` and
+        :func:`fewest_error_rows` from the gram of every branch reusing at once. The branch-steps
+        left over (less than one step of every branch) buy extra computes of single kinds, or of
+        single blocks with ``per_block``, by :func:`spend_remainder`. The search adds the runs'
+        mean squares, as if the changes that different runs cause were uncorrelated;
+        ``predicted_rms`` in the metadata is the root of :func:`predicted_error`, which counts
+        their correlation, in the units of the run's output on the calibration samples.
+        """
+        sensitivity = self.sensitivity
+        if sensitivity is None:
+            raise ScheduleError(
+                "method 'sensitivity' needs the final output's sensitivity to each step, which "
+                "these curves do not carry: curves = smoothcache.measure_sensitivity(model, run, "
+                "curves) measures it (see docs/schedule-search-method.md)"
+            )
+        n, branches = self.num_steps, len(self.branches)
+        budget = math.floor(target * branches * n + _BUDGET_SLACK)
+        shared = budget // branches
+        if shared < 2:
+            raise ScheduleError(
+                f"no schedule computes at most {target:g} of the branch-steps: every branch "
+                f"computes at its first and last step, {2 / n:.4f} of them; raise compute_fraction"
+            )
+        if per_block:
+            parts = {b.block: all_but(block=b.block) for b in self.branches}
+            missing = [name for name in parts.values() if name not in sensitivity.groups]
+            if missing:
+                raise ScheduleError(
+                    f"per_block needs the sensitivity of every block, and {missing[0]!r} was not "
+                    "measured; measure it with smoothcache.measure_sensitivity(model, run, "
+                    "curves, per_block=True)"
+                )
+            member = {b: b.block for b in self.branches}
+        else:
+            parts = {kind: all_but(kind) for kind in self.kinds}
+            member = {b: b.kind for b in self.branches}
+        sizes = {part: sum(1 for b in member if member[b] == part) for part in parts}
+        groups = [
+            (sensitivity.groups.index(name), sizes[part])
+            for part, name in parts.items()
+            if name in sensitivity.groups
+        ]
+        _, rows = fewest_error_rows(run_costs(sensitivity.gram[0]))
+        row = rows[shared]
+        extra = spend_remainder(row, sensitivity, groups, budget - shared * branches)
+        part_of = {name: part for part, name in parts.items()}
+        own: dict[Any, tuple[int, ...]] = {}
+        for group, steps in extra.items():
+            flags = list(row)
+            for step in steps:
+                flags[step] = 1
+            own[part_of[sensitivity.groups[group]]] = tuple(flags)
+        schedule_rows: dict[str, tuple[int, ...]] = {}
+        for branch, part in member.items():
+            schedule_rows[branch.key if per_block else branch.kind] = own.get(part, row)
+        computed = sum(sum(own.get(part, row)) for part in member.values())
+        metadata = {
+            **self.metadata,
+            "method": "sensitivity",
+            "per_block": per_block,
+            "compute_fraction": computed / (branches * n),
+            "compute_fraction_target": target,
+            "predicted_rms": math.sqrt(predicted_error(sensitivity, row, extra)),
+            "sensitivity": dict(sensitivity.metadata),
+        }
+        return Schedule(rows=schedule_rows, metadata=metadata)
 
     def _search_alpha(self, rows: list[tuple[str, np.ndarray, int]], target: float) -> float:
         """The alpha whose schedule computes the most branch-steps without exceeding ``target``.
@@ -372,6 +704,12 @@ class ErrorCurves:
             "std": torch.from_numpy(self.std),
             "count": torch.from_numpy(self.count),
         }
+        if self.sensitivity is not None:
+            header["sensitivity"] = json.dumps(
+                {"groups": list(self.sensitivity.groups), "metadata": self.sensitivity.metadata}
+            )
+            tensors["sensitivity_gram"] = torch.from_numpy(self.sensitivity.gram)
+            tensors["sensitivity_cross"] = torch.from_numpy(self.sensitivity.cross)
         save_file(tensors, str(path), metadata=header)
 
     @classmethod
@@ -409,12 +747,22 @@ class ErrorCurves:
                 for p, k, b in json.loads(header["branches"])
             ]
             metadata = json.loads(header["metadata"])
+            sensitivity = None
+            if "sensitivity_gram" in tensors:
+                described = json.loads(header["sensitivity"])
+                sensitivity = Sensitivity(
+                    tuple(str(g) for g in described["groups"]),
+                    tensors["sensitivity_gram"].numpy(),
+                    tensors["sensitivity_cross"].numpy(),
+                    described["metadata"],
+                )
             return cls(
                 branches,
                 tensors["mean"].numpy(),
                 tensors["std"].numpy(),
                 tensors["count"].numpy(),
                 metadata,
+                sensitivity,
             )
         except (CalibrationError, KeyError, TypeError, ValueError) as exc:
             raise CurvesFileError(f"curves file {name!r} is corrupt: {exc}") from None
@@ -423,5 +771,7 @@ class ErrorCurves:
         return (
             f"ErrorCurves(model={self.metadata.get('model')!r}, "
             f"adapter={self.metadata.get('adapter')!r}, {_describe(self.branches)}, "
-            f"passes={self.passes}, lookahead={self.lookahead}, num_steps={self.num_steps})"
+            f"passes={self.passes}, lookahead={self.lookahead}, num_steps={self.num_steps}"
+            + (f", sensitivity={list(self.sensitivity.groups)}" if self.sensitivity else "")
+            + ")"
         )

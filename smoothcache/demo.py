@@ -207,9 +207,9 @@ def run_demo(
     for row in table:
         print("  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
     print(
-        f"time: median of {repeats} runs; PSNR and rel L2 against the uncached samples (same "
-        f"seeds); accuracy: a digits classifier (test accuracy {classifier.test_accuracy:.1%} "
-        "on real digits) on the sampled class",
+        f"time: median of {repeats} runs. PSNR, rel L2: cached against uncached samples, same "
+        f"seeds.\naccuracy: a digits classifier ({classifier.test_accuracy:.1%} on held-out real "
+        "digits) on the class each sample was drawn for.",
         file=out,
     )
     path = save_comparison(plain, cached, out_png, f"SmoothCache ({rows[1][3]})")

@@ -75,16 +75,15 @@ def load_reference_model(
 def make_scheduler(num_steps: int = 50) -> DDIMScheduler:
     """The DDIM scheduler the reference model is sampled with, set to ``num_steps`` steps.
 
-    Betas match training (1,000 steps, ``squaredcos_cap_v2``); ``trailing`` spacing starts at the
-    noisiest timestep. ``clip_sample=True`` keeps the predicted clean image in [-1, 1]; the
-    sampler pairs it with ``use_clipped_model_output=True`` (see :func:`sample`).
+    Betas and prediction type are the training ones from ``config.json`` (1,000 steps,
+    ``squaredcos_cap_v2``, epsilon); ``trailing`` spacing starts at the noisiest timestep.
+    ``clip_sample=True`` keeps the predicted clean image in [-1, 1]; the sampler pairs it with
+    ``use_clipped_model_output=True`` (see :func:`sample`).
     """
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type="epsilon",
+        **reference_config()["scheduler"],
         clip_sample=True,
         set_alpha_to_one=True,
         timestep_spacing="trailing",

@@ -1,0 +1,373 @@
+"""Schedules that beat uniform caching: PSNR against compute on the reference model.
+
+One process, one model (``smoothcache.reference``, the digits DiT), one sampler (DDIM, 50 steps,
+guidance 1.5 as one doubled batch). Calibration (the error curves and the sensitivity) uses its
+own samples (seed 1000); every row is scored on separate evaluation samples (seed 0) against the
+uncached samples of the same seeds. Rows:
+
+- FORA, every 2nd to 6th step (``Schedule.uniform``);
+- the paper's rule (``method="paper"``), per kind and per block: at each budget (the largest
+  share of branch-steps not above it), at the smallest share at or above each of this method's
+  shares (the comparison the targets ask for), and at a range of alphas for the curve;
+- the schedule search (``method="sensitivity"``), per kind and per block, at several budgets.
+
+Columns: branch-steps computed (counted by the engine), PSNR against the uncached samples, the
+accuracy of the reference digits classifier, and for the schedule search the PSNR its model
+predicts on the calibration samples. Writes ``docs/schedule_search.md`` and
+``docs/schedule_search.png``::
+
+    python benchmarks/schedule_search.py            # the page in the docs
+    python benchmarks/schedule_search.py --quick    # a small smoke run, written to /tmp
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import smoothcache
+from smoothcache import ErrorCurves, Schedule, ScheduleError
+from smoothcache.reference import digits_classifier, load_reference_model, psnr, sample
+
+KINDS = ("attn1", "ff")
+EVAL_SEED, CALIBRATION_SEED = 0, 1000
+BUDGETS = (0.5, 0.35, 0.25)
+CURVE_BUDGETS = (0.2, 0.3, 0.4, 0.6, 0.7)
+ALPHAS = (0.03, 0.05, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3)
+FAMILIES = {  # family: (marker, colour) in the plot, in table order
+    "FORA": ("s", "tab:orange"),
+    "paper rule (per kind)": ("*", "tab:blue"),
+    "paper rule (per block)": ("P", "tab:cyan"),
+    "sensitivity (per kind)": ("o", "tab:red"),
+    "sensitivity (per block)": ("D", "tab:pink"),
+}
+
+
+@dataclass
+class Row:
+    """One schedule and what it scored on the evaluation samples."""
+
+    family: str
+    setting: str
+    schedule: Schedule
+    computed: float = math.nan
+    psnr: float = math.nan
+    accuracy: float = math.nan
+
+    @property
+    def predicted(self) -> float | None:
+        """PSNR the schedule search predicts on the calibration samples (its rows only)."""
+        rms = self.schedule.metadata.get("predicted_rms")
+        if rms is None:
+            return None
+        return math.inf if rms == 0 else 10 * math.log10(4.0 / rms**2)
+
+
+def paper_at_least(curves: ErrorCurves, fraction: float, per_block: bool) -> Schedule:
+    """The paper's rule at the alpha whose schedule computes the smallest share >= ``fraction``.
+
+    A rule schedule changes only where alpha crosses an error value of the curves, so scanning
+    those values (and 0) reaches every schedule the rule can make.
+    """
+    values = np.unique(np.concatenate([[0.0], curves.mean[np.isfinite(curves.mean)]]))
+    best: Schedule | None = None
+    for alpha in values:
+        schedule = curves.schedule(alpha=float(alpha), per_block=per_block)
+        share = schedule.metadata["compute_fraction"]
+        if share >= fraction - 1e-12 and (
+            best is None or share < best.metadata["compute_fraction"]
+        ):
+            best = schedule
+    assert best is not None  # alpha 0 computes everything
+    return best
+
+
+def schedules(curves: ErrorCurves, steps: int, per_block: bool) -> list[Row]:
+    """Every row of the table, without scores; identical schedules appear once."""
+    rows = [
+        Row("FORA", f"every {every}", Schedule.uniform(steps, every, KINDS))
+        for every in (2, 3, 4, 5, 6)
+    ]
+    ours = []
+    for budget in sorted({*BUDGETS, *CURVE_BUDGETS}, reverse=True):
+        schedule = curves.schedule(compute_fraction=budget, method="sensitivity")
+        ours.append(Row("sensitivity (per kind)", f"compute <= {budget:g}", schedule))
+    if per_block:
+        for budget in BUDGETS:
+            schedule = curves.schedule(
+                compute_fraction=budget, method="sensitivity", per_block=True
+            )
+            ours.append(Row("sensitivity (per block)", f"compute <= {budget:g}", schedule))
+    rows += ours
+    for blockwise in (False, True):
+        family = f"paper rule (per {'block' if blockwise else 'kind'})"
+        for alpha in ALPHAS:
+            schedule = curves.schedule(alpha=alpha, per_block=blockwise)
+            rows.append(Row(family, f"alpha={alpha:g}", schedule))
+        for budget in BUDGETS:
+            try:
+                schedule = curves.schedule(compute_fraction=budget, per_block=blockwise)
+            except ScheduleError:  # below what lookahead 3 allows (the next loop covers it)
+                continue
+            setting = f"compute <= {budget:g} (alpha={schedule.metadata['alpha']:.3f})"
+            rows.append(Row(family, setting, schedule))
+        for row in ours:
+            share = row.schedule.metadata["compute_fraction"]
+            schedule = paper_at_least(curves, share, blockwise)
+            setting = f"compute >= {share:.2f} (alpha={schedule.metadata['alpha']:.3f})"
+            rows.append(Row(family, setting, schedule))
+    unique: dict[tuple, Row] = {}
+    for row in rows:
+        key = (row.family, tuple(sorted(row.schedule.rows.items())))
+        unique.setdefault(key, row)
+    return list(unique.values())
+
+
+def device_line(device: torch.device) -> str:
+    """The machine in words: GPU name, or CPU model and the threads torch uses."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU ({name}), {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=200, help="evaluation samples (200)")
+    parser.add_argument("--calibration-samples", type=int, default=10, help="(default 10)")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--guidance", type=float, default=1.5)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--out-dir", type=Path, help="default docs/, or /tmp with --quick")
+    parser.add_argument(
+        "--curves",
+        type=Path,
+        help="read the calibration (curves and sensitivity) from this file if it exists, else "
+        "measure it and save it there",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="40 samples, 5 calibration samples, no per-block sensitivity",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.samples, args.calibration_samples = 40, 5
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out_dir = args.out_dir or (Path("/tmp") if args.quick else Path(__file__).parents[1] / "docs")
+    started = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
+
+    device = torch.device(args.device)
+    model = load_reference_model(device=device)
+    classifier = digits_classifier()
+    labels = torch.arange(args.samples) % 10
+    calibration_labels = torch.arange(args.calibration_samples) % 10
+    options = {"num_steps": args.steps, "guidance_scale": args.guidance}
+
+    def evaluation() -> torch.Tensor:
+        return sample(model, labels, seed=EVAL_SEED, **options).cpu()
+
+    def calibration() -> torch.Tensor:
+        return sample(model, calibration_labels, seed=CALIBRATION_SEED, **options)
+
+    # -- calibration -------------------------------------------------------------------------
+    if args.curves is not None and args.curves.exists():
+        log(f"reading the calibration from {args.curves}")
+        curves = ErrorCurves.load(args.curves)
+        curves.check_model(model)
+    else:
+        log(f"calibrating the error curves on {args.calibration_samples} samples")
+        clock = time.perf_counter()
+        with smoothcache.calibrating(model, lookahead=3) as recorder:
+            calibration()
+        curves = recorder.curves()
+        curves.metadata["seconds"] = round(time.perf_counter() - clock, 3)
+        curves = smoothcache.measure_sensitivity(
+            model, calibration, curves, per_block=not args.quick, on_run=_progress(log)
+        )
+        if args.curves is not None:
+            curves.save(args.curves)
+    curves_seconds = curves.metadata["seconds"]
+    sensitivity_seconds = curves.sensitivity.metadata["seconds"]
+    per_block = any(g.startswith("all-but-block-") for g in curves.sensitivity.groups)
+    runs = curves.sensitivity.metadata["runs"]
+    per_run = sensitivity_seconds / runs
+    log(f"sensitivity: {runs} runs in {sensitivity_seconds:.0f} s")
+
+    # -- rows --------------------------------------------------------------------------------
+    reference = evaluation()
+    reference_accuracy = classifier.accuracy(reference, labels)
+    rows = schedules(curves, args.steps, per_block)
+    log(f"{len(rows)} schedules on {args.samples} evaluation samples")
+    for index, row in enumerate(rows):
+        with smoothcache.enabled(model, row.schedule) as session:
+            images = evaluation()
+        row.computed = 1.0 - session.stats.reuse_fraction
+        row.psnr = psnr(images, reference)
+        row.accuracy = classifier.accuracy(images, labels)
+        log(f"  {index + 1}/{len(rows)} {row.family}, {row.setting}: {row.psnr:.2f} dB")
+    elapsed = time.perf_counter() - started
+
+    # -- report ------------------------------------------------------------------------------
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path, png_path = out_dir / "schedule_search.md", out_dir / "schedule_search.png"
+    order = list(FAMILIES)
+    table = sorted(rows, key=lambda r: (order.index(r.family), -r.computed, r.setting))
+    lines = [
+        "| method | setting | branch-steps computed | PSNR (dB) | accuracy | predicted PSNR (dB) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in table:
+        predicted = "" if r.predicted is None else f"{r.predicted:.1f}"
+        lines.append(
+            f"| {r.family} | {r.setting} | {r.computed:.1%} | {r.psnr:.2f} | {r.accuracy:.1%} | "
+            f"{predicted} |"
+        )
+    targets = _targets(rows)
+    command = "python benchmarks/schedule_search.py" + " ".join(["", *sys.argv[1:]])
+    blocks = len({b.block for b in curves.branches})
+    kind_runs = 2 + (1 + len(curves.kinds)) * (args.steps - 2)
+    measured = "`per_block=True`" if per_block else "`per_block=False`"
+    header = f"""# Schedule search: quality per unit of compute on the reference model
+
+Generated by `benchmarks/schedule_search.py`; the method is explained in
+[schedule-search-method.md](schedule-search-method.md). Regenerate (about
+{elapsed / 60:.0f} minutes here) with:
+
+```bash
+{command}
+```
+
+- **Model**: `smoothcache.reference` (digits-dit, 6 blocks, 12 branches: `attn1` and `ff` per
+  block), float32. **Sampler**: DDIM {args.steps} steps (`trailing`), guidance {args.guidance:g}
+  as one doubled batch.
+- **Calibration**: {args.calibration_samples} samples (classes 0-9 in turn, seed
+  {CALIBRATION_SEED}); error curves with lookahead 3 for the paper's rule, and
+  `smoothcache.measure_sensitivity` for the schedule search. **Evaluation**: {args.samples} other
+  samples (seed {EVAL_SEED}), the same for every row.
+- **PSNR**: of each row's samples against the uncached samples of the same seeds, pixels in
+  [-1, 1]. **Accuracy**: the reference digits classifier on the samples, against the labels they
+  were sampled for (uncached: {reference_accuracy:.1%}). **Predicted PSNR**: what the schedule
+  search's model predicts on the calibration samples, from the sensitivity alone.
+- **Device**: {device_line(device)}; torch {torch.__version__}.
+
+## Calibration cost, measured here
+
+| measurement | sampler runs | seconds |
+|---|---:|---:|
+| error curves (the paper's rule) | 1 | {curves_seconds:.1f} |
+| sensitivity, {measured} | {runs} | {sensitivity_seconds:.0f} |
+| sensitivity, `per_block=False` (at the same time per run) | {kind_runs} | \
+{kind_runs * per_run:.0f} |
+
+One sampler run is {per_run:.2f} s here ({args.calibration_samples} samples, {args.steps} steps).
+The sensitivity takes 2 runs plus {args.steps - 2} (one per step between the first and the last)
+for every branch reusing at once, for all but each of the {len(curves.kinds)} kinds, and with
+`per_block=True` for all but each of the {blocks} blocks.
+
+## Against the targets
+
+At each budget, the schedule search against the baselines at equal or greater compute: FORA
+at the smallest share at or above the search's, and the paper's rule at the alpha whose share is
+the smallest at or above it.
+
+{targets}
+
+## Every row
+
+"""
+    md_path.write_text(
+        header + "\n".join(lines) + "\n\n![PSNR against compute](schedule_search.png)\n"
+    )
+    plot(rows, png_path)
+    print(targets)
+    log(f"wrote {md_path} and {png_path}")
+
+
+def _progress(log: Callable[[str], None]) -> Callable[[int, int], None]:
+    """A callback for ``measure_sensitivity`` that logs every tenth of the runs."""
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(total // 10, 1) == 0:
+            log(f"  sensitivity run {done}/{total}")
+
+    return report
+
+
+def _targets(rows: list[Row]) -> str:
+    """The comparison at each budget: the search against each baseline's closest row above it."""
+    lines = [
+        "| schedule search | computed | PSNR | FORA (computed, PSNR) | paper per kind "
+        "(computed, PSNR) | paper per block (computed, PSNR) | accuracy | beats all |",
+        "|---|---:|---:|---|---|---|---:|---|",
+    ]
+    rivals = ("FORA", "paper rule (per kind)", "paper rule (per block)")
+    for family in ("sensitivity (per kind)", "sensitivity (per block)"):
+        for budget in BUDGETS:
+            setting = f"compute <= {budget:g}"
+            ours = [r for r in rows if r.family == family and r.setting == setting]
+            if not ours:
+                continue
+            row = ours[0]
+            cells, wins = [], True
+            for rival in rivals:
+                above = [r for r in rows if r.family == rival and r.computed >= row.computed]
+                best = min(above, key=lambda r: (r.computed, -r.psnr))
+                name = f"{best.setting}: " if rival == "FORA" else ""
+                cells.append(f"{name}{best.computed:.0%}, {best.psnr:.2f}")
+                wins = wins and row.psnr > best.psnr
+            lines.append(
+                f"| {family.split(' ', 1)[1]} at {budget:.0%} | {row.computed:.0%} | "
+                f"{row.psnr:.2f} | {' | '.join(cells)} | {row.accuracy:.1%} | "
+                f"{'yes' if wins else '**no**'} |"
+            )
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """PSNR against branch-steps computed, one line per family."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for family, (marker, colour) in FAMILIES.items():
+        points = sorted((r.computed, r.psnr) for r in rows if r.family == family)
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, "-", marker=marker, color=colour, label=family, ms=7, lw=1)
+    ax.set_xlabel("branch-steps computed (fraction)")
+    ax.set_ylabel("PSNR against uncached (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Reference model, DDIM 50 steps: fidelity against compute", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
