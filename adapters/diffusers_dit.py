@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
+from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, block_branches
 from smoothcache.engine import reused_output
 from smoothcache.hookspecs import hookimpl
 
@@ -35,12 +35,7 @@ class DiffusersDiTAdapter(Adapter):
         )
 
     def branches(self, model: nn.Module) -> list[Branch]:
-        found = []
-        for i, block in enumerate(model.transformer_blocks):
-            for kind in self.kinds:
-                if isinstance(getattr(block, kind, None), nn.Module):
-                    found.append(Branch(path=f"transformer_blocks.{i}.{kind}", kind=kind, block=i))
-        return found
+        return block_branches(model, "transformer_blocks", self.kinds)
 
     def timestep_source(self, model: nn.Module) -> TimestepSource:
         return TimestepSource(path="", read=argument("timestep", 1))

@@ -19,7 +19,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, has_children
+from smoothcache.adapter import (
+    Adapter,
+    Branch,
+    TimestepSource,
+    argument,
+    block_branches,
+    has_children,
+)
 from smoothcache.hookspecs import hookimpl
 
 
@@ -40,12 +47,7 @@ class PixArtAdapter(Adapter):
         )
 
     def branches(self, model: nn.Module) -> list[Branch]:
-        found = []
-        for i, block in enumerate(model.transformer_blocks):
-            for kind in self.kinds:
-                if isinstance(getattr(block, kind, None), nn.Module):
-                    found.append(Branch(path=f"transformer_blocks.{i}.{kind}", kind=kind, block=i))
-        return found
+        return block_branches(model, "transformer_blocks", self.kinds)
 
     def timestep_source(self, model: nn.Module) -> TimestepSource:
         return TimestepSource(path="adaln_single", read=argument("timestep", 0))

@@ -31,7 +31,15 @@ from typing import Any
 
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, class_names, has_children
+from smoothcache.adapter import (
+    Adapter,
+    Branch,
+    TimestepSource,
+    argument,
+    block_branches,
+    class_names,
+    has_children,
+)
 from smoothcache.hookspecs import hookimpl
 
 #: Wrapper classes that hold the next module down as ``.model`` and call it through ``__call__``.
@@ -64,12 +72,7 @@ class StableAudioToolsAdapter(Adapter):
         )
 
     def branches(self, model: nn.Module) -> list[Branch]:
-        found = []
-        for i, layer in enumerate(model.transformer.layers):
-            for kind in self.kinds:
-                if isinstance(getattr(layer, kind, None), nn.Module):
-                    found.append(Branch(path=f"transformer.layers.{i}.{kind}", kind=kind, block=i))
-        return found
+        return block_branches(model, "transformer.layers", self.kinds)
 
     def timestep_source(self, model: nn.Module) -> TimestepSource:
         return TimestepSource(path="", read=argument("t", 1))

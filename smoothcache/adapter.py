@@ -73,6 +73,17 @@ def has_children(module: nn.Module, *names: str) -> bool:
     return all(isinstance(getattr(module, name, None), nn.Module) for name in names)
 
 
+def block_branches(model: nn.Module, path: str, kinds: Sequence[str]) -> list[Branch]:
+    """Branches ``{path}.{i}.{kind}`` for every block of the list at ``path`` and every kind the
+    block has as a module (an optional branch, such as a missing ``attn2``, is left out)."""
+    return [
+        Branch(path=f"{path}.{i}.{kind}", kind=kind, block=i)
+        for i, block in enumerate(model.get_submodule(path))
+        for kind in kinds
+        if isinstance(getattr(block, kind, None), nn.Module)
+    ]
+
+
 class Adapter:
     """Base class of adapters. Subclasses set ``name`` and implement the three methods.
 
