@@ -40,7 +40,7 @@ from smoothcache.schedule import Schedule
 FORMAT_NAME = "smoothcache.curves"
 FORMAT_VERSION = 1
 METHODS = ("paper", "sensitivity")
-#: The sensitivity group of every branch together; a block's group is ``block-<index>``.
+#: The sensitivity group where every branch reuses at once (the others: :func:`all_but`).
 ALL_BRANCHES = "all"
 
 # Tolerance, in branch-steps, when comparing a schedule's compute count with a budget.
@@ -303,14 +303,15 @@ def spend_remainder(
     groups: Sequence[tuple[int, int]],
     remainder: int,
 ) -> dict[int, list[int]]:
-    """Extra computes of single groups that buy the most predicted error with ``remainder``.
+    """Extra computes of single kinds or blocks that lower the predicted error most.
 
-    ``row`` is the schedule every branch shares; ``groups`` lists ``(index into the
-    sensitivity's groups, branches in it)`` for the groups that may compute more (kinds, or
-    blocks), and ``remainder`` the branch-steps left in the budget. Greedily, while something
-    fits, the extra compute of one group at one reuse step of ``row`` that lowers the predicted
-    error most per branch-step is added; a run takes extra computes of one group only, so that
-    :func:`split_run_cost` prices it. Returns the extra steps per group index.
+    ``row`` is the schedule every branch shares; ``groups`` lists ``(index of an
+    :func:`all_but` group in the sensitivity, branches of the kind or block it leaves out)`` for
+    the kinds or blocks that may compute more, and ``remainder`` the branch-steps left in the
+    budget. Greedily, while something fits, the extra compute of one kind or block at one reuse
+    step of ``row`` that lowers the predicted error most per branch-step is added; a run takes
+    extra computes of one kind or block only, so that :func:`split_run_cost` prices it. Returns
+    the extra steps per group index.
     """
     n = len(row)
     starts = [i for i in range(n) if row[i]]
