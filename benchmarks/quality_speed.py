@@ -34,6 +34,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +70,9 @@ FAMILIES = {  # family: (marker, colour) in the plot, in table order
 CLOCKS = {
     "wall": "Measured as wall-clock time; other work on the machine adds noise.",
     "cpu": "Measured as the process's CPU time (`time.process_time`) of a single-threaded\n  "
-    "run: on an idle core that is its latency, and other processes sharing the machine cannot\n  "
-    "inflate it as they inflate wall-clock time.",
+    "run: on an idle core that is its latency. Other processes on a shared machine inflate it\n  "
+    "much less than wall-clock time, but still (shared caches and cores): a row measured at\n  "
+    "busy moments can read 10-20% slow.",
 }
 
 NOTES = """
@@ -323,7 +325,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
 
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = linalg.sqrtm(cov_a @ cov_b)
+    with warnings.catch_warnings():  # dead ReLU units make the covariances singular
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        root = linalg.sqrtm(cov_a @ cov_b)
     if not np.isfinite(root).all():  # near-singular product: regularise, as pytorch-fid does
         eps = np.eye(len(cov_a)) * 1e-6
         root = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
