@@ -1,10 +1,15 @@
 """Per-call cost of smoothcache's branch wrapper and per-evaluation bookkeeping (CPU).
 
-A model of ``--blocks`` blocks, each with two branches that are almost free (a 4x4 linear on a
-1x4 input), is evaluated for ``--steps`` steps: plain, inside ``enabled`` with a schedule that
-computes everything, and with one that reuses every other step. The difference to the plain
-model, divided by the number of branch calls, is the library's cost per branch call; the
-pre-hook's per-evaluation work is included. Median of ``--repeats`` interleaved runs.
+1. A model of ``--blocks`` blocks, each with two branches that are almost free (a 4x4 linear on
+   a 1x4 input), is evaluated for ``--steps`` steps: plain, inside ``enabled`` with a schedule
+   that computes everything, and with one that reuses every other step. The difference to the
+   plain model, divided by the number of branch calls, is the library's cost per branch call;
+   the pre-hook's per-evaluation work is included. Median of ``--repeats`` interleaved runs.
+2. The overhead target itself: a diffusers DiT (``benchmarks/speed.py``'s ``small`` model,
+   random weights) sampled with DDIM and guidance, plain and inside ``enabled`` with a schedule
+   that computes everything, in ``--pairs`` pairs whose order alternates. Reported: the median
+   of each configuration and the median of the per-pair ratios (pairs share the machine's
+   state, so their ratio is less noisy than a ratio of medians).
 
     python benchmarks/overhead.py
 """
@@ -13,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -61,8 +68,10 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=28)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--pairs", type=int, default=15, help="pairs of real-model runs (15)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    torch.set_flush_denormal(True)  # random weights drift into slow denormal arithmetic
     net = Net(args.blocks).eval()
     x = torch.randn(1, 4)
     steps = args.steps
@@ -107,6 +116,48 @@ def main() -> None:
     for label, seconds in median.items():
         extra = (seconds - median["plain"]) / calls * 1e6
         print(f"| {label} | {seconds * 1000:.2f} | {extra:+.2f} |")
+    print()
+    real_model(args.steps, args.pairs)
+
+
+def real_model(steps: int, pairs: int) -> None:
+    """Plain against computing everything on a diffusers DiT, in pairs of alternating order."""
+    sys.path.append(str(Path(__file__).resolve().parent))
+    from speed import build, make_sampler
+
+    model = build("diffusers", "small", "cpu", torch.float32)
+    run = make_sampler(model, "diffusers", steps, 1, 16)
+    every = {"attn1": [1] * steps, "ff": [1] * steps}
+
+    def cached() -> torch.Tensor:
+        with smoothcache.enabled(model, every):
+            return run()
+
+    if not torch.equal(run(), cached()):
+        raise SystemExit("computing everything changed the output")
+    plain_times, cached_times = [], []
+    for pair in range(pairs):
+        order = [(plain_times, run), (cached_times, cached)]
+        for times, fn in order[::-1] if pair % 2 else order:
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+    ratios = [c / p for c, p in zip(cached_times, plain_times)]
+    print(
+        f"diffusers DiT (6 blocks, hidden 384, 64 tokens), random weights, {steps} DDIM steps, "
+        f"1 image with guidance (batch 2), float32, 1 thread, {pairs} pairs"
+    )
+    print()
+    print("| configuration | ms per run (median) |")
+    print("|---|---|")
+    print(f"| plain | {statistics.median(plain_times) * 1000:.1f} |")
+    print(f"| computing everything | {statistics.median(cached_times) * 1000:.1f} |")
+    print()
+    low, high = min(ratios), max(ratios)
+    print(
+        f"computing everything / plain, median of the pairs: {statistics.median(ratios):.4f} "
+        f"(pairs ranged {low:.4f} to {high:.4f}); outputs bit-identical"
+    )
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@ guidance 1.5 as one doubled batch) and the same evaluation seeds for every row:
 
 - no cache at 50 steps (the reference every error is measured against), and DDIM at ``k`` steps
   for ``k = round(50 x compute)`` of each caching row ("just use fewer steps");
-- FORA, every 2nd and 3rd step (``Schedule.uniform``);
-- SmoothCache at several alphas and compute budgets, per kind and per block, calibrated here on
-  a separate set of samples;
+- FORA, every 2nd, 3rd and 4th step (``Schedule.uniform``);
+- SmoothCache's rule at several alphas and compute budgets, per kind and per block, and this
+  library's schedule search (``method="sensitivity"``) at 50%, 35% and 25% of the branch-steps,
+  calibrated here on a separate set of samples;
 - the caching methods built into diffusers, applied to the same weights: first-block cache,
   TaylorSeer, MagCache (its ratios calibrated here with its own calibration mode, on the same
   calibration samples) and pyramid attention broadcast.
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from schedule_search import shown_arguments  # benchmarks/ is on sys.path as the script's folder
 
 import smoothcache
 from smoothcache import Schedule
@@ -61,6 +63,7 @@ FAMILIES = {  # family: (marker, colour) in the plot, in table order
     "FORA": ("s", "tab:orange"),
     "SmoothCache (per kind)": ("*", "tab:blue"),
     "SmoothCache (per block)": ("P", "tab:cyan"),
+    "schedule search": ("h", "tab:olive"),
     "first-block cache": ("^", "tab:green"),
     "TaylorSeer": ("D", "tab:purple"),
     "MagCache": ("v", "tab:red"),
@@ -218,16 +221,36 @@ class Bench:
                 raise SystemExit("the CacheMixin copy does not reproduce the plain model")
 
 
-def smoothcache_rows(bench: Bench, log: Callable[[str], None], count: int) -> list[Row]:
-    """FORA every 2nd and 3rd step, and SmoothCache schedules from one calibration."""
+def smoothcache_rows(
+    bench: Bench, log: Callable[[str], None], count: int, curves_path: Path | None
+) -> list[Row]:
+    """FORA every 2nd to 4th step, and SmoothCache schedules from one calibration.
+
+    The paper's rule at several alphas and budgets, and the schedule search
+    (``method="sensitivity"``) at 50%, 35% and 25% of the branch-steps. The calibration (error
+    curves and sensitivity) is read from ``curves_path`` when that file exists (for example the
+    one ``benchmarks/schedule_search.py --curves`` wrote from the same calibration samples), else
+    measured here and saved there.
+    """
     rows = [
         bench.cached("FORA", f"every {every}", Schedule.uniform(bench.steps, every, KINDS))
-        for every in (2, 3)
+        for every in (2, 3, 4)
     ]
-    log(f"calibrating SmoothCache on {count} samples")
-    with smoothcache.calibrating(bench.model, lookahead=3) as recorder:
-        bench.sample(bench.model, bench.steps, calibration=True)
-    curves = recorder.curves()
+    if curves_path is not None and curves_path.exists():
+        log(f"reading the calibration from {curves_path}")
+        curves = smoothcache.ErrorCurves.load(curves_path)
+        curves.check_model(bench.model)
+    else:
+        log(f"calibrating SmoothCache on {count} samples")
+        with smoothcache.calibrating(bench.model, lookahead=3) as recorder:
+            bench.sample(bench.model, bench.steps, calibration=True)
+        curves = smoothcache.measure_sensitivity(
+            bench.model,
+            lambda: bench.sample(bench.model, bench.steps, calibration=True),
+            recorder.curves(),
+        )
+        if curves_path is not None:
+            curves.save(curves_path)
     for alpha in (0.05, 0.08, 0.2):
         schedule = curves.schedule(alpha=alpha)
         rows.append(bench.cached("SmoothCache (per kind)", f"alpha={alpha:g}", schedule))
@@ -237,6 +260,10 @@ def smoothcache_rows(bench: Bench, log: Callable[[str], None], count: int) -> li
             schedule = curves.schedule(compute_fraction=budget, per_block=per_block)
             setting = f"compute <= {budget:g} (alpha={schedule.metadata['alpha']:.3f})"
             rows.append(bench.cached(family, setting, schedule))
+    for budget in (0.5, 0.35, 0.25):
+        schedule = curves.schedule(compute_fraction=budget, method="sensitivity")
+        setting = f"sensitivity, compute <= {budget:g}"
+        rows.append(bench.cached("schedule search", setting, schedule))
     return rows
 
 
@@ -404,20 +431,6 @@ def markdown_table(table: list[dict[str, Any]], clock: str) -> list[str]:
     return lines
 
 
-def shown_arguments(argv: list[str]) -> list[str]:
-    """The command-line arguments without ``--out-dir``: where the files go is not what they say."""
-    shown: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip or arg.startswith("--out-dir="):
-            skip = False
-            continue
-        skip = arg == "--out-dir"
-        if not skip:
-            shown.append(arg)
-    return shown
-
-
 def report(
     args: argparse.Namespace,
     bench: Bench,
@@ -450,8 +463,8 @@ Regenerate the table and the plot (about {minutes:.0f} minutes here) with:
   `attn1` and an `ff` branch each), float32.
 - **Sampler**: DDIM {bench.steps} steps (`trailing`), guidance {bench.guidance:g} as one doubled
   batch. The same {args.samples} evaluation samples (classes 0-9 in turn, seed {EVAL_SEED}) for
-  every row; SmoothCache and MagCache calibrated on {args.calibration_samples} other samples
-  (seed {CALIBRATION_SEED}).
+  every row; SmoothCache (the error curves, and the sensitivity for the schedule search) and
+  MagCache calibrated on {args.calibration_samples} other samples (seed {CALIBRATION_SEED}).
 - **Device**: {device_line(bench.device)}; torch {torch.__version__}, diffusers
   {diffusers.__version__}; all {args.samples} samples ({2 * args.samples} rows with guidance)
   in every model call.
@@ -529,6 +542,12 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, help="default docs/, or /tmp with --quick")
     parser.add_argument("--name", default="quality_speed", help="file name of the .md and .png")
     parser.add_argument(
+        "--curves",
+        type=Path,
+        help="read the calibration (curves and sensitivity) from this file if it exists, else "
+        "measure it and save it there",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="40 samples, 5 calibration samples, 1 run per row"
     )
     args = parser.parse_args()
@@ -545,7 +564,7 @@ def main() -> None:
     bench = Bench(args)
     digits_classifier()
     rows = [bench.plain(bench.steps)]
-    rows += smoothcache_rows(bench, log, args.calibration_samples)
+    rows += smoothcache_rows(bench, log, args.calibration_samples, args.curves)
     rows += diffusers_rows(bench, log)
 
     bench.sample(bench.model, 5)  # warm-up

@@ -185,12 +185,17 @@ def patched_blocks(model: nn.Module, kind: str, state: StepState):
 
 
 def timed(configs: dict[str, Callable[[], Any]], repeats: int, cuda: bool) -> dict[str, float]:
-    """Median seconds per configuration; one warm-up each, then interleaved repeats."""
+    """Median seconds per configuration; one warm-up each, then interleaved repeats.
+
+    Every round runs each configuration once, in reversed order every other round, so that a
+    configuration's position in the round (what ran before it) does not bias it.
+    """
     for fn in configs.values():
         fn()
     samples: dict[str, list[float]] = {k: [] for k in configs}
-    for _ in range(repeats):
-        for label, fn in configs.items():
+    for repeat in range(repeats):
+        order = list(configs.items())
+        for label, fn in order[::-1] if repeat % 2 else order:
             if cuda:
                 torch.cuda.synchronize()
             start = time.perf_counter()
@@ -201,13 +206,13 @@ def timed(configs: dict[str, Callable[[], Any]], repeats: int, cuda: bool) -> di
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def bench(kind: str, args: argparse.Namespace, batch: int, compiled: bool) -> list[str]:
-    """Measure one model family at one batch; return Markdown table rows."""
+def bench(kind: str, args: argparse.Namespace, steps: int, batch: int, compiled: bool) -> list[str]:
+    """Measure one model family at one schedule and batch; return Markdown table rows."""
     from SmoothCache import SmoothCacheHelper
 
     dtype = getattr(torch, args.dtype)
     model = build(kind, args.size, args.device, dtype)
-    paper = Schedule.shipped(f"dit-xl-2-256/{SCHEDULES[args.steps]}")
+    paper = Schedule.shipped(f"dit-xl-2-256/{SCHEDULES[steps]}")
     row = list(paper.rows["attn"])
     kinds = ("attn1", "ff") if kind == "diffusers" else ("attn", "mlp")
     schedule = {k: row for k in kinds}
@@ -216,7 +221,7 @@ def bench(kind: str, args: argparse.Namespace, batch: int, compiled: bool) -> li
         torch._dynamo.config.accumulated_recompile_limit = 4096
         for block in model.transformer_blocks if kind == "diffusers" else model.blocks:
             block.compile(backend=args.backend)
-    run = make_sampler(model, kind, args.steps, batch, SIZES[args.size][3])
+    run = make_sampler(model, kind, steps, batch, SIZES[args.size][3])
 
     def ours(
         fast_path: bool = True, rows: dict | None = None, calls: int | None = None
@@ -272,14 +277,16 @@ def bench(kind: str, args: argparse.Namespace, batch: int, compiled: bool) -> li
         if not label.startswith(("hand", "uncached")) and "computing all" not in label:
             eff = f"{speedup / ideal_module:.3f} | {speedup / ideal_full:.3f}"
         ms = seconds * 1000
-        lines.append(f"| {kind} | {mode} | {batch} | {label} | {ms:.1f} | {speedup:.3f}x | {eff} |")
+        lines.append(
+            f"| {kind} | {mode} | {steps} | {batch} | {label} | {ms:.1f} | {speedup:.3f}x | {eff} |"
+        )
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
-    parser.add_argument("--steps", type=int, default=50, choices=sorted(SCHEDULES))
+    parser.add_argument("--steps", type=int, nargs="+", default=[50], choices=sorted(SCHEDULES))
     parser.add_argument("--batch", type=int, nargs="+", default=[2])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="+", default=["diffusers", "original"])
@@ -289,29 +296,43 @@ def main() -> None:
     parser.add_argument("--compile-batch", type=int, nargs="+", default=None)
     parser.add_argument("--backend", default="inductor", help="torch.compile backend")
     parser.add_argument("--no-eager", action="store_true", help="only the compiled runs")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cpu":
+        # Random weights drift into denormal floats, whose CPU arithmetic is many times slower
+        # and makes run times depend on the values rather than on the work done.
+        torch.set_flush_denormal(True)
     name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    shares = {
+        steps: statistics.mean(Schedule.shipped(f"dit-xl-2-256/{SCHEDULES[steps]}").rows["attn"])
+        for steps in args.steps
+    }
+    schedules = ", ".join(f"{n} DDIM steps: {SCHEDULES[n]} ({shares[n]:.0%})" for n in args.steps)
     print(
         f"device {args.device} ({name}), torch {torch.__version__}, dtype {args.dtype}, size "
-        f"{args.size} {SIZES[args.size]}, {args.steps} DDIM steps, schedule "
-        f"{SCHEDULES[args.steps]} (48% of branch-steps computed at 50 steps), guidance as one "
-        f"doubled batch, median of {args.repeats} interleaved runs"
+        f"{args.size} {SIZES[args.size]}, {torch.get_num_threads()} CPU threads; the paper's "
+        f"DiT-XL/2 schedules (share of branch-steps computed) for {schedules}; guidance as one "
+        f"doubled batch; median of {args.repeats} interleaved runs"
     )
     print()
     print(
-        "| model | mode | images | configuration | ms per run | speedup | eff. vs module "
+        "| model | mode | steps | images | configuration | ms per run | speedup | eff. vs module "
         "ideal | eff. vs full ideal |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for kind in [] if args.no_eager else args.models:
-        for batch in args.batch:
-            for line in bench(kind, args, batch, compiled=False):
-                print(line, flush=True)
-    if args.compile:
-        for batch in args.compile_batch or args.batch:
-            for kind in args.models:
-                for line in bench(kind, args, batch, compiled=True):
+        for steps in args.steps:
+            for batch in args.batch:
+                for line in bench(kind, args, steps, batch, compiled=False):
                     print(line, flush=True)
+    if args.compile:
+        for steps in args.steps:
+            for batch in args.compile_batch or args.batch:
+                for kind in args.models:
+                    for line in bench(kind, args, steps, batch, compiled=True):
+                        print(line, flush=True)
 
 
 if __name__ == "__main__":

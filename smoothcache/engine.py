@@ -284,6 +284,7 @@ class Session:
         #: the scheduled branches, in execution order (unscheduled ones are wrapped to compute)
         self.branches = [b for b in self._branches if schedule.row_for(b.kind, b.block)]
         n = len(self._branches)
+        self._ever_reuses = [any(a & _REUSE for a in row) for row in rows]
         # One plan per distinct step pattern; steps share the plan objects.
         unique: dict[tuple[int, ...], int] = {}
         self._plan_of_step = [
@@ -351,6 +352,13 @@ class Session:
                 inside = [
                     m for b, m in zip(self._branches, self._modules) if b.path.startswith(prefix)
                 ]
+                reuses = [
+                    ever
+                    for b, ever in zip(self._branches, self._ever_reuses)
+                    if b.path.startswith(prefix)
+                ]
+                if not any(reuses):  # nothing to skip: the block keeps its own forward
+                    continue
                 self._patches.set_attributes(
                     block,
                     _sc_session=self,

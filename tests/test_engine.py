@@ -339,6 +339,15 @@ def _wrong_block_forward(block, x, c):
     return x + gate_mlp.unsqueeze(1) * block.mlp(h)
 
 
+def test_fast_path_only_where_a_branch_reuses(original_dit):
+    """A block whose branches compute at every step keeps its own forward (nothing to skip)."""
+    with smoothcache.enabled(original_dit, {"attn": [1] * STEPS, "mlp": [1] * STEPS}):
+        assert all("forward" not in block.__dict__ for block in original_dit.blocks)
+    with smoothcache.enabled(original_dit, {"attn": ROW}):
+        assert all("forward" in block.__dict__ for block in original_dit.blocks)
+    assert all("forward" not in block.__dict__ for block in original_dit.blocks)
+
+
 class _WrongFastPath(OriginalDiTAdapter):
     name = "wrong-fast-path"
 
