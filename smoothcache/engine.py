@@ -349,16 +349,14 @@ class Session:
             for path, forward in self.adapter.fast_forwards(self.model).items():
                 block = self.model.get_submodule(path)
                 prefix = f"{path}."
-                inside = [
-                    m for b, m in zip(self._branches, self._modules) if b.path.startswith(prefix)
-                ]
-                reuses = [
-                    ever
-                    for b, ever in zip(self._branches, self._ever_reuses)
+                members = [
+                    (module, ever)
+                    for b, module, ever in zip(self._branches, self._modules, self._ever_reuses)
                     if b.path.startswith(prefix)
                 ]
-                if not any(reuses):  # nothing to skip: the block keeps its own forward
+                if not any(ever for _, ever in members):  # nothing to skip: keep its own forward
                     continue
+                inside = [module for module, _ in members]
                 self._patches.set_attributes(
                     block,
                     _sc_session=self,
