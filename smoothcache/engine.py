@@ -695,7 +695,8 @@ def enable(
     by name. ``calls_per_step`` fixes how many model calls make one denoising step, which
     avoids reading the timestep's value (a host sync when it lives on a GPU) on every call.
     ``fast_path=False`` turns off the adapter's block forwards that skip a reused branch's input
-    preparation (the module-level wrappers alone give the same outputs, a little slower).
+    preparation (the module-level wrappers alone give the same outputs, a little slower); they
+    are installed only on blocks with a branch that the schedule reuses at some step.
     """
     schedule = as_schedule(schedule)
     root, chosen = resolve(model, adapter)
