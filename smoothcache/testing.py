@@ -45,7 +45,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -648,149 +648,94 @@ _CHECKS: dict[str, Callable[[_Subject], None]] = {
 }
 
 
-def _call(
-    check: str,
-    factory: Factory,
-    run: Runner,
-    adapter: str | Adapter | None,
-    num_steps: int,
-    min_change: float,
-) -> None:
-    _CHECKS[check](_Subject(factory, run, adapter, num_steps, min_change))
+class Check(Protocol):
+    """The signature of every ``check_*`` function."""
+
+    def __call__(
+        self,
+        factory: Factory,
+        run: Runner,
+        *,
+        adapter: str | Adapter | None = None,
+        num_steps: int,
+        min_change: float = 1e-5,
+    ) -> None: ...
 
 
-def check_detection(
-    factory: Factory,
-    run: Runner,
-    *,
-    adapter: str | Adapter | None = None,
-    num_steps: int,
-    min_change: float = 1e-5,
-) -> None:
-    """The adapter matches the model, rejects an unrelated ``nn.Sequential``, and
-    :func:`smoothcache.detect` would pick it over every other known adapter.
+def _public_check(name: str, summary: str) -> Check:
+    """The public ``check_<name>`` function: runs one check on one model from ``factory``."""
 
-    Raises :class:`ConformanceError` on failure; arguments as for :func:`check_adapter`.
-    """
-    _call("detection", factory, run, adapter, num_steps, min_change)
+    def check(
+        factory: Factory,
+        run: Runner,
+        *,
+        adapter: str | Adapter | None = None,
+        num_steps: int,
+        min_change: float = 1e-5,
+    ) -> None:
+        _CHECKS[name](_Subject(factory, run, adapter, num_steps, min_change))
 
-
-def check_branches_exist(
-    factory: Factory,
-    run: Runner,
-    *,
-    adapter: str | Adapter | None = None,
-    num_steps: int,
-    min_change: float = 1e-5,
-) -> None:
-    """The declared branches are distinct, non-nested submodules with valid schedule kinds
-    (among the adapter's ``kinds``) and distinct keys; the timestep source exists.
-
-    Raises :class:`ConformanceError` on failure; arguments as for :func:`check_adapter`.
-    """
-    _call("branches_exist", factory, run, adapter, num_steps, min_change)
+    check.__name__ = check.__qualname__ = f"check_{name}"
+    check.__doc__ = (
+        f"{summary}\n\nRaises :class:`ConformanceError` on failure; arguments as for "
+        ":func:`check_adapter`."
+    )
+    return check
 
 
-def check_timestep_source_once(
-    factory: Factory,
-    run: Runner,
-    *,
-    adapter: str | Adapter | None = None,
-    num_steps: int,
-    min_change: float = 1e-5,
-) -> None:
-    """Under a compute-everything schedule, the timestep source fires exactly once per
-    model evaluation, every branch runs once per evaluation, and the run has ``num_steps``
-    steps in one generation.
+check_detection = _public_check(
+    "detection",
+    "The adapter matches the model, rejects an unrelated ``nn.Sequential``, and "
+    ":func:`smoothcache.detect` would pick it over every other known adapter.",
+)
 
-    Raises :class:`ConformanceError` on failure; arguments as for :func:`check_adapter`.
-    """
-    _call("timestep_source_once", factory, run, adapter, num_steps, min_change)
+check_branches_exist = _public_check(
+    "branches_exist",
+    "The declared branches are distinct, non-nested submodules with valid schedule kinds "
+    "(among the adapter's ``kinds``) and distinct keys; the timestep source exists.",
+)
 
+check_timestep_source_once = _public_check(
+    "timestep_source_once",
+    "Under a compute-everything schedule, the timestep source fires exactly once per model "
+    "evaluation, every branch runs once per evaluation, and the run has ``num_steps`` steps "
+    "in one generation.",
+)
 
-def check_exact(
-    factory: Factory,
-    run: Runner,
-    *,
-    adapter: str | Adapter | None = None,
-    num_steps: int,
-    min_change: float = 1e-5,
-) -> None:
-    """A schedule that computes everything gives a bit-identical output (``torch.equal``),
-    reuses nothing and raises no smoothcache warning; the model is unchanged afterwards.
+check_exact = _public_check(
+    "exact",
+    "A schedule that computes everything gives a bit-identical output (``torch.equal``), "
+    "reuses nothing and raises no smoothcache warning; the model is unchanged afterwards.",
+)
 
-    Raises :class:`ConformanceError` on failure; arguments as for :func:`check_adapter`.
-    """
-    _call("exact", factory, run, adapter, num_steps, min_change)
+check_branches_residual = _public_check(
+    "branches_residual",
+    "For each branch kind, reusing it at every other step (``[1, 0, 1, ..., 1]``) skips the "
+    "branch's original forward on the reuse steps and changes the output by more than "
+    "``min_change`` (relative).",
+)
 
+check_fast_path = _public_check(
+    "fast_path",
+    "When the adapter declares block fast paths (:meth:`Adapter.fast_forwards`), a reuse "
+    "schedule gives bit-identical outputs with and without them, and none falls back.",
+)
 
-def check_branches_residual(
-    factory: Factory,
-    run: Runner,
-    *,
-    adapter: str | Adapter | None = None,
-    num_steps: int,
-    min_change: float = 1e-5,
-) -> None:
-    """For each branch kind, reusing it at every other step (``[1, 0, 1, ..., 1]``)
-    skips the branch's original forward on the reuse steps and changes the output by more than
-    ``min_change`` (relative).
+check_restore = _public_check(
+    "restore",
+    "Leaving a session, normally or through an exception raised in the middle of a model "
+    "evaluation, leaves every module, hook, attribute and tensor as it was.",
+)
 
-    Raises :class:`ConformanceError` on failure; arguments as for :func:`check_adapter`.
-    """
-    _call("branches_residual", factory, run, adapter, num_steps, min_change)
-
-
-def check_fast_path(
-    factory: Factory,
-    run: Runner,
-    *,
-    adapter: str | Adapter | None = None,
-    num_steps: int,
-    min_change: float = 1e-5,
-) -> None:
-    """When the adapter declares block fast paths (:meth:`Adapter.fast_forwards`), a
-    reuse schedule gives bit-identical outputs with and without them, and none falls back.
-
-    Raises :class:`ConformanceError` on failure; arguments as for :func:`check_adapter`.
-    """
-    _call("fast_path", factory, run, adapter, num_steps, min_change)
-
-
-def check_restore(
-    factory: Factory,
-    run: Runner,
-    *,
-    adapter: str | Adapter | None = None,
-    num_steps: int,
-    min_change: float = 1e-5,
-) -> None:
-    """Leaving a session, normally or through an exception raised in the middle of a model
-    evaluation, leaves every module, hook, attribute and tensor as it was.
-
-    Raises :class:`ConformanceError` on failure; arguments as for :func:`check_adapter`.
-    """
-    _call("restore", factory, run, adapter, num_steps, min_change)
-
-
-def check_calibration(
-    factory: Factory,
-    run: Runner,
-    *,
-    adapter: str | Adapter | None = None,
-    num_steps: int,
-    min_change: float = 1e-5,
-) -> None:
-    """Calibrating over two runs gives error curves for every branch with ``num_steps``
-    steps, restores the model, and a schedule made from the curves applies.
-
-    Raises :class:`ConformanceError` on failure; arguments as for :func:`check_adapter`.
-    """
-    _call("calibration", factory, run, adapter, num_steps, min_change)
+check_calibration = _public_check(
+    "calibration",
+    "Calibrating over two runs gives error curves for every branch with ``num_steps`` "
+    "steps, restores the model, and a schedule made from the curves applies.",
+)
 
 
 #: The checks by name, each ``check(factory, run, *, adapter=None, num_steps, min_change=1e-5)``.
-CHECKS: dict[str, Callable[..., None]] = {
+CHECKS: dict[str, Check] = {
     "detection": check_detection,
     "branches_exist": check_branches_exist,
     "timestep_source_once": check_timestep_source_once,
