@@ -43,7 +43,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from schedule_search import shown_arguments  # benchmarks/ is on sys.path as the script's folder
+from schedule_search import (  # benchmarks/ is on sys.path as the script's folder
+    add_curves_option,
+    calibrate,
+    shown_arguments,
+)
 
 import smoothcache
 from smoothcache import Schedule
@@ -222,35 +226,26 @@ class Bench:
 
 
 def smoothcache_rows(
-    bench: Bench, log: Callable[[str], None], count: int, curves_path: Path | None
+    bench: Bench, log: Callable[[str], None], curves_path: Path | None
 ) -> list[Row]:
     """FORA every 2nd to 4th step, and SmoothCache schedules from one calibration.
 
     The paper's rule at several alphas and budgets, and the schedule search
-    (``method="sensitivity"``) at 50%, 35% and 25% of the branch-steps. The calibration (error
-    curves and sensitivity) is read from ``curves_path`` when that file exists (for example the
-    one ``benchmarks/schedule_search.py --curves`` wrote from the same calibration samples), else
-    measured here and saved there.
+    (``method="sensitivity"``) at 50%, 35% and 25% of the branch-steps, from one calibration
+    (``schedule_search.calibrate``; ``curves_path`` may be the file that
+    ``benchmarks/schedule_search.py --curves`` wrote from the same calibration samples).
     """
     rows = [
         bench.cached("FORA", f"every {every}", Schedule.uniform(bench.steps, every, KINDS))
         for every in (2, 3, 4)
     ]
-    if curves_path is not None and curves_path.exists():
-        log(f"reading the calibration from {curves_path}")
-        curves = smoothcache.ErrorCurves.load(curves_path)
-        curves.check_model(bench.model)
-    else:
-        log(f"calibrating SmoothCache on {count} samples")
-        with smoothcache.calibrating(bench.model, lookahead=3) as recorder:
-            bench.sample(bench.model, bench.steps, calibration=True)
-        curves = smoothcache.measure_sensitivity(
-            bench.model,
-            lambda: bench.sample(bench.model, bench.steps, calibration=True),
-            recorder.curves(),
-        )
-        if curves_path is not None:
-            curves.save(curves_path)
+    curves = calibrate(
+        bench.model,
+        lambda: bench.sample(bench.model, bench.steps, calibration=True),
+        curves_path,
+        False,
+        log,
+    )
     for alpha in (0.05, 0.08, 0.2):
         schedule = curves.schedule(alpha=alpha)
         rows.append(bench.cached("SmoothCache (per kind)", f"alpha={alpha:g}", schedule))
@@ -541,12 +536,7 @@ def main() -> None:
     )
     parser.add_argument("--out-dir", type=Path, help="default docs/, or /tmp with --quick")
     parser.add_argument("--name", default="quality_speed", help="file name of the .md and .png")
-    parser.add_argument(
-        "--curves",
-        type=Path,
-        help="read the calibration (curves and sensitivity) from this file if it exists, else "
-        "measure it and save it there",
-    )
+    add_curves_option(parser)
     parser.add_argument(
         "--quick", action="store_true", help="40 samples, 5 calibration samples, 1 run per row"
     )
@@ -564,7 +554,7 @@ def main() -> None:
     bench = Bench(args)
     digits_classifier()
     rows = [bench.plain(bench.steps)]
-    rows += smoothcache_rows(bench, log, args.calibration_samples, args.curves)
+    rows += smoothcache_rows(bench, log, args.curves)
     rows += diffusers_rows(bench, log)
 
     bench.sample(bench.model, 5)  # warm-up

@@ -158,12 +158,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out-dir", type=Path, help="default docs/, or /tmp with --quick")
-    parser.add_argument(
-        "--curves",
-        type=Path,
-        help="read the calibration (curves and sensitivity) from this file if it exists, else "
-        "measure it and save it there",
-    )
+    add_curves_option(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -194,22 +189,7 @@ def main() -> None:
         return sample(model, calibration_labels, seed=CALIBRATION_SEED, **options)
 
     # -- calibration -------------------------------------------------------------------------
-    if args.curves is not None and args.curves.exists():
-        log(f"reading the calibration from {args.curves}")
-        curves = ErrorCurves.load(args.curves)
-        curves.check_model(model)
-    else:
-        log(f"calibrating the error curves on {args.calibration_samples} samples")
-        clock = time.perf_counter()
-        with smoothcache.calibrating(model, lookahead=3) as recorder:
-            calibration()
-        curves = recorder.curves()
-        curves.metadata["seconds"] = round(time.perf_counter() - clock, 3)
-        curves = smoothcache.measure_sensitivity(
-            model, calibration, curves, per_block=not args.quick, on_run=_progress(log)
-        )
-        if args.curves is not None:
-            curves.save(args.curves)
+    curves = calibrate(model, calibration, args.curves, not args.quick, log)
     curves_seconds = curves.metadata["seconds"]
     sensitivity_seconds = curves.sensitivity.metadata["seconds"]
     per_block = any(g.startswith("all-but-block-") for g in curves.sensitivity.groups)
@@ -313,6 +293,47 @@ the smallest at or above it. The last column is the PSNR margin over that FORA r
     plot(rows, png_path)
     print(targets)
     log(f"wrote {md_path} and {png_path}")
+
+
+def add_curves_option(parser: argparse.ArgumentParser) -> None:
+    """``--curves PATH``: where :func:`calibrate` reads or saves the calibration."""
+    parser.add_argument(
+        "--curves",
+        type=Path,
+        help="read the calibration (curves and sensitivity) from this file if it exists, else "
+        "measure it and save it there",
+    )
+
+
+def calibrate(
+    model: torch.nn.Module,
+    run: Callable[[], torch.Tensor],
+    path: Path | None,
+    per_block: bool,
+    log: Callable[[str], None],
+) -> ErrorCurves:
+    """Error curves (lookahead 3, for the paper's rule) and sensitivity of ``run``'s samples.
+
+    Read from ``path`` when that file exists (after checking it fits ``model``), else measured,
+    with the seconds each part took in the metadata, and saved to ``path`` when one is given.
+    """
+    if path is not None and path.exists():
+        log(f"reading the calibration from {path}")
+        curves = ErrorCurves.load(path)
+        curves.check_model(model)
+        return curves
+    log("calibrating the error curves")
+    clock = time.perf_counter()
+    with smoothcache.calibrating(model, lookahead=3) as recorder:
+        run()
+    curves = recorder.curves()
+    curves.metadata["seconds"] = round(time.perf_counter() - clock, 3)
+    curves = smoothcache.measure_sensitivity(
+        model, run, curves, per_block=per_block, on_run=_progress(log)
+    )
+    if path is not None:
+        curves.save(path)
+    return curves
 
 
 def shown_arguments(argv: list[str]) -> list[str]:
