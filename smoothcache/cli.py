@@ -37,7 +37,7 @@ import numpy as np
 from smoothcache import registry
 from smoothcache.calibration import calibrating
 from smoothcache.curves import METHODS, ErrorCurves
-from smoothcache.engine import model_branches, resolve
+from smoothcache.engine import model_branches, resolve, timestep_source
 from smoothcache.errors import SmoothCacheError
 from smoothcache.schedule import Schedule
 
@@ -643,14 +643,7 @@ def _check_factory(spec: str, origins: dict[str, str]) -> int:
     adapter = registry.REGISTRY.detect(obj)  # no match, or a tie: an error on one line
     best = matches[0]
     root = best.root
-    source = adapter.timestep_source(root)
-    try:
-        root.get_submodule(source.path)
-    except AttributeError:
-        raise CommandError(
-            f"adapter {adapter.name!r} names timestep source {source.path!r}, which the "
-            f"{type(root).__name__} does not have"
-        ) from None
+    source = timestep_source(root, adapter)  # an AdapterError, reported like a CommandError
     pairs = model_branches(root, adapter)
     model = f"{type(root).__module__}.{type(root).__qualname__}"
     lines = [

@@ -669,6 +669,12 @@ def _plan(
     check_keys(schedule, [b for b, _ in pairs])
     scheduled = [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is not None]
     scheduled += [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is None]
+    source = timestep_source(model, adapter)
+    return [b for b, _ in scheduled], [m for _, m in scheduled], (source.path, source.read)
+
+
+def timestep_source(model: nn.Module, adapter: Adapter) -> TimestepSource:
+    """The adapter's timestep source for ``model``, checked to name one of its submodules."""
     source = adapter.timestep_source(model)
     try:
         model.get_submodule(source.path)
@@ -677,7 +683,7 @@ def _plan(
             f"adapter {adapter.name!r} names timestep source {source.path!r}, which a "
             f"{type(model).__name__} does not have"
         ) from None
-    return [b for b, _ in scheduled], [m for _, m in scheduled], (source.path, source.read)
+    return source
 
 
 def enable(
