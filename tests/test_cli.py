@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 import smoothcache
 from smoothcache import ErrorCurves, Schedule
 from smoothcache.cli import main
+from tests.cli_helpers import error_line, run
 from tests.models.tiny_diffusers import tiny_dit_pipeline
 
 STEPS = 5
@@ -51,19 +52,6 @@ def calibrated(pipeline_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "curves": curves,
         "schedule": schedule,
     }
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def error_line(err: str) -> str:
-    """The single ``smoothcache...: error:`` line on stderr (other lines are library logs)."""
-    lines = [line for line in err.splitlines() if line.startswith("smoothcache")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_calibrate_end_to_end(calibrated: dict) -> None:

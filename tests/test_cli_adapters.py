@@ -10,19 +10,13 @@ import pytest
 import smoothcache
 from smoothcache import registry
 from smoothcache.adapters.diffusers_dit import DiffusersDiTAdapter
-from smoothcache.cli import main
+from tests.cli_helpers import error_line
+from tests.cli_helpers import run as run_cli
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["adapters", *argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.startswith("smoothcache")]
-    assert len(lines) == 1, err
-    return lines[0]
+    """``smoothcache adapters *argv``."""
+    return run_cli(capsys, "adapters", *argv)
 
 
 def test_lists_every_adapter_with_origin_classes_and_kinds(capsys) -> None:
