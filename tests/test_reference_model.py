@@ -17,6 +17,7 @@ from smoothcache import reference
 from smoothcache.reference import (
     digits_classifier,
     image_grid,
+    initial_noise,
     load_reference_model,
     psnr,
     relative_l2,
@@ -65,6 +66,18 @@ def test_sampling_is_deterministic_and_seeded(model):
     assert not torch.equal(first, sample(model, [0, 1, 2], num_steps=4, seed=4))
     generator = torch.Generator().manual_seed(3)
     assert torch.equal(first, sample(model, [0, 1, 2], num_steps=4, generator=generator))
+
+
+def test_a_subset_of_a_seeded_batch_resamples_from_its_noise(model):
+    labels = [0, 1, 2, 3]
+    batch = sample(model, labels, num_steps=4, seed=5)
+    noise = initial_noise(model, len(labels), seed=5)
+    assert torch.equal(batch, sample(model, labels, num_steps=4, noise=noise))
+    picked = [1, 3]
+    alone = sample(model, [labels[i] for i in picked], num_steps=4, noise=noise[picked])
+    torch.testing.assert_close(alone, batch[picked], rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"noise must be shaped \(4, 1, 8, 8\)"):
+        sample(model, labels, num_steps=4, noise=noise[:2])
 
 
 def test_sampling_calls_the_model_once_per_step_with_a_doubled_batch(model):

@@ -7,7 +7,8 @@ plus a null class for classifier-free guidance, epsilon prediction), trained by
 quality-versus-speed benchmark run on it, with:
 
 - :func:`load_reference_model` -- the shipped weights, in eval mode;
-- :func:`sample` -- a DDIM sampling loop with guidance as one doubled batch per step;
+- :func:`sample` -- a DDIM sampling loop with guidance as one doubled batch per step, and
+  :func:`initial_noise`, the noise it starts from (to re-sample part of a seeded batch);
 - :func:`digits_classifier` -- a scikit-learn MLP trained on the real digits, which scores
   samples (accuracy) and gives the features for a Fréchet distance;
 - :func:`image_grid` and :func:`save_grid` -- samples as a PNG.
@@ -103,6 +104,24 @@ def _labels(labels: Sequence[int] | torch.Tensor, num_classes: int) -> torch.Ten
 
 
 @torch.no_grad()
+def initial_noise(
+    model: DiTTransformer2DModel,
+    count: int,
+    seed: int = 0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The standard normal noise :func:`sample` starts ``count`` samples from, unscaled.
+
+    Drawn from ``generator`` if given (on its device), else from a CPU generator seeded with
+    ``seed``; shaped ``(count, in_channels, sample_size, sample_size)``.
+    """
+    if generator is None:
+        generator = torch.Generator().manual_seed(seed)
+    size = int(model.config.sample_size)
+    shape = (count, int(model.config.in_channels), size, size)
+    return torch.randn(shape, generator=generator, device=generator.device)
+
+
 def sample(
     model: DiTTransformer2DModel,
     labels: Sequence[int] | torch.Tensor,
@@ -111,6 +130,7 @@ def sample(
     guidance_scale: float = 1.5,
     seed: int = 0,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
     scheduler: DDIMScheduler | None = None,
     on_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
@@ -120,7 +140,11 @@ def sample(
     unconditional half labelled with the null class ``num_embeds_ada_norm``; a guidance scale of
     1 runs the conditional half alone. The timestep is expanded to a 1-D tensor, one entry per
     row. The initial noise comes from ``generator`` if given, else from a CPU generator seeded
-    with ``seed``, so the same seed gives the same samples on any device.
+    with ``seed``, so the same seed gives the same samples on any device. ``noise`` gives it
+    directly instead, shaped :func:`initial_noise`'s way: sampling ``labels[i]`` with
+    ``initial_noise(model, len(labels), seed)[i]`` reproduces sample ``i`` of a seeded batch up
+    to the rounding of batched arithmetic (a sample's trajectory depends only on its own noise
+    and label).
 
     diffusers' ``DiTPipeline`` cannot guide this model (it hard-codes the null class 1000), hence
     this loop. DDIM's ``step`` is told to use the clipped model output: with guidance, keeping
@@ -138,12 +162,14 @@ def sample(
         scheduler = make_scheduler(num_steps)
     else:
         scheduler.set_timesteps(num_steps)
-    if generator is None:
-        generator = torch.Generator().manual_seed(seed)
-    size = int(model.config.sample_size)
-    channels = int(model.config.in_channels)
-    x = torch.randn((n, channels, size, size), generator=generator, device=generator.device)
-    x = x.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
+    if noise is None:
+        noise = initial_noise(model, n, seed, generator)
+    elif noise.shape != initial_noise(model, n, seed).shape:
+        raise ValueError(
+            f"noise must be shaped {tuple(initial_noise(model, n, seed).shape)} for {n} labels, "
+            f"found {tuple(noise.shape)}; make it with initial_noise(model, len(labels), seed)"
+        )
+    x = noise.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
     guided = guidance_scale != 1.0
     if guided:
         class_labels = torch.cat([cond, torch.full_like(cond, num_classes)]).to(device)
@@ -294,6 +320,7 @@ __all__ = [
     "DigitsClassifier",
     "digits_classifier",
     "image_grid",
+    "initial_noise",
     "load_reference_model",
     "make_scheduler",
     "psnr",
