@@ -78,6 +78,8 @@ def test_a_subset_of_a_seeded_batch_resamples_from_its_noise(model):
     torch.testing.assert_close(alone, batch[picked], rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match=r"noise must be shaped \(4, 1, 8, 8\)"):
         sample(model, labels, num_steps=4, noise=noise[:2])
+    with pytest.raises(ValueError, match="not both"):
+        sample(model, labels, num_steps=4, noise=noise, generator=torch.Generator())
 
 
 def test_sampling_calls_the_model_once_per_step_with_a_doubled_batch(model):

@@ -117,9 +117,13 @@ def initial_noise(
     """
     if generator is None:
         generator = torch.Generator().manual_seed(seed)
+    return torch.randn(_noise_shape(model, count), generator=generator, device=generator.device)
+
+
+def _noise_shape(model: DiTTransformer2DModel, count: int) -> tuple[int, int, int, int]:
+    """``(count, in_channels, sample_size, sample_size)`` of ``model``'s config."""
     size = int(model.config.sample_size)
-    shape = (count, int(model.config.in_channels), size, size)
-    return torch.randn(shape, generator=generator, device=generator.device)
+    return (count, int(model.config.in_channels), size, size)
 
 
 def sample(
@@ -141,10 +145,10 @@ def sample(
     1 runs the conditional half alone. The timestep is expanded to a 1-D tensor, one entry per
     row. The initial noise comes from ``generator`` if given, else from a CPU generator seeded
     with ``seed``, so the same seed gives the same samples on any device. ``noise`` gives it
-    directly instead, shaped :func:`initial_noise`'s way: sampling ``labels[i]`` with
-    ``initial_noise(model, len(labels), seed)[i]`` reproduces sample ``i`` of a seeded batch up
-    to the rounding of batched arithmetic (a sample's trajectory depends only on its own noise
-    and label).
+    directly instead (``seed`` is then unused; with ``generator`` too it is an error), shaped
+    :func:`initial_noise`'s way: sampling ``labels[i]`` with ``initial_noise(model,
+    len(labels), seed)[i]`` reproduces sample ``i`` of a seeded batch up to the rounding of
+    batched arithmetic (a sample's trajectory depends only on its own noise and label).
 
     diffusers' ``DiTPipeline`` cannot guide this model (it hard-codes the null class 1000), hence
     this loop. DDIM's ``step`` is told to use the clipped model output: with guidance, keeping
@@ -164,10 +168,14 @@ def sample(
         scheduler.set_timesteps(num_steps)
     if noise is None:
         noise = initial_noise(model, n, seed, generator)
-    elif noise.shape != initial_noise(model, n, seed).shape:
+    elif generator is not None:
         raise ValueError(
-            f"noise must be shaped {tuple(initial_noise(model, n, seed).shape)} for {n} labels, "
-            f"found {tuple(noise.shape)}; make it with initial_noise(model, len(labels), seed)"
+            "sample() takes the initial noise from noise or from generator, not both; pass one"
+        )
+    elif tuple(noise.shape) != _noise_shape(model, n):
+        raise ValueError(
+            f"noise must be shaped {_noise_shape(model, n)} for {n} labels, found "
+            f"{tuple(noise.shape)}; make it with initial_noise(model, len(labels), seed)"
         )
     x = noise.to(device=device, dtype=dtype) * scheduler.init_noise_sigma
     guided = guidance_scale != 1.0
