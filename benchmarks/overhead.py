@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-import time
-from pathlib import Path
 
 import torch
+from speed import build, make_sampler, timed, timed_rounds  # benchmarks/ is on sys.path
 from torch import nn
 
 import smoothcache
@@ -96,15 +94,7 @@ def main() -> None:
         "computing everything, calls_per_step=1": cached(every, calls_per_step=1),
         "reusing every other step": cached(half),
     }
-    times: dict[str, list[float]] = {k: [] for k in configs}
-    for fn in configs.values():
-        fn()
-    for _ in range(args.repeats):
-        for label, fn in configs.items():
-            start = time.perf_counter()
-            fn()
-            times[label].append(time.perf_counter() - start)
-    median = {k: statistics.median(v) for k, v in times.items()}
+    median = timed(configs, args.repeats, cuda=False)
     calls = steps * args.blocks * 2
     print(
         f"CPU, 1 thread, torch {torch.__version__}, float32, batch 1, {args.blocks} blocks x 2 "
@@ -122,9 +112,6 @@ def main() -> None:
 
 def real_model(steps: int, pairs: int) -> None:
     """Plain against computing everything on a diffusers DiT, in pairs of alternating order."""
-    sys.path.append(str(Path(__file__).resolve().parent))
-    from speed import build, make_sampler
-
     model = build("diffusers", "small", "cpu", torch.float32)
     run = make_sampler(model, "diffusers", steps, 1, 16)
     every = {"attn1": [1] * steps, "ff": [1] * steps}
@@ -135,13 +122,8 @@ def real_model(steps: int, pairs: int) -> None:
 
     if not torch.equal(run(), cached()):
         raise SystemExit("computing everything changed the output")
-    plain_times, cached_times = [], []
-    for pair in range(pairs):
-        order = [(plain_times, run), (cached_times, cached)]
-        for times, fn in order[::-1] if pair % 2 else order:
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+    rounds = timed_rounds({"plain": run, "cached": cached}, pairs, cuda=False)
+    plain_times, cached_times = rounds["plain"], rounds["cached"]
     ratios = [c / p for c, p in zip(cached_times, plain_times)]
     print(
         f"diffusers DiT (6 blocks, hidden 384, 64 tokens), random weights, {steps} DDIM steps, "

@@ -185,10 +185,19 @@ def patched_blocks(model: nn.Module, kind: str, state: StepState):
 
 
 def timed(configs: dict[str, Callable[[], Any]], repeats: int, cuda: bool) -> dict[str, float]:
-    """Median seconds per configuration; one warm-up each, then interleaved repeats.
+    """Median seconds per configuration over :func:`timed_rounds`."""
+    rounds = timed_rounds(configs, repeats, cuda)
+    return {k: statistics.median(v) for k, v in rounds.items()}
+
+
+def timed_rounds(
+    configs: dict[str, Callable[[], Any]], repeats: int, cuda: bool
+) -> dict[str, list[float]]:
+    """Seconds of every round per configuration; one warm-up each, then interleaved rounds.
 
     Every round runs each configuration once, in reversed order every other round, so that a
-    configuration's position in the round (what ran before it) does not bias it.
+    configuration's position in the round (what ran before it) does not bias it. Entry ``i``
+    of every list comes from round ``i``, so ratios of two lists pair runs made side by side.
     """
     for fn in configs.values():
         fn()
@@ -203,7 +212,7 @@ def timed(configs: dict[str, Callable[[], Any]], repeats: int, cuda: bool) -> di
             if cuda:
                 torch.cuda.synchronize()
             samples[label].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return samples
 
 
 def bench(kind: str, args: argparse.Namespace, steps: int, batch: int, compiled: bool) -> list[str]:

@@ -284,7 +284,6 @@ class Session:
         #: the scheduled branches, in execution order (unscheduled ones are wrapped to compute)
         self.branches = [b for b in self._branches if schedule.row_for(b.kind, b.block)]
         n = len(self._branches)
-        self._ever_reuses = [any(a & _REUSE for a in row) for row in rows]
         # One plan per distinct step pattern; steps share the plan objects.
         unique: dict[tuple[int, ...], int] = {}
         self._plan_of_step = [
@@ -346,17 +345,14 @@ class Session:
             )
             self._patches.replace_forward(module, types.MethodType(_branch_forward, module))
         if self.fast_path:
+            reusing = {i for plan in self._reusing for i in plan}  # reuse at some step
             for path, forward in self.adapter.fast_forwards(self.model).items():
                 block = self.model.get_submodule(path)
                 prefix = f"{path}."
-                members = [
-                    (module, ever)
-                    for b, module, ever in zip(self._branches, self._modules, self._ever_reuses)
-                    if b.path.startswith(prefix)
-                ]
-                if not any(ever for _, ever in members):  # nothing to skip: keep its own forward
+                members = [i for i, b in enumerate(self._branches) if b.path.startswith(prefix)]
+                if reusing.isdisjoint(members):  # nothing to skip: keep its own forward
                     continue
-                inside = [module for module, _ in members]
+                inside = [self._modules[i] for i in members]
                 self._patches.set_attributes(
                     block,
                     _sc_session=self,
