@@ -1,11 +1,12 @@
-"""The caching engine: applies a static schedule to a model and substitutes cached branch outputs.
+"""The caching engine: applies a static schedule to a model and answers skipped branch calls.
 
 PyTorch hooks cannot skip a module's work (a pre-hook only changes inputs, a forward hook runs
 after the work), so each scheduled branch module gets a small ``forward`` wrapper as an
-instance attribute. On a reuse step the wrapper returns the stored output without calling the
-original. Every decision is a lookup in a table built once from the schedule: the schedule is
-static, so the engine knows at store time whether any later step reuses an output, stores only
-those, and drops each entry after its last reuse.
+instance attribute. On a skipped step the wrapper returns the stored output (reuse) or a
+forecast from the stored outputs (:mod:`smoothcache.forecast`) without calling the original.
+Every decision is a lookup in a table built once from the schedule: the schedule is static, so
+the engine knows at store time whether any later step reads an output, stores only those, and
+drops each entry after its last use.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from torch import nn
 from smoothcache.adapter import Adapter, Branch, TimestepSource
 from smoothcache.clock import StepClock
 from smoothcache.errors import AdapterError, ScheduleError, SmoothCacheError
+from smoothcache.forecast import combine, first_tensor, step_plan
 from smoothcache.patching import Patches
 from smoothcache.registry import REGISTRY
 from smoothcache.schedule import Schedule, as_schedule, parse_key
@@ -32,26 +34,42 @@ from smoothcache.schedule import Schedule, as_schedule, parse_key
 logger = logging.getLogger(__name__)
 
 # Per-step actions of one branch; bit flags so the wrapper tests them with one `&`.
-_KEEP = 1  # the output (computed or reused) is needed again at the next step
-_REUSE = 2  # return the stored output instead of computing
+_STORE = 1  # computing: store the output, a later skipped step reads it
+_REUSE = 2  # skipped: return the last stored output
 _NO_CLOCK = 4  # the timestep source has not fired yet: the adapter is wrong
+_FORECAST = 8  # skipped: return a forecast from the last stored outputs
+_DROP = 16  # before this step, fewer stored outputs are needed than held: drop the oldest
+_SKIP = _REUSE | _FORECAST
+
+#: One branch's action at one step: (flags, outputs the answer reads, earlier outputs kept
+#: when the step starts, forecast weights over the outputs read, oldest first).
+Action = tuple[int, int, int, tuple[float, ...]]
 
 ScheduleLike = Schedule | Mapping[str, Any] | str | Path
 
 
-def actions_for(row: tuple[int, ...]) -> tuple[int, ...]:
-    """The action of each step for one branch, plus a trailing sentinel for "no step yet".
+def actions_for(row: tuple[int, ...], orders: tuple[int, ...] | None = None) -> list[Action]:
+    """The action of each step for one branch (see :data:`Action`).
 
-    A step keeps its output when the next step reuses it; a reuse step without ``_KEEP`` is the
-    last reuse, after which the stored output is dropped.
+    An output is stored only when a later skipped step reads it, and dropped (``_DROP``) when
+    the first step that no longer reads it starts. Dropping and choosing the outputs a step
+    reads happen once per model evaluation, before the branches run, so the wrapper itself
+    never counts: under ``torch.compile`` no stored-output count becomes a guard.
     """
-    n = len(row)
-    acts = []
-    for i, flag in enumerate(row):
-        keep = _KEEP if i + 1 < n and row[i + 1] == 0 else 0
-        acts.append((0 if flag else _REUSE) | keep)
-    acts.append(_NO_CLOCK)  # index -1: the clock's step before its first tick
-    return tuple(acts)
+    acts: list[Action] = []
+    held = 0
+    for skip, need, weights, hold in step_plan(row, orders):
+        if skip:
+            flags = _FORECAST if weights else _REUSE
+            keep = max(need, hold)
+        else:
+            flags = _STORE if hold else 0
+            keep = max(hold - 1, 0)  # the output of this step joins them
+        if keep < held:
+            flags |= _DROP
+        acts.append((flags, need, keep, weights))
+        held = hold
+    return acts
 
 
 def _input_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -79,8 +97,11 @@ def nbytes(obj: Any) -> int:
 class CacheStats:
     """What a session did: per-branch counts, steps and passes seen, cache memory.
 
-    ``fallbacks`` counts reuse steps that computed instead because the stored output was missing
-    or its input shape differed (e.g. the batch size changed between steps).
+    ``reused`` counts every skipped branch call answered from the cache, ``forecast`` those of
+    them answered by a forecast (order above 0). ``fallbacks`` counts skipped steps that
+    computed instead because the stored outputs were missing or their input shape differed
+    (e.g. the batch size changed between steps). ``peak_cache_bytes`` bounds from above the
+    bytes the stored outputs ever held (checked once per model evaluation).
     """
 
     computed: dict[str, int]
@@ -91,6 +112,7 @@ class CacheStats:
     generations: int
     cache_bytes: int
     peak_cache_bytes: int
+    forecast: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_computed(self) -> int:
@@ -121,40 +143,55 @@ def _branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         raise state["_sc_session"]._called_twice(self)
     state["_sc_ran"] = True
     action = state["_sc_action"]
-    if action & _REUSE:
-        value = state["_sc_value"]
-        if value is not None and state["_sc_shape"] == _input_shape(args, kwargs):
-            if not action & _KEEP:
-                state["_sc_value"] = None
+    if action & _SKIP:
+        value = _answer(state, action, _input_shape(args, kwargs))
+        if value is not None:
             return value
         state["_sc_fell_back"] = True
-        state["_sc_value"] = None
+        state["_sc_stored"] = []
     elif action & _NO_CLOCK:
         raise state["_sc_session"]._no_clock(self)
     output = state["_sc_original"](*args, **kwargs)
-    if action & _KEEP:
-        state["_sc_value"] = output
-        state["_sc_shape"] = _input_shape(args, kwargs)
+    if action & _STORE:
+        shape = _input_shape(args, kwargs)
+        if state["_sc_shape"] == shape:  # the older outputs a later step reads are kept
+            state["_sc_stored"] = [*state["_sc_stored"], output]
+        else:  # none, or computed from inputs of another shape
+            state["_sc_stored"] = [output]
+        state["_sc_shape"] = shape
     return output
 
 
+def _answer(state: dict[str, Any], action: int, input_shape: Any) -> Any:
+    """The stored or forecast output of a skipped step, or ``None`` if it cannot be given.
+
+    ``None`` when fewer outputs are stored than the answer reads (a new generation, a fallback
+    before) or they were computed from inputs of another shape; the caller then computes.
+    """
+    read = state["_sc_read"]  # chosen before the evaluation: [] if too few are stored
+    if not read or state["_sc_shape"] != input_shape:
+        return None
+    if action & _FORECAST:
+        return combine(read, state["_sc_weights"])
+    return read[-1]
+
+
 def reused_output(module: nn.Module, input_shape: Any) -> Any:
-    """For adapter fast paths: the output to reuse for ``module`` at this step, else ``None``.
+    """For adapter fast paths: the output to substitute for ``module`` at this step, else ``None``.
 
     A block forward that an adapter supplies (see :meth:`Adapter.fast_forwards`) calls this
     *before* preparing a branch's input, with the shape that input will have. When it returns
-    an output the block skips the input preparation and the branch; when it returns ``None`` the
-    block prepares the input and calls the branch module as usual, whose wrapper then computes
-    (and counts a fallback if this was a reuse step). Unscheduled modules always get ``None``.
+    an output (reused or forecast) the block skips the input preparation and the branch; when it
+    returns ``None`` the block prepares the input and calls the branch module as usual, whose
+    wrapper then computes (and counts a fallback if this was a skipped step). Unscheduled
+    modules always get ``None``.
     """
     state = module.__dict__
     action = state.get("_sc_action", 0)
-    if action & _REUSE:
-        value = state["_sc_value"]
-        if value is not None and state["_sc_shape"] == input_shape:
+    if action & _SKIP:
+        value = _answer(state, action, input_shape)
+        if value is not None:
             state["_sc_ran"] = True
-            if not action & _KEEP:
-                state["_sc_value"] = None
             return value
     return None
 
@@ -279,30 +316,36 @@ class Session:
         self._branches = branches
         everything = (1,) * schedule.num_steps
         rows = [
-            actions_for(schedule.row_for(b.kind, b.block) or everything) for b in self._branches
+            actions_for(
+                schedule.row_for(b.kind, b.block) or everything,
+                schedule.orders_for(b.kind, b.block),
+            )
+            for b in self._branches
         ]
         #: the scheduled branches, in execution order (unscheduled ones are wrapped to compute)
         self.branches = [b for b in self._branches if schedule.row_for(b.kind, b.block)]
         n = len(self._branches)
         # One plan per distinct step pattern; steps share the plan objects.
-        unique: dict[tuple[int, ...], int] = {}
-        self._plan_of_step = [
-            unique.setdefault(plan, len(unique)) for plan in zip(*(row[:-1] for row in rows))
-        ]
+        unique: dict[tuple[Action, ...], int] = {}
+        self._plan_of_step = [unique.setdefault(plan, len(unique)) for plan in zip(*rows)]
         self._plans = list(unique)
-        # Per plan: branches that reuse (fallbacks to check), and branches whose stored output
-        # may change during the evaluation (bytes to recount). Compute-only branches: neither.
-        self._reusing = [[i for i, a in enumerate(p) if a & _REUSE] for p in self._plans]
-        self._touched = [[i for i, a in enumerate(p) if a & (_REUSE | _KEEP)] for p in self._plans]
+        # Per plan: branches that skip (fallbacks to check), that forecast (weights to place),
+        # and whose stored outputs may change during the evaluation (bytes to recount).
+        # Compute-only branches: none of these.
+        self._reusing = [[i for i, a in enumerate(p) if a[0] & _SKIP] for p in self._plans]
+        self._forecasting = [[i for i, a in enumerate(p) if a[0] & _FORECAST] for p in self._plans]
+        self._touched = [[i for i, a in enumerate(p) if a[0]] for p in self._plans]
+        self._weights: dict[tuple[tuple[float, ...], torch.device, torch.dtype], Any] = {}
         self._runs = [0] * len(self._plans)  # evaluations run with each plan
         self._current = -1  # plan index of the evaluation in progress; -1 between evaluations
         self._loaded = -1  # plan index whose actions the modules hold
         self._pass = 0
-        self._values: list[list[Any]] = [[None] * n]  # per pass: stored output of each branch
+        self._values: list[list[Any]] = [[[] for _ in range(n)]]  # per pass: stored outputs
         self._shapes: list[list[Any]] = [[None] * n]
         self._sizes: list[list[int]] = [[0] * n]
         self._call_marks = 0
         self._fallbacks = [0] * n
+        self._forecast_fallbacks = [0] * n  # of the fallbacks, those at forecast steps
         self.cache_bytes = 0
         self.peak_cache_bytes = 0
         self.clock = StepClock(schedule.num_steps, calls_per_step, on_generation=self._clear)
@@ -338,7 +381,9 @@ class Session:
                 _sc_session=self,
                 _sc_original=module.forward,
                 _sc_action=_NO_CLOCK,
-                _sc_value=None,
+                _sc_weights=(),
+                _sc_stored=[],
+                _sc_read=[],
                 _sc_shape=None,
                 _sc_fell_back=False,
                 _sc_ran=False,
@@ -378,28 +423,56 @@ class Session:
         modules = self._modules
         if clock.pass_idx != self._pass:
             self._swap_pass(clock.pass_idx)
+        plan = self._plans[index]
         if index != self._loaded:
-            plan = self._plans[index]
             for i, module in enumerate(modules):
-                module.__dict__["_sc_action"] = plan[i]
+                module.__dict__["_sc_action"] = plan[i][0]
             self._loaded = index
+        for i in self._touched[index]:
+            state = modules[i].__dict__
+            flags, need, keep, weights = plan[i]
+            stored = state["_sc_stored"]
+            if len(stored) > keep:
+                stored = state["_sc_stored"] = stored[len(stored) - keep :] if keep else []
+            if flags & _SKIP:
+                state["_sc_read"] = stored[len(stored) - need :] if len(stored) >= need else []
+                if flags & _FORECAST:
+                    state["_sc_weights"] = self._weights_for(weights, stored)
         for module in modules:
             module.__dict__["_sc_ran"] = False
         self._current = index
+
+    def _weights_for(self, weights: tuple[float, ...], stored: list[Any]) -> Any:
+        """Forecast weights as 0-dim tensors on the stored outputs' device, made once each.
+
+        As tensors they are inputs of a compiled graph, not constants it guards on. Their dtype
+        is float32 (float64 for float64 outputs): a 0-dim tensor does not change the dtype of
+        the output it scales, and bfloat16 would round weights such as 1/3.
+        """
+        tensor = first_tensor(stored[-1]) if stored else None
+        if tensor is None:
+            return ()  # nothing stored: the wrapper falls back before reading weights
+        dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+        key = (weights, tensor.device, dtype)
+        found = self._weights.get(key)
+        if found is None:
+            found = tuple(torch.full((), w, dtype=dtype, device=tensor.device) for w in weights)
+            self._weights[key] = found
+        return found
 
     def _swap_pass(self, new: int) -> None:
         """Park the modules' stored outputs under the current pass and load pass ``new``'s."""
         n = len(self._modules)
         while len(self._values) <= new:
-            self._values.append([None] * n)
+            self._values.append([[] for _ in range(n)])
             self._shapes.append([None] * n)
             self._sizes.append([0] * n)
         old_values, old_shapes = self._values[self._pass], self._shapes[self._pass]
         values, shapes = self._values[new], self._shapes[new]
         for i, module in enumerate(self._modules):
             state = module.__dict__
-            old_values[i], old_shapes[i] = state["_sc_value"], state["_sc_shape"]
-            state["_sc_value"], state["_sc_shape"] = values[i], shapes[i]
+            old_values[i], old_shapes[i] = state["_sc_stored"], state["_sc_shape"]
+            state["_sc_stored"], state["_sc_shape"] = values[i], shapes[i]
         self._pass = new
 
     def _pending(self) -> tuple[list[int], int, int]:
@@ -410,8 +483,7 @@ class Session:
             modules, sizes = self._modules, self._sizes[self._pass]
             fallbacks = [i for i in self._reusing[self._current] if modules[i]._sc_fell_back]
             for i in self._touched[self._current]:
-                value = modules[i].__dict__["_sc_value"]
-                size = nbytes(value) if value is not None else 0
+                size = nbytes(modules[i].__dict__["_sc_stored"])
                 if size < sizes[i]:
                     dropped += sizes[i] - size
                 held += size - sizes[i]
@@ -424,12 +496,14 @@ class Session:
             return
         fallbacks, held, dropped = self._pending()
         modules, sizes = self._modules, self._sizes[self._pass]
+        plan = self._plans[index]
         for i in fallbacks:
             self._fallbacks[i] += 1
+            if plan[i][0] & _FORECAST:
+                self._forecast_fallbacks[i] += 1
             modules[i].__dict__["_sc_fell_back"] = False
         for i in self._touched[index]:
-            value = modules[i].__dict__["_sc_value"]
-            sizes[i] = nbytes(value) if value is not None else 0
+            sizes[i] = nbytes(modules[i].__dict__["_sc_stored"])
         self._runs[index] += 1
         # An entry dropped during the evaluation was held until its branch ran; counting it
         # with what is held now bounds the peak from above (exact when drops follow stores).
@@ -437,38 +511,46 @@ class Session:
         self.cache_bytes = held
         self._current = -1
 
-    def _counts(self) -> tuple[list[int], list[int], list[int], int, int]:
-        """Computed, reused and fallback counts per branch, bytes held and peak, up to now."""
+    def _counts(self) -> tuple[list[int], list[int], list[int], list[int], int, int]:
+        """Computed, reused, forecast and fallback counts per branch, bytes held and peak."""
         n = len(self._modules)
-        computed, reused = [0] * n, [0] * n
+        computed, reused, forecast = [0] * n, [0] * n, [0] * n
         pending, held, dropped = self._pending()
         runs = list(self._runs)
         if self._current >= 0:
             runs[self._current] += 1
         for plan, count in zip(self._plans, runs):
             if count:
-                for i, action in enumerate(plan):
-                    if action & _REUSE:
+                for i, (flags, *_) in enumerate(plan):
+                    if flags & _SKIP:
                         reused[i] += count
+                        if flags & _FORECAST:
+                            forecast[i] += count
                     else:
                         computed[i] += count
         fallbacks = list(self._fallbacks)
+        forecast_fallbacks = list(self._forecast_fallbacks)
         for i in pending:
             fallbacks[i] += 1
+            if self._plans[self._current][i][0] & _FORECAST:
+                forecast_fallbacks[i] += 1
         for i, extra in enumerate(fallbacks):
             computed[i] += extra
             reused[i] -= extra
-        return computed, reused, fallbacks, held, max(self.peak_cache_bytes, held + dropped)
+            forecast[i] -= forecast_fallbacks[i]
+        peak = max(self.peak_cache_bytes, held + dropped)
+        return computed, reused, forecast, fallbacks, held, peak
 
     def _clear(self) -> None:
         """Drop every stored output (a new generation starts, or the session resets)."""
-        for per_pass in (self._values, self._shapes):
-            for items in per_pass:
-                items[:] = [None] * len(items)
+        for items in self._values:
+            items[:] = [[] for _ in items]
+        for items in self._shapes:
+            items[:] = [None] * len(items)
         for sizes in self._sizes:
             sizes[:] = [0] * len(sizes)
         for module in self._modules:
-            module.__dict__.update(_sc_value=None, _sc_shape=None, _sc_action=_NO_CLOCK)
+            module.__dict__.update(_sc_stored=[], _sc_read=[], _sc_shape=None, _sc_action=_NO_CLOCK)
         self._loaded = -1
         self.cache_bytes = 0
 
@@ -495,11 +577,12 @@ class Session:
     @property
     def stats(self) -> CacheStats:
         """A snapshot of the counts since the session started (including the last evaluation)."""
-        computed, reused, fallbacks, held, peak = self._counts()
+        computed, reused, forecast, fallbacks, held, peak = self._counts()
         paths = [b.path for b in self.branches]
         return CacheStats(
             computed=dict(zip(paths, computed)),
             reused=dict(zip(paths, reused)),
+            forecast=dict(zip(paths, forecast)),
             fallbacks=dict(zip(paths, fallbacks)),
             steps=self.clock.steps_seen,
             passes=self.clock.max_passes,

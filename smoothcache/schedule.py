@@ -1,11 +1,17 @@
-"""Static caching schedules: per branch kind (or block) and per step, compute or reuse.
+"""Static caching schedules: per branch kind (or block) and per step, compute, reuse or forecast.
 
 A schedule maps a key to a list of 0/1 flags, one per denoising step: ``1`` computes the branch at
-that step, ``0`` reuses the output computed last. A key is a branch kind named by the model's
-adapter (``attn``, ``attn1``, ``spatial.cross_attn`` ...) or a kind with a block index
-(``attn1-3``), which overrides the kind's row for that block only. The original SmoothCache JSON
-(a bare ``{key: [0/1, ...]}`` dict) is a valid schedule file; this library writes the same rows
-inside an object that also records the format version and where the schedule came from.
+that step, ``0`` skips it. A key is a branch kind named by the model's adapter (``attn``,
+``attn1``, ``spatial.cross_attn`` ...) or a kind with a block index (``attn1-3``), which overrides
+the kind's row for that block only. A skipped step is answered by the branch's last computed
+output (*reuse*, order 0) unless the schedule's ``orders`` give it a forecast order ``k`` (1 to
+:data:`MAX_ORDER`): then the engine extrapolates from the branch's last ``k + 1`` computed outputs
+with the polynomial of degree ``k`` through them (see :mod:`smoothcache.forecast`).
+
+The original SmoothCache JSON (a bare ``{key: [0/1, ...]}`` dict) is a valid schedule file; this
+library writes the same rows inside an object that also records the format version, the
+forecast orders (version 2; version 1 files, which have none, still load) and where the
+schedule came from.
 """
 
 from __future__ import annotations
@@ -21,9 +27,13 @@ from typing import Any
 from smoothcache.errors import ScheduleError, ScheduleFileError
 
 FORMAT_NAME = "smoothcache.schedule"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Format versions :meth:`Schedule.from_dict` reads (1 has no forecast orders).
+READABLE_VERSIONS = (1, 2)
+#: The highest forecast order a schedule may ask for (order 0 is reuse).
+MAX_ORDER = 3
 
-_KEY_RE = re.compile(r"^(?P<kind>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>\d+))?$")
+_KEY_RE = re.compile(r"(?P<kind>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>\d+))?")
 
 
 def parse_key(key: str) -> tuple[str, int | None]:
@@ -31,7 +41,7 @@ def parse_key(key: str) -> tuple[str, int | None]:
 
     Raises :class:`ScheduleError` for a key that is neither ``kind`` nor ``kind-<index>``.
     """
-    match = _KEY_RE.match(key) if isinstance(key, str) else None
+    match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
     if match is None:
         raise ScheduleError(
             f"schedule key {key!r} is not a branch kind ('attn1') or a kind with a block index "
@@ -82,20 +92,85 @@ def _validate_rows(rows: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     return clean
 
 
+def _validate_orders(
+    orders: Mapping[str, Any] | None, rows: Mapping[str, tuple[int, ...]]
+) -> dict[str, tuple[int, ...]]:
+    """Check a schedule's forecast orders against its rows; all-zero rows are dropped.
+
+    Every key must have a row; every list one entry per step; an order ``k > 0`` only at a
+    skipped step with at least ``k + 1`` computed steps before it (the points the forecast
+    extrapolates from). Errors name the key and the step.
+    """
+    if orders is None:
+        return {}
+    if not isinstance(orders, Mapping):
+        raise ScheduleError(
+            f"schedule orders must be an object {{key: [0, 0, 1, ...]}}, found "
+            f"{type(orders).__name__}; leave them out for plain reuse"
+        )
+    clean: dict[str, tuple[int, ...]] = {}
+    for key, values in orders.items():
+        if key not in rows:
+            raise ScheduleError(
+                f"schedule orders name key {key!r}, which has no row; give {key!r} a row of "
+                "0/1 flags or remove its orders"
+            )
+        row = rows[key]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise ScheduleError(
+                f"orders of {key!r} must be a list of integers 0..{MAX_ORDER}, one per step, "
+                f"found {type(values).__name__}"
+            )
+        values = list(values)
+        if len(values) != len(row):
+            raise ScheduleError(
+                f"orders of {key!r} have {len(values)} entries but its row has {len(row)} steps; "
+                "give one order per step (0 where the step computes or reuses)"
+            )
+        computed = 0
+        for step, (flag, order) in enumerate(zip(row, values)):
+            if type(order) is not int or not 0 <= order <= MAX_ORDER:
+                raise ScheduleError(
+                    f"orders of {key!r} at step {step}: expected an integer 0..{MAX_ORDER} "
+                    f"(0 reuses, k > 0 forecasts with a polynomial of degree k), found {order!r}"
+                )
+            if order and flag:
+                raise ScheduleError(
+                    f"orders of {key!r} at step {step}: order {order} at a step that computes; "
+                    "a forecast order applies only where the row skips (0), set it to 0"
+                )
+            if order > computed - 1 and not flag:
+                raise ScheduleError(
+                    f"orders of {key!r} at step {step}: a forecast of order {order} needs "
+                    f"{order + 1} computed steps before it, the row has {computed}; lower the "
+                    "order or compute more steps first"
+                )
+            computed += flag
+        if any(values):
+            clean[key] = tuple(values)
+    return clean
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A validated static schedule.
 
-    ``rows`` maps keys to per-step flags (1 compute, 0 reuse); ``metadata`` records provenance
-    (``alpha``, ``lookahead``, ``model``, ``solver`` ...). Construction validates everything that
-    can be checked without a model; :func:`smoothcache.enabled` checks the keys against the model.
+    ``rows`` maps keys to per-step flags (1 compute, 0 skip); ``orders`` (optional) maps some of
+    those keys to per-step forecast orders (0 reuses the last computed output at a skipped step,
+    ``k`` in 1..:data:`MAX_ORDER` extrapolates from the last ``k + 1`` computed outputs);
+    ``metadata`` records provenance (``alpha``, ``lookahead``, ``model``, ``solver`` ...).
+    Construction validates everything that can be checked without a model;
+    :func:`smoothcache.enabled` checks the keys against the model.
     """
 
     rows: Mapping[str, tuple[int, ...]]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    orders: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "rows", _validate_rows(self.rows))
+        rows = _validate_rows(self.rows)
+        object.__setattr__(self, "rows", rows)
+        object.__setattr__(self, "orders", _validate_orders(self.orders, rows))
         object.__setattr__(self, "metadata", dict(self.metadata))
 
     @property
@@ -109,10 +184,27 @@ class Schedule:
         total = sum(len(v) for v in self.rows.values())
         return sum(sum(v) for v in self.rows.values()) / total
 
+    @property
+    def forecasts(self) -> bool:
+        """True when some skipped step is answered by a forecast (an order above 0)."""
+        return bool(self.orders)
+
+    def key_for(self, kind: str, block: int) -> str | None:
+        """The key whose row applies to one branch: its per-block key, else its kind, else None."""
+        key = f"{kind}-{block}"
+        if key in self.rows:
+            return key
+        return kind if kind in self.rows else None
+
     def row_for(self, kind: str, block: int) -> tuple[int, ...] | None:
         """The flags for one branch: its per-block row if any, else its kind's row, else None."""
-        row = self.rows.get(f"{kind}-{block}")
-        return row if row is not None else self.rows.get(kind)
+        key = self.key_for(kind, block)
+        return None if key is None else self.rows[key]
+
+    def orders_for(self, kind: str, block: int) -> tuple[int, ...] | None:
+        """The forecast orders of the row that applies to one branch (``None``: reuse only)."""
+        key = self.key_for(kind, block)
+        return None if key is None else self.orders.get(key)
 
     # -- conversion -------------------------------------------------------------------------
 
@@ -132,12 +224,24 @@ class Schedule:
                 "is this a smoothcache schedule file?"
             )
         version = data.get("version")
-        if version != FORMAT_VERSION:
+        if type(version) is not int or version not in READABLE_VERSIONS:
             raise ScheduleError(
                 f"schedule format version {version!r} is not supported (this library reads "
-                f"version {FORMAT_VERSION}); upgrade smoothcache or re-create the schedule"
+                f"versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade smoothcache or "
+                "re-create the schedule"
             )
-        schedule = cls(rows=data.get("schedule"), metadata=data.get("metadata") or {})
+        if version == 1 and "orders" in data:
+            raise ScheduleError(
+                "a version 1 schedule cannot carry forecast orders (they came with version 2); "
+                'set "version": 2'
+            )
+        metadata = data.get("metadata", {})
+        if not isinstance(metadata, Mapping):
+            raise ScheduleError(
+                f"schedule metadata must be a JSON object, found {type(metadata).__name__}; "
+                "fix or remove it"
+            )
+        schedule = cls(rows=data.get("schedule"), metadata=metadata, orders=data.get("orders"))
         declared = data.get("num_steps")
         if declared is not None and declared != schedule.num_steps:
             raise ScheduleError(
@@ -147,14 +251,18 @@ class Schedule:
         return schedule
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object :meth:`save` writes (format, version, num_steps, rows, metadata)."""
-        return {
+        """The JSON object :meth:`save` writes: format, version, num_steps, rows, metadata, and
+        the forecast orders when any step forecasts."""
+        data: dict[str, Any] = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "num_steps": self.num_steps,
             "schedule": {k: list(v) for k, v in self.rows.items()},
-            "metadata": dict(self.metadata),
         }
+        if self.orders:
+            data["orders"] = {k: list(v) for k, v in self.orders.items()}
+        data["metadata"] = dict(self.metadata)
+        return data
 
     @classmethod
     def load(cls, path: str | Path) -> Schedule:
@@ -184,19 +292,29 @@ class Schedule:
     def save(self, path: str | Path) -> None:
         """Write the schedule as JSON (rows one per line, so diffs stay readable)."""
         data = self.to_dict()
-        rows = data.pop("schedule")
-        lines = [
-            f"    {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}" for k, v in rows.items()
-        ]
-        head = json.dumps(data, indent=2)[:-2]  # without the closing "\n}"
-        body = ",\n".join(lines)
-        Path(path).write_text(f'{head},\n  "schedule": {{\n{body}\n  }}\n}}\n', encoding="utf-8")
+        tables = {name: data.pop(name) for name in ("schedule", "orders") if name in data}
+        parts = [json.dumps(data, indent=2)[:-2]]  # without the closing "\n}"
+        for name, table in tables.items():
+            lines = [
+                f"    {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}"
+                for k, v in table.items()
+            ]
+            body = ",\n".join(lines)
+            parts.append(f'  "{name}": {{\n{body}\n  }}')
+        Path(path).write_text(",\n".join(parts) + "\n}\n", encoding="utf-8")
 
     # -- constructors -----------------------------------------------------------------------
 
     @classmethod
-    def uniform(cls, num_steps: int, every: int, kinds: Iterable[str]) -> Schedule:
-        """FORA-style baseline: compute every ``every``-th step, the first and last always."""
+    def uniform(cls, num_steps: int, every: int, kinds: Iterable[str], order: int = 0) -> Schedule:
+        """FORA-style baseline: compute every ``every``-th step, the first and last always.
+
+        ``order`` > 0 forecasts the skipped steps with that order instead of reusing (lower
+        where fewer computed steps precede a skipped one), like diffusers' TaylorSeer at a
+        fixed interval.
+        """
+        if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= MAX_ORDER:
+            raise ScheduleError(f"order must be an integer 0..{MAX_ORDER}, found {order!r}")
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ScheduleError(f"num_steps must be a positive integer, found {num_steps!r}")
         if not isinstance(every, int) or every < 1:
@@ -205,7 +323,17 @@ class Schedule:
         if not kinds:
             raise ScheduleError("Schedule.uniform needs at least one kind, e.g. ['attn', 'mlp']")
         row = [1 if i % every == 0 or i == num_steps - 1 else 0 for i in range(num_steps)]
-        return cls(rows={k: row for k in kinds}, metadata={"method": "fora", "every": every})
+        orders = []
+        for step, flag in enumerate(row):
+            orders.append(0 if flag else min(order, sum(row[:step]) - 1))
+        metadata: dict[str, Any] = {"method": "fora", "every": every}
+        if order:
+            metadata["order"] = order
+        return cls(
+            rows={k: row for k in kinds},
+            metadata=metadata,
+            orders={k: orders for k in kinds} if order else {},
+        )
 
     @classmethod
     def shipped(cls, name: str) -> Schedule:
@@ -220,13 +348,18 @@ class Schedule:
         text = resources.files("smoothcache.schedules").joinpath(entry["file"]).read_text("utf-8")
         schedule = cls.from_dict(json.loads(text))
         meta = {k: v for k, v in entry.items() if k != "file"}
-        return cls(rows=schedule.rows, metadata={**meta, **schedule.metadata, "name": name})
+        return cls(
+            rows=schedule.rows,
+            metadata={**meta, **schedule.metadata, "name": name},
+            orders=schedule.orders,
+        )
 
     def __repr__(self) -> str:
         keys = ", ".join(self.rows)
+        forecast = f", forecast_keys=[{', '.join(self.orders)}]" if self.orders else ""
         return (
             f"Schedule(num_steps={self.num_steps}, keys=[{keys}], "
-            f"compute_fraction={self.compute_fraction:.3f})"
+            f"compute_fraction={self.compute_fraction:.3f}{forecast})"
         )
 
 

@@ -190,9 +190,11 @@ def test_reuse_is_guarded_by_input_shape(original_dit):
 
 
 def test_actions_store_only_what_a_later_step_reuses():
-    keep, reuse, last = 1, 2 | 1, 2
-    # row:        1     0      0     1  1     0     1  1
-    assert actions_for((1, 0, 0, 1, 1, 0, 1, 1))[:-1] == (keep, reuse, last, 0, keep, last, 0, 0)
+    store, reuse, drop = 1, 2, 16
+    # row:         1      0        0             1  1      0             1  1
+    flags = [a[0] for a in actions_for((1, 0, 0, 1, 1, 0, 1, 1))]
+    assert flags == [store, reuse, reuse | drop, 0, store, reuse | drop, 0, 0]
+    assert [a[2] for a in actions_for((1, 0, 0, 1, 1, 0, 1, 1))] == [1, 1, 0, 0, 1, 0, 0, 0]
 
 
 def test_cache_holds_one_output_per_branch_and_frees_it(original_dit):
