@@ -20,6 +20,7 @@ with that step reused.
 
 from __future__ import annotations
 
+import bisect
 import time
 import warnings
 from collections import deque
@@ -36,7 +37,9 @@ from smoothcache.clock import StepClock
 from smoothcache.curves import ALL_BRANCHES, ErrorCurves, Sensitivity, all_but
 from smoothcache.engine import enabled, model_branches, resolve, watch_timestep
 from smoothcache.errors import AdapterError, CalibrationError, StepCountError
+from smoothcache.forecast_search import ForecastErrors, combo_weights, forecast_combos, reach
 from smoothcache.patching import Patches
+from smoothcache.schedule import MAX_ORDER
 
 # Floor of the denominator ||O_t||_1, so an all-zero output gives a large, finite error.
 _TINY = 1e-12
@@ -47,6 +50,55 @@ _CAPACITY = 64
 StepCallback = Callable[[int, int], None]
 #: Called after every sampler run of :func:`measure_sensitivity` with (runs done, runs in all).
 RunCallback = Callable[[int, int], None]
+
+
+class _ForecastSums:
+    """Running forecast-error statistics of one branch in one pass, on the outputs' device.
+
+    ``weights`` is :func:`~smoothcache.forecast_search.combo_weights`' matrix (combos sorted by
+    how far back they read, ``reaches``); at a step where the last ``d`` outputs are known, the
+    combos with ``reach <= d`` are measured with one matrix product over those outputs.
+    ``stats[0]``, ``stats[1]`` and ``stats[2]`` hold, per combo and step, the sum, the sum of
+    squares and the largest of the per-sample errors; ``counts`` (host) the samples.
+    """
+
+    def __init__(self, weights: np.ndarray, reaches: list[int], device: torch.device) -> None:
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.weights = torch.from_numpy(weights).to(device=device, dtype=torch.float32)
+        self.reaches = reaches
+        self.depth = weights.shape[1]
+        self.stats = torch.zeros(3, len(reaches), _CAPACITY, dtype=dtype, device=device)
+        self.counts = np.zeros((len(reaches), _CAPACITY), dtype=np.int64)
+
+    def fit(self, capacity: int) -> None:
+        """Grow the per-step statistics to ``capacity`` steps."""
+        old = self.counts.shape[1]
+        if capacity <= old:
+            return
+        stats = self.stats.new_zeros(3, len(self.reaches), capacity)
+        stats[..., :old] = self.stats
+        counts = np.zeros((len(self.reaches), capacity), dtype=np.int64)
+        counts[:, :old] = self.counts
+        self.stats, self.counts = stats, counts
+
+    def record(
+        self, step: int, values: torch.Tensor, norm: torch.Tensor, back: list[torch.Tensor]
+    ) -> None:
+        """Add the errors at ``step`` of every combo readable from ``back`` (newest first)."""
+        usable = bisect.bisect_right(self.reaches, len(back))
+        if not usable:
+            return
+        depth = self.reaches[usable - 1]
+        history = torch.stack([b.float() for b in back[:depth]])  # (depth, batch, features)
+        forecasts = torch.einsum("cd,dbf->cbf", self.weights[:usable, :depth], history)
+        errors = torch.linalg.vector_norm(forecasts - values, ord=1, dim=2)
+        errors = errors / norm.clamp_min(_TINY)  # (combos, batch)
+        dtype = self.stats.dtype
+        self.stats[0, :usable, step].add_(errors.sum(1, dtype=dtype))
+        self.stats[1, :usable, step].add_(errors.square().sum(1, dtype=dtype))
+        worst = self.stats[2, :usable, step]
+        torch.maximum(worst, errors.amax(1).to(dtype), out=worst)
+        self.counts[:usable, step] += values.shape[0]
 
 
 class _Slot:
@@ -60,13 +112,17 @@ class _Slot:
     ``(step, output)`` for the last ``lookahead`` outputs.
     """
 
-    def __init__(self, lookahead: int, device: torch.device) -> None:
+    def __init__(
+        self, lookahead: int, device: torch.device, forecast: _ForecastSums | None = None
+    ) -> None:
         self.lookahead = lookahead
         dtype = torch.float32 if device.type == "mps" else torch.float64  # mps has no float64
         self.sums = torch.zeros(2, lookahead, _CAPACITY, dtype=dtype, device=device)
         self.mass = torch.zeros(_CAPACITY, dtype=dtype, device=device)
         self.counts = np.zeros((lookahead, _CAPACITY), dtype=np.int64)
-        self.ring: deque[tuple[int, torch.Tensor]] = deque(maxlen=lookahead)
+        self.forecast = forecast
+        depth = max(lookahead, forecast.depth if forecast is not None else 0)
+        self.ring: deque[tuple[int, torch.Tensor]] = deque(maxlen=depth)
 
     def _fit(self, step: int) -> None:
         capacity = self.counts.shape[1]
@@ -80,6 +136,8 @@ class _Slot:
         counts = np.zeros((self.lookahead, size), dtype=np.int64)
         counts[:, :capacity] = self.counts
         self.sums, self.mass, self.counts = sums, mass, counts
+        if self.forecast is not None:
+            self.forecast.fit(size)
 
     def record(self, step: int, output: torch.Tensor) -> None:
         """Add the errors of ``output`` (batch first) against the buffered earlier outputs.
@@ -118,6 +176,13 @@ class _Slot:
                         self.sums[:, lag - 1, step].add_(stats[:, i])
                 for lag in lags:
                     self.counts[lag - 1, step] += current.shape[0]
+            if self.forecast is not None:
+                back = []  # the outputs 1, 2, ... steps back, as long as none is missing
+                for before, previous in reversed(self.ring):
+                    if before != step - len(back) - 1 or previous.shape != current.shape:
+                        break
+                    back.append(previous)
+                self.forecast.record(step, values, norm, back)
             self.ring.append((step, current.clone()))  # a copy: callers may modify outputs
 
 
@@ -128,6 +193,11 @@ class Recorder:
     by name or instance; ``on_step`` is called with ``(run, step)`` at the first model call of
     every step (the CLI drives its progress bar with it); ``metadata`` is added to the curves'
     metadata (e.g. the solver); the keys the recorder sets itself (model, adapter, steps ...) win.
+    ``orders`` is the highest forecast order whose errors are measured besides reuse's (0 to
+    :data:`~smoothcache.schedule.MAX_ORDER`; 0 measures none): for every order, lag ``j`` and
+    spacing ``g <= lookahead + 1`` (:mod:`smoothcache.forecast_search`). That keeps the last
+    ``lookahead + orders * (lookahead + 1)`` outputs of every branch and pass instead of the last
+    ``lookahead``.
     """
 
     def __init__(
@@ -138,12 +208,20 @@ class Recorder:
         *,
         on_step: StepCallback | None = None,
         metadata: Mapping[str, Any] | None = None,
+        orders: int = MAX_ORDER,
     ) -> None:
         if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
             raise CalibrationError(
                 f"lookahead must be a positive integer (the longest reuse run to measure, e.g. "
                 f"3), found {lookahead!r}"
             )
+        if isinstance(orders, bool) or not isinstance(orders, int) or not 0 <= orders <= MAX_ORDER:
+            raise CalibrationError(
+                f"orders must be an integer 0..{MAX_ORDER} (the highest forecast order to "
+                f"measure; 0 measures reuse only), found {orders!r}"
+            )
+        self._combos = forecast_combos(lookahead, orders) if orders else []
+        self._combo_weights = combo_weights(self._combos) if orders else None
         root, chosen = resolve(model, adapter)
         pairs = model_branches(root, chosen)
         source = chosen.timestep_source(root)
@@ -226,7 +304,11 @@ class Recorder:
                     "tensor with a batch dimension (or a tuple whose first item is one)"
                 )
             while len(slots) <= clock.pass_idx:
-                slots.append(_Slot(self.lookahead, tensor.device))
+                forecast = None
+                if self._combo_weights is not None:
+                    reaches = [reach(c) for c in self._combos]
+                    forecast = _ForecastSums(self._combo_weights, reaches, tensor.device)
+                slots.append(_Slot(self.lookahead, tensor.device, forecast))
             if index == 0 and step == 0:
                 self._samples += tensor.shape[0]
             slots[clock.pass_idx].record(step, tensor)
@@ -331,7 +413,25 @@ class Recorder:
             "runs": self.runs,
             "passes": passes,
         }
-        return ErrorCurves(self.branches, mean, std, count, metadata)
+        forecast = self._forecast_errors(passes, steps) if self._combos else None
+        return ErrorCurves(self.branches, mean, std, count, metadata, forecast=forecast)
+
+    def _forecast_errors(self, passes: int, steps: int) -> ForecastErrors:
+        """The forecast statistics of every slot as :class:`ForecastErrors` (reads the device)."""
+        shape = (len(self.branches), passes, len(self._combos), steps)
+        stats = np.zeros((3, *shape))
+        count = np.zeros(shape, dtype=np.int64)
+        for b, slots in enumerate(self._slots):
+            for p, slot in enumerate(slots):
+                assert slot.forecast is not None
+                stats[:, b, p] = slot.forecast.stats[..., :steps].to("cpu", torch.float64).numpy()
+                count[b, p] = slot.forecast.counts[:, :steps]
+        seen = count > 0
+        nan = np.full(shape, np.nan)
+        mean = np.divide(stats[0], count, out=nan.copy(), where=seen)
+        square = np.divide(stats[1], count, out=nan.copy(), where=seen)
+        worst = np.where(seen, stats[2], np.nan)
+        return ForecastErrors(tuple(self._combos), mean, square, worst, count)
 
     def close(self) -> None:
         """Restore the model exactly, then check the last run's step count. Idempotent."""
@@ -369,6 +469,7 @@ def calibrating(
     *,
     on_step: StepCallback | None = None,
     metadata: Mapping[str, Any] | None = None,
+    orders: int = MAX_ORDER,
 ) -> Iterator[Recorder]:
     """Record calibration errors of ``model`` while the block runs; the model is restored on exit.
 
@@ -377,7 +478,9 @@ def calibrating(
     :class:`ErrorCurves`. Calibrating and caching one model at once is an
     :class:`~smoothcache.AlreadyEnabledError`. See :class:`Recorder` for the arguments.
     """
-    recorder = Recorder(model, lookahead, adapter, on_step=on_step, metadata=metadata)
+    recorder = Recorder(
+        model, lookahead, adapter, on_step=on_step, metadata=metadata, orders=orders
+    )
     with recorder:
         yield recorder
 

@@ -35,11 +35,12 @@ from safetensors.torch import save_file
 from smoothcache.adapter import Adapter, Branch
 from smoothcache.engine import model_branches, resolve
 from smoothcache.errors import CalibrationError, CurvesFileError, ScheduleError
+from smoothcache.forecast_search import ForecastErrors, forecast_schedule
 from smoothcache.schedule import Schedule
 
 FORMAT_NAME = "smoothcache.curves"
 FORMAT_VERSION = 1
-METHODS = ("paper", "sensitivity")
+METHODS = ("paper", "sensitivity", "forecast")
 #: The sensitivity group where every branch reuses at once (the others: :func:`all_but`).
 ALL_BRANCHES = "all"
 
@@ -346,6 +347,19 @@ def spend_remainder(
     return extra
 
 
+_FORECAST_TENSORS = ("mean", "square", "worst", "count")
+
+
+def _check_dtypes(arrays: Mapping[str, torch.Tensor]) -> None:
+    """Forecast tensors read from a file: float64 statistics and int64 counts, nothing else."""
+    for name, tensor in arrays.items():
+        expected = torch.int64 if name == "count" else torch.float64
+        if tensor.dtype != expected:
+            raise CalibrationError(
+                f"forecast tensor {name!r} has dtype {tensor.dtype}, expected {expected}"
+            )
+
+
 def _describe(branches: Sequence[Branch]) -> str:
     """A short summary of a branch list: ``24 branches (attn1 x12, ff x12)``."""
     kinds: dict[str, int] = {}
@@ -375,6 +389,7 @@ class ErrorCurves:
         count: np.ndarray,
         metadata: Mapping[str, Any] | None = None,
         sensitivity: Sensitivity | None = None,
+        forecast: ForecastErrors | None = None,
     ) -> None:
         self.branches = tuple(branches)
         self.mean = np.ascontiguousarray(mean, dtype=np.float64)
@@ -415,11 +430,29 @@ class ErrorCurves:
                 f"curves have {num_steps}; measure it with runs of the curves' step count"
             )
         self.sensitivity = sensitivity
+        if forecast is not None and forecast.mean.shape[:2] != (n_branches, passes):
+            raise CalibrationError(
+                f"forecast errors cover {forecast.mean.shape[:2]} (branches, passes) but the "
+                f"curves have {(n_branches, passes)}; they come from another calibration"
+            )
+        if forecast is not None and forecast.mean.shape[3] != num_steps:
+            raise CalibrationError(
+                f"forecast errors cover {forecast.mean.shape[3]} steps but the curves have "
+                f"{num_steps}; they come from another calibration"
+            )
+        #: forecast errors per order, lag and spacing (:mod:`smoothcache.forecast_search`)
+        self.forecast = forecast
 
     def with_sensitivity(self, sensitivity: Sensitivity) -> ErrorCurves:
         """A copy of these curves that carries ``sensitivity``."""
         return ErrorCurves(
-            self.branches, self.mean, self.std, self.count, self.metadata, sensitivity
+            self.branches,
+            self.mean,
+            self.std,
+            self.count,
+            self.metadata,
+            sensitivity,
+            self.forecast,
         )
 
     # -- shape and provenance ----------------------------------------------------------------
@@ -520,6 +553,12 @@ class ErrorCurves:
         left of the budget buys extra computes of single kinds (``per_block=False``) or single
         blocks (``per_block=True``, which needs the sensitivity measured per block).
 
+        ``method="forecast"`` takes a ``compute_fraction`` only and needs the curves'
+        :attr:`forecast` errors (recorded by default): it chooses which steps compute and, for
+        every skipped step and kind (or block), whether to reuse or forecast and with which
+        order (:func:`~smoothcache.forecast_search.forecast_schedule`); a sensitivity, if the
+        curves carry one, weighs the steps.
+
         The schedule's metadata records the method, the achieved compute fraction (and the
         target, for a budget), alpha and lookahead for the paper's rule, and the curves' metadata.
         """
@@ -527,13 +566,16 @@ class ErrorCurves:
             raise ScheduleError(
                 f"unknown schedule method {method!r}; available methods: {', '.join(METHODS)}"
             )
-        if method == "sensitivity":
+        if method in ("sensitivity", "forecast"):
             if alpha is not None or compute_fraction is None:
                 raise ScheduleError(
-                    "method 'sensitivity' chooses the best schedule for a budget: give "
+                    f"method {method!r} chooses the best schedule for a budget: give "
                     "compute_fraction (e.g. 0.35), not alpha"
                 )
-            return self._least_error_rows(_check_fraction(compute_fraction), per_block)
+            fraction = _check_fraction(compute_fraction)
+            if method == "forecast":
+                return forecast_schedule(self, fraction, per_block)
+            return self._least_error_rows(fraction, per_block)
         if (alpha is None) == (compute_fraction is None):
             raise ScheduleError(
                 "give exactly one of alpha (an error threshold, e.g. 0.1) or compute_fraction "
@@ -711,6 +753,12 @@ class ErrorCurves:
             )
             tensors["sensitivity_gram"] = torch.from_numpy(self.sensitivity.gram)
             tensors["sensitivity_cross"] = torch.from_numpy(self.sensitivity.cross)
+        if self.forecast is not None:
+            header["forecast"] = json.dumps(
+                {"combos": [list(c) for c in self.forecast.combos], **self.forecast.metadata}
+            )
+            for name in _FORECAST_TENSORS:
+                tensors[f"forecast_{name}"] = torch.from_numpy(getattr(self.forecast, name))
         save_file(tensors, str(path), metadata=header)
 
     @classmethod
@@ -757,6 +805,16 @@ class ErrorCurves:
                     tensors["sensitivity_cross"].numpy(),
                     described["metadata"],
                 )
+            forecast = None
+            if "forecast" in header:
+                described = json.loads(header["forecast"])
+                arrays = {name: tensors[f"forecast_{name}"] for name in _FORECAST_TENSORS}
+                _check_dtypes(arrays)
+                forecast = ForecastErrors(
+                    tuple(tuple(c) for c in described.pop("combos")),
+                    *(arrays[name].numpy() for name in _FORECAST_TENSORS),
+                    metadata=described,
+                )
             return cls(
                 branches,
                 tensors["mean"].numpy(),
@@ -764,6 +822,7 @@ class ErrorCurves:
                 tensors["count"].numpy(),
                 metadata,
                 sensitivity,
+                forecast,
             )
         except (CalibrationError, KeyError, TypeError, ValueError) as exc:
             raise CurvesFileError(f"curves file {name!r} is corrupt: {exc}") from None

@@ -57,7 +57,7 @@ def actions_for(row: tuple[int, ...], orders: tuple[int, ...] | None = None) -> 
     never counts: under ``torch.compile`` no stored-output count becomes a guard.
     """
     acts: list[Action] = []
-    held = 0
+    present = 0  # outputs stored when the step starts: kept before the last, plus its own
     for skip, need, weights, hold in step_plan(row, orders):
         if skip:
             flags = _FORECAST if weights else _REUSE
@@ -65,10 +65,10 @@ def actions_for(row: tuple[int, ...], orders: tuple[int, ...] | None = None) -> 
         else:
             flags = _STORE if hold else 0
             keep = max(hold - 1, 0)  # the output of this step joins them
-        if keep < held:
+        if keep < present:
             flags |= _DROP
         acts.append((flags, need, keep, weights))
-        held = hold
+        present = keep + (1 if flags & _STORE else 0)
     return acts
 
 
@@ -425,8 +425,8 @@ class Session:
             self._swap_pass(clock.pass_idx)
         plan = self._plans[index]
         if index != self._loaded:
-            for i, module in enumerate(modules):
-                module.__dict__["_sc_action"] = plan[i][0]
+            for i, module in enumerate(modules):  # _DROP is done here, the wrapper never sees it
+                module.__dict__["_sc_action"] = plan[i][0] & ~_DROP
             self._loaded = index
         for i in self._touched[index]:
             state = modules[i].__dict__

@@ -268,12 +268,16 @@ def test_hooks_do_not_read_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert recorder.curves().metadata["runs"] == 2
 
 
-def test_ring_buffer_keeps_only_lookahead_outputs() -> None:
+@pytest.mark.parametrize(("orders", "kept"), [(0, 2), (1, 5), (3, 11)])
+def test_ring_buffer_keeps_only_the_outputs_the_errors_read(orders, kept) -> None:
+    """Reuse reads ``lookahead`` outputs back; order ``k`` forecasts ``k (lookahead + 1)`` more."""
     model = toy()
-    with smoothcache.calibrating(model, lookahead=2, adapter=ToyAdapter()) as recorder:
+    with smoothcache.calibrating(
+        model, lookahead=2, adapter=ToyAdapter(), orders=orders
+    ) as recorder:
         run_toy(model, torch.randn(2, 4), steps=30)
         rings = [len(slot.ring) for slots in recorder._slots for slot in slots]
-    assert rings == [2] * 4
+    assert rings == [kept] * 4
 
 
 def test_on_step_reports_runs_and_steps() -> None:

@@ -1,0 +1,283 @@
+"""Forecast calibration data and the schedule search that chooses compute, reuse or forecast.
+
+Calibration (:func:`smoothcache.calibrating`) computes every step, so for every branch and step
+it can measure what a forecast *would* have cost: the relative L1 error
+``||F_t - O_t||_1 / ||O_t||_1`` of a forecast ``F_t`` of order ``k`` made from the outputs at
+steps ``t - j, t - j - g, ..., t - j - k g``: the step is the ``j``-th skipped step of a run
+between computes ``g`` steps apart, with the earlier computes at the same spacing. Order 0 is
+reuse at lag ``j``. Each such case is a *combo* ``(k, j, g)``; :class:`ForecastErrors` keeps,
+per branch, pass, combo and step, the mean, the mean square and the largest of the per-sample
+errors, so the tail of the samples is seen, not only their mean.
+
+:func:`forecast_schedule` (``curves.schedule(compute_fraction=f, method="forecast")``) turns that
+into a schedule: one row of computed steps shared by every branch, placed by the exact dynamic
+program of the sensitivity search over runs, and for every skipped step and branch kind (or
+block) the order of least expected squared error, reuse included. The cost of a run is the sum
+over its skipped steps and branches of the mean square error of the chosen order: a mean of
+squares, so one calibration sample whose forecast blows up counts with its square, as one
+broken sample counts in a batch PSNR. When the curves carry a sensitivity, each step's cost is
+scaled by how much an error at that step moves the final output.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from smoothcache.errors import CalibrationError, ScheduleError
+from smoothcache.forecast import lagrange_weights
+from smoothcache.schedule import MAX_ORDER, Schedule
+
+if TYPE_CHECKING:
+    from smoothcache.curves import ErrorCurves
+
+#: One forecast case: (order k, lag j, spacing g).
+Combo = tuple[int, int, int]
+
+
+def forecast_combos(lookahead: int, max_order: int) -> list[Combo]:
+    """Every ``(k, j, g)`` for orders ``0..max_order``, spacings ``2..lookahead + 1`` and lags
+    ``1..g - 1``, sorted by the farthest step they read (so the ones readable at a step are a
+    prefix)."""
+    combos = [
+        (k, j, g)
+        for k in range(max_order + 1)
+        for g in range(2, lookahead + 2)
+        for j in range(1, g)
+    ]
+    return sorted(combos, key=lambda c: (reach(c), c))
+
+
+def reach(combo: Combo) -> int:
+    """How many steps back the farthest output a combo reads lies."""
+    k, j, g = combo
+    return j + k * g
+
+
+def combo_weights(combos: Sequence[Combo]) -> np.ndarray:
+    """``(combos, reach)`` weights: row ``c`` times the outputs 1, 2, ... steps back is the
+    forecast of combo ``c`` (Lagrange weights at the step, over its outputs)."""
+    depth = max(reach(c) for c in combos)
+    matrix = np.zeros((len(combos), depth))
+    for row, (k, j, g) in enumerate(combos):
+        back = [j + i * g for i in range(k + 1)]
+        weights = lagrange_weights([-d for d in back], 0)
+        for d, w in zip(back, weights):
+            matrix[row, d - 1] = w
+    return matrix
+
+
+@dataclass(frozen=True)
+class ForecastErrors:
+    """Per-sample forecast errors of every branch, pass, combo and step, summarised.
+
+    ``mean``, ``square`` (mean of the squared errors) and ``worst`` (largest) are float64,
+    ``count`` int64, all shaped ``(branches, passes, combos, steps)``; NaN (0 for ``count``)
+    where a combo cannot be measured at a step. ``combos`` lists ``(k, j, g)`` per combo row.
+    """
+
+    combos: tuple[Combo, ...]
+    mean: np.ndarray
+    square: np.ndarray
+    worst: np.ndarray
+    count: np.ndarray
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        combos = tuple(tuple(int(v) for v in c) for c in self.combos)
+        arrays = {}
+        for name in ("mean", "square", "worst"):
+            arrays[name] = np.ascontiguousarray(getattr(self, name), dtype=np.float64)
+        count = np.asarray(self.count)
+        if count.dtype.kind not in "iu" or (count < 0).any():
+            raise CalibrationError("forecast error counts must be non-negative integers")
+        shape = arrays["mean"].shape
+        if len(shape) != 4 or shape[2] != len(combos) or not combos:
+            raise CalibrationError(
+                f"forecast errors must be shaped (branches, passes, combos, steps) with one "
+                f"combo row per combo ({len(combos)}), found {shape}"
+            )
+        if any(a.shape != shape for a in arrays.values()) or count.shape != shape:
+            raise CalibrationError("forecast mean, square, worst and count must have one shape")
+        for k, j, g in combos:
+            if not (0 <= k <= MAX_ORDER and 1 <= j < g):
+                raise CalibrationError(f"forecast combo {(k, j, g)} is not (order, lag, spacing)")
+        seen = count > 0
+        values = np.concatenate([arrays[n][seen] for n in arrays])
+        if not np.isfinite(values).all() or (values < 0).any():
+            raise CalibrationError("forecast errors hold negative, NaN or inf values")
+        object.__setattr__(self, "combos", combos)
+        for name, value in arrays.items():
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "count", np.ascontiguousarray(count, dtype=np.int64))
+        object.__setattr__(self, "metadata", dict(self.metadata))
+
+    @property
+    def max_order(self) -> int:
+        """The highest order measured."""
+        return max(k for k, _, _ in self.combos)
+
+    @property
+    def lookahead(self) -> int:
+        """The longest run measured (spacing minus one)."""
+        return max(g for _, _, g in self.combos) - 1
+
+    def index(self, order: int, lag: int, spacing: int) -> int:
+        """The combo row of ``(order, lag, spacing)``."""
+        return self.combos.index((order, lag, spacing))
+
+    def pooled(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean, mean square and worst over the selected branches and every pass, weighted by
+        sample counts; ``(combos, steps)``, NaN where nothing was measured."""
+        count = self.count[rows]
+        seen = count > 0
+        total = count.sum(axis=(0, 1))
+        has = total > 0
+        first = (np.where(seen, self.mean[rows], 0.0) * count).sum(axis=(0, 1))
+        second = (np.where(seen, self.square[rows], 0.0) * count).sum(axis=(0, 1))
+        nan = np.full(total.shape, np.nan)
+        mean = np.divide(first, total, out=nan.copy(), where=has)
+        square = np.divide(second, total, out=nan.copy(), where=has)
+        worst = np.where(has, np.where(seen, self.worst[rows], 0.0).max(axis=(0, 1)), np.nan)
+        return mean, square, worst
+
+    def curve(self, rows: np.ndarray, order: int, lag: int, spacing: int) -> np.ndarray:
+        """Mean error per step of one combo over the selected branches (NaN where unseen)."""
+        return self.pooled(rows)[0][self.index(order, lag, spacing)]
+
+
+def _step_weights(curves: ErrorCurves) -> np.ndarray:
+    """How much a unit of squared branch error at each step moves the final output.
+
+    With a measured sensitivity: the mean square change of the final output when every branch
+    reuses at step ``t`` (the gram's diagonal), divided by the summed mean square lag-1 reuse
+    error of the branches at ``t``; without one, 1 everywhere (the paper's rule, too, weighs
+    every step alike). Steps where either is unknown get the median of the others.
+    """
+    n = curves.num_steps
+    sensitivity = curves.sensitivity
+    forecast = curves.forecast
+    if sensitivity is None or forecast is None:
+        return np.ones(n)
+    everyone = np.ones(len(curves.branches), dtype=bool)
+    square = forecast.pooled(everyone)[1][forecast.index(0, 1, 2)] * len(curves.branches)
+    weights = np.full(n, np.nan)
+    response = np.diag(sensitivity.gram[0])
+    good = (response > 0) & np.isfinite(square) & (square > 0)
+    weights[good] = response[good] / square[good]
+    fill = np.nanmedian(weights) if good.any() else 1.0
+    return np.where(np.isfinite(weights), weights, fill)
+
+
+def _unit_costs(
+    curves: ErrorCurves, per_block: bool
+) -> tuple[list[tuple[str, np.ndarray, int]], ForecastErrors]:
+    """``(key, mean square error (combos, steps) summed over the key's branches, branches)``."""
+    forecast = curves.forecast
+    if forecast is None:
+        raise ScheduleError(
+            "method 'forecast' needs forecast errors, which these curves do not carry: "
+            "calibrate again with this version (smoothcache.calibrating(model, orders=3) "
+            "measures them; orders=0 turns them off)"
+        )
+    units = []
+    if per_block:
+        for i, branch in enumerate(curves.branches):
+            rows = np.arange(len(curves.branches)) == i
+            units.append((branch.key, forecast.pooled(rows)[1], 1))
+    else:
+        for kind in curves.kinds:
+            rows = np.array([b.kind == kind for b in curves.branches])
+            size = int(rows.sum())
+            units.append((kind, forecast.pooled(rows)[1] * size, size))
+    return units, forecast
+
+
+def forecast_schedule(
+    curves: ErrorCurves, target: float, per_block: bool, max_order: int | None = None
+) -> Schedule:
+    """The schedule of least expected forecast error within ``target``: ``method="forecast"``.
+
+    Every branch computes at the same steps: the most steps the budget allows, placed by
+    :func:`~smoothcache.curves.fewest_error_rows` over run costs. A run computing at ``i`` and
+    skipping ``i + 1 .. i + r`` costs, at each skipped step ``i + m`` and for each key (kind,
+    or block with ``per_block``), the least mean square error over the orders of the combo
+    ``(k, m, r + 1)``, times the step's weight (:func:`_step_weights`). The order that achieves
+    it is the schedule's order there: reuse wherever no forecast is better on the calibration
+    samples, the tail included. Runs longer than the calibration's lookahead are not
+    considered (their errors were not measured). ``max_order`` caps the orders (default: all
+    measured).
+    """
+    from smoothcache.curves import fewest_error_rows
+
+    units, forecast = _unit_costs(curves, per_block)
+    top = forecast.max_order if max_order is None else min(max_order, forecast.max_order)
+    n, branches = curves.num_steps, len(curves.branches)
+    budget = math.floor(target * branches * n + 1e-9)
+    shared = budget // branches
+    if shared < 2:
+        raise ScheduleError(
+            f"no schedule computes at most {target:g} of the branch-steps: every branch "
+            f"computes at its first and last step, {2 / n:.4f} of them; raise compute_fraction"
+        )
+    weights = _step_weights(curves)
+    lookahead = forecast.lookahead
+    # cell[u, m, g, t]: least mean square error of key u at step t, lag m, spacing g, over
+    # the orders; table[u][(m, g)]: the errors of every order there, to choose from at the end
+    cell = np.zeros((len(units), lookahead + 2, lookahead + 2, n))
+    tables: list[dict[tuple[int, int], np.ndarray]] = []
+    for u, (_, square, _) in enumerate(units):
+        tables.append({})
+        for g in range(2, lookahead + 2):
+            for m in range(1, g):
+                table = square[[forecast.index(k, m, g) for k in range(top + 1)]]
+                table = np.where(np.isfinite(table), table, np.inf)  # (orders, steps)
+                tables[u][(m, g)] = table
+                cell[u, m, g] = table.min(axis=0)
+    costs = np.full((n, n), np.inf)  # costs[i, r]: compute at i, skip i + 1 .. i + r
+    costs[:, 0] = 0.0
+    for i in range(n - 2):
+        for r in range(1, min(lookahead, n - 2 - i) + 1):
+            steps = np.arange(i + 1, i + r + 1)
+            value = sum(
+                float((cell[u, steps - i, r + 1, steps] * weights[steps]).sum())
+                for u in range(len(units))
+            )
+            costs[i, r] = value if math.isfinite(value) else np.inf
+    least, rows = fewest_error_rows(costs)
+    fits = [k for k in rows if k <= shared]
+    if not fits:
+        raise ScheduleError(
+            f"no schedule computes at most {target:g} of the branch-steps with runs of at most "
+            f"{lookahead} skipped steps (the calibration's lookahead); raise compute_fraction "
+            "or calibrate with a larger lookahead"
+        )
+    row = rows[max(fits)]
+    computed = [t for t in range(n) if row[t]]
+    schedule_rows: dict[str, tuple[int, ...]] = {}
+    orders: dict[str, tuple[int, ...]] = {}
+    for u, (key, _, _) in enumerate(units):
+        order_row = [0] * n
+        for before, (start, end) in enumerate(itertools.pairwise(computed)):
+            for t in range(start + 1, end):
+                table = tables[u][(t - start, end - start)][: before + 1, t]  # k + 1 <= computed
+                order_row[t] = int(np.argmin(table)) if np.isfinite(table).any() else 0
+        schedule_rows[key] = tuple(row)
+        orders[key] = tuple(order_row)
+    predicted = float(least[max(fits)])
+    metadata = {
+        **curves.metadata,
+        "method": "forecast",
+        "per_block": per_block,
+        "compute_fraction": sum(row) / n,
+        "compute_fraction_target": target,
+        "max_order": top,
+        "predicted_cost": predicted,
+        "step_weights": "sensitivity" if curves.sensitivity is not None else "uniform",
+    }
+    return Schedule(rows=schedule_rows, metadata=metadata, orders=orders)
