@@ -39,7 +39,7 @@ from smoothcache.calibration import calibrating
 from smoothcache.curves import METHODS, ErrorCurves
 from smoothcache.engine import model_branches, resolve, timestep_source
 from smoothcache.errors import SmoothCacheError
-from smoothcache.schedule import Schedule
+from smoothcache.schedule import MAX_ORDER, Schedule
 
 PROG = "smoothcache"
 
@@ -271,20 +271,27 @@ def _add_schedule(sub: Any) -> argparse.ArgumentParser:
         "schedule",
         help="make a schedule from saved error curves",
         description="Apply the SmoothCache rule to saved curves: by an error threshold "
-        "(--alpha) or a compute budget (--compute); or, with --method sensitivity, the schedule "
-        "of least predicted error for a budget (curves with a measured sensitivity).",
+        "(--alpha) or a compute budget (--compute); with --method sensitivity, the schedule "
+        "of least predicted error for a budget (curves with a measured sensitivity); with "
+        "--method forecast, the budget's computed steps and, for every skipped step, reuse or "
+        "a forecast of the order that the calibration found best.",
     )
     parser.add_argument("curves", metavar="CURVES", type=Path, help="a curves .safetensors file")
     _add_rule_options(parser, required=True)
+    _add_method_option(parser)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="schedule JSON to write")
+    return parser
+
+
+def _add_method_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method",
         choices=METHODS,
         default="paper",
         help="paper: the SmoothCache rule (default); sensitivity: the schedule search, which "
-        "takes --compute and curves from smoothcache.measure_sensitivity",
+        "takes --compute and curves from smoothcache.measure_sensitivity; forecast: reuse or "
+        "extrapolate each skipped step as calibrated (takes --compute)",
     )
-    parser.add_argument("-o", "--output", type=Path, required=True, help="schedule JSON to write")
-    return parser
 
 
 def _schedule_summary(schedule: Schedule) -> str:
@@ -313,12 +320,14 @@ def _add_show(sub: Any) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "show",
         help="print a schedule or curves file as a text grid (and plot it)",
-        description="Print a schedule file (branches x steps, '#' compute, '.' reuse) or a "
-        "curves file (error per step as sparklines); for curves, --alpha/--compute also show "
-        "the schedule they give.",
+        description="Print a schedule file (branches x steps, '#' compute, '.' reuse, a digit "
+        "k: forecast of order k) or a curves file (error per step as sparklines, for reuse and "
+        "for each forecast order); for curves, --alpha/--compute (and --method) also show the "
+        "schedule they give.",
     )
     parser.add_argument("file", metavar="FILE", type=Path, help="a schedule .json or curves file")
     _add_rule_options(parser, required=False)
+    _add_method_option(parser)
     parser.add_argument(
         "--plot", type=Path, metavar="OUT.png", help="also draw the file (needs matplotlib)"
     )
@@ -358,14 +367,18 @@ def _ruler(num_steps: int, indent: int) -> list[str]:
 
 
 def _grid(schedule: Schedule) -> list[str]:
-    """Rows of ``#`` (compute) and ``.`` (reuse) under a step ruler, with per-row totals."""
+    """Rows of ``#`` (compute), ``.`` (reuse) and ``k`` (forecast of order k) under a step
+    ruler, with per-row totals."""
     width = max(len(key) for key in schedule.rows) + 2
     width = max(width, 6)
     n = schedule.num_steps
     lines = _ruler(n, width)
     for key, row in schedule.rows.items():
-        flags = "".join("#" if f else "." for f in row)
+        orders = schedule.orders.get(key) or (0,) * n
+        flags = "".join("#" if f else (str(k) if k else ".") for f, k in zip(row, orders))
         lines.append(f"{key.ljust(width)}{flags}  {sum(row)}/{n} {sum(row) / n:6.1%}")
+    if schedule.orders:
+        lines.append("('#' compute, '.' reuse, k: forecast of order k from the last k+1 computes)")
     computed = sum(sum(r) for r in schedule.rows.values())
     total = n * len(schedule.rows)
     lines.append(f"total: {computed}/{total} row-steps compute ({computed / total:.1%})")
@@ -441,6 +454,24 @@ def _describe_curves(path: Path, curves: ErrorCurves) -> list[str]:
             numbers = f"  {known.min():.3g}..{known.max():.3g}" if known.size else "  no data"
             label = f"{kind} j={lag}".ljust(width)
             lines.append(label + _sparkline(row, top, levels) + numbers)
+    forecast = curves.forecast
+    if forecast is None:
+        return lines
+    g = forecast.lookahead + 1
+    lines.append(
+        f"mean relative L1 error of a forecast of order k (k=0: reuse) at the last skipped step "
+        f"of runs computing every {g}th step (lag {g - 1}), per kind (scale 0..max of the kind):"
+    )
+    lines.extend(_ruler(curves.num_steps, width))
+    for kind in curves.kinds:
+        rows = np.array([b.kind == kind for b in curves.branches])
+        curves_k = [forecast.curve(rows, k, g - 1, g) for k in range(forecast.max_order + 1)]
+        finite = np.concatenate([c[np.isfinite(c)] for c in curves_k])
+        top = float(finite.max()) if finite.size else 0.0
+        for k, row in enumerate(curves_k):
+            known = row[np.isfinite(row)]
+            numbers = f"  {known.min():.3g}..{known.max():.3g}" if known.size else "  no data"
+            lines.append(f"{kind} k={k}".ljust(width) + _sparkline(row, top, levels) + numbers)
     return lines
 
 
@@ -456,7 +487,9 @@ def _plot(path: Path, curves: ErrorCurves | None, schedule: Schedule | None) -> 
         raise CommandError("--plot needs matplotlib: pip install smoothcache[plot]") from None
     kinds = curves.kinds if curves is not None else ()
     alpha = schedule.metadata.get("alpha") if curves is not None and schedule is not None else None
-    heights = [2.2] * len(kinds) + ([0.4 + 0.25 * len(schedule.rows)] if schedule else [])
+    forecast = curves.forecast if curves is not None else None
+    panels = len(kinds) * (2 if forecast is not None else 1)
+    heights = [2.2] * panels + ([0.4 + 0.25 * len(schedule.rows)] if schedule else [])
     fig = Figure(figsize=(8, sum(heights) + 0.8), layout="constrained")
     axes = fig.subplots(len(heights), 1, sharex=True, height_ratios=heights, squeeze=False)[:, 0]
     for ax, kind in zip(axes, kinds):
@@ -473,12 +506,34 @@ def _plot(path: Path, curves: ErrorCurves | None, schedule: Schedule | None) -> 
             )
         ax.set_ylabel(f"{kind}\nrel. L1 error")
         ax.legend(loc="upper right", fontsize="small")
+    if forecast is not None:
+        assert curves is not None
+        steps = np.arange(curves.num_steps)
+        g = forecast.lookahead + 1
+        for ax, kind in zip(axes[len(kinds) :], kinds):
+            rows = np.array([b.kind == kind for b in curves.branches])
+            for k in range(forecast.max_order + 1):
+                for lag, style in ((1, "-"), (g - 1, "--")):
+                    values = forecast.curve(rows, k, lag, g)
+                    label = f"order {k}, lag {lag}" if k else f"reuse, lag {lag}"
+                    ax.plot(steps, values, linestyle=style, color=f"C{k}", label=label)
+            ax.set_yscale("log")
+            ax.set_ylabel(f"{kind}\nforecast error")
+            ax.set_title(f"runs computing every {g}th step", fontsize="small")
+            ax.legend(loc="upper right", fontsize="x-small", ncol=2)
     if schedule is not None:
         ax = axes[-1]
-        raster = np.array(list(schedule.rows.values()))
+        raster = np.array(list(schedule.rows.values()), dtype=float)
+        for r, key in enumerate(schedule.rows):
+            orders = schedule.orders.get(key)
+            if orders:
+                raster[r] += np.array(orders) / (2 * MAX_ORDER)  # grey: forecast, darker: higher
         ax.imshow(raster, aspect="auto", cmap="Greys", vmin=0, vmax=1, interpolation="nearest")
         ax.set_yticks(range(len(schedule.rows)), list(schedule.rows))
-        ax.set_title("schedule (black: compute, white: reuse)", fontsize="small")
+        ax.set_title(
+            "schedule (black: compute, white: reuse, grey: forecast, darker for higher orders)",
+            fontsize="small",
+        )
     axes[-1].set_xlabel("denoising step")
     fig.savefig(path, dpi=120)
 
@@ -487,8 +542,10 @@ def _show(args: argparse.Namespace) -> int:
     loaded = _load_any(args.file)
     wants_schedule = args.alpha is not None or args.compute is not None
     if isinstance(loaded, Schedule):
-        if wants_schedule or args.per_block:
-            raise UsageError("--alpha, --compute and --per-block apply to curves files only")
+        if wants_schedule or args.per_block or args.method != "paper":
+            raise UsageError(
+                "--alpha, --compute, --per-block and --method apply to curves files only"
+            )
         print("\n".join(_describe_schedule(args.file, loaded)))
         curves, schedule = None, loaded
     else:
@@ -498,7 +555,10 @@ def _show(args: argparse.Namespace) -> int:
         print("\n".join(_describe_curves(args.file, curves)))
         if wants_schedule:
             schedule = curves.schedule(
-                args.alpha, compute_fraction=args.compute, per_block=args.per_block
+                args.alpha,
+                compute_fraction=args.compute,
+                per_block=args.per_block,
+                method=args.method,
             )
             print(f"schedule: {_schedule_summary(schedule)}")
             print("\n".join(_grid(schedule)))
