@@ -1,0 +1,178 @@
+"""Forecast calibration (errors per order, lag and spacing) and ``method="forecast"``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+import smoothcache
+from smoothcache import CurvesFileError, ErrorCurves, Schedule, ScheduleError
+from smoothcache.adapter import Branch
+from smoothcache.forecast import lagrange_weights
+from smoothcache.forecast_search import ForecastErrors, combo_weights, forecast_combos, reach
+from tests.models.original_dit import sample_original_dit
+from tests.test_calibration import ToyAdapter, run_toy, store_outputs, toy
+
+STEPS = 16
+
+
+PATHS = ["blocks.0.attn", "blocks.1.mlp"]
+
+
+def _calibrated(model, lookahead: int = 2, orders: int = 2) -> tuple[ErrorCurves, dict]:
+    """Two runs of the tiny original DiT (guided batches of 4 rows, other seeds)."""
+    stored, handles = store_outputs(model, PATHS)
+    with smoothcache.calibrating(model, lookahead=lookahead, orders=orders) as recorder:
+        sample_original_dit(model, num_steps=STEPS, seed=0)
+        sample_original_dit(model, num_steps=STEPS, seed=1)
+    for handle in handles:
+        handle.remove()
+    return recorder.curves(), stored
+
+
+def test_combos_and_their_weights():
+    combos = forecast_combos(lookahead=2, max_order=1)
+    assert set(combos) == {(0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 1, 2), (1, 1, 3), (1, 2, 3)}
+    assert [reach(c) for c in combos] == sorted(reach(c) for c in combos)
+    matrix = combo_weights(combos)
+    row = matrix[combos.index((1, 2, 3))]  # outputs 2 and 5 steps back, evaluated now
+    assert row[1] == pytest.approx(5 / 3) and row[4] == pytest.approx(-2 / 3)
+    assert row.sum() == pytest.approx(1.0)  # constants are reproduced
+
+
+def test_forecast_errors_equal_a_direct_computation_per_sample(original_dit):
+    """Mean, mean square and worst of ||F_t - O_t||_1 / ||O_t||_1 over every sample of 2 runs."""
+    curves, stored = _calibrated(original_dit)
+    forecast = curves.forecast
+    assert forecast is not None and forecast.max_order == 2 and forecast.lookahead == 2
+    paths = [b.path for b in curves.branches]
+    for path in PATHS:
+        branch_index = paths.index(path)
+        outputs = [o.flatten(1) for o in stored[path]]
+        runs = [outputs[:STEPS], outputs[STEPS:]]
+        for combo in [(1, 1, 2), (2, 2, 3), (0, 2, 3), (2, 1, 3)]:
+            k, j, g = combo
+            c = forecast.index(*combo)
+            for t in (reach(combo), 9, STEPS - 1):
+                errors = []
+                for run in runs:
+                    back = [t - j - i * g for i in range(k + 1)]
+                    weights = lagrange_weights(back, t)
+                    guess = sum(w * run[s].double() for w, s in zip(weights, back))
+                    truth = run[t].double()
+                    errors += ((guess - truth).abs().sum(1) / truth.abs().sum(1)).tolist()
+                errors = np.array(errors)
+                got = forecast.mean[branch_index, 0, c, t]
+                assert got == pytest.approx(errors.mean(), rel=1e-4)
+                square = forecast.square[branch_index, 0, c, t]
+                assert square == pytest.approx((errors**2).mean(), rel=1e-4)
+                assert forecast.worst[branch_index, 0, c, t] == pytest.approx(
+                    errors.max(), rel=1e-4
+                )
+                assert forecast.count[branch_index, 0, c, t] == 4  # 2 runs x 2 samples
+                assert errors.max() > errors.mean() * 1.01  # samples differ: worst is not the mean
+            assert forecast.count[branch_index, 0, c, reach(combo) - 1] == 0  # not readable yet
+
+
+def test_orders_zero_records_no_forecast_and_the_method_says_so():
+    model = toy()
+    with smoothcache.calibrating(model, lookahead=2, adapter=ToyAdapter(), orders=0) as recorder:
+        run_toy(model, torch.randn(2, 4), steps=STEPS)
+    curves = recorder.curves()
+    assert curves.forecast is None
+    with pytest.raises(ScheduleError, match="needs forecast errors"):
+        curves.schedule(compute_fraction=0.5, method="forecast")
+    with pytest.raises(ScheduleError, match="give compute_fraction"):
+        curves.schedule(alpha=0.1, method="forecast")
+    with pytest.raises(smoothcache.CalibrationError, match="orders must be an integer"):
+        smoothcache.calibrating(model, adapter=ToyAdapter(), orders=4).__enter__()
+
+
+def test_save_load_keeps_forecast_errors_and_rejects_bad_tensors(tmp_path: Path, original_dit):
+    curves, _ = _calibrated(original_dit)
+    path = tmp_path / "c.safetensors"
+    curves.save(path)
+    loaded = ErrorCurves.load(path)
+    assert loaded.forecast is not None and loaded.forecast.combos == curves.forecast.combos
+    for name in ("mean", "square", "worst", "count"):
+        a, b = getattr(loaded.forecast, name), getattr(curves.forecast, name)
+        assert np.array_equal(a, b, equal_nan=True), name
+    with safe_open(str(path), framework="pt") as handle:
+        header = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    for bad in (
+        {"forecast_count": tensors["forecast_count"].float()},
+        {"forecast_mean": tensors["forecast_mean"].half()},
+        {"forecast_worst": -tensors["forecast_worst"].nan_to_num(1.0) - 1},
+        {"forecast_square": tensors["forecast_square"].nan_to_num(float("inf")) * float("inf")},
+    ):
+        broken = tmp_path / "broken.safetensors"
+        save_file({**tensors, **bad}, str(broken), metadata=header)
+        with pytest.raises(CurvesFileError, match="is corrupt"):
+            ErrorCurves.load(broken)
+
+
+def _synthetic(square: np.ndarray, combos: list[tuple[int, int, int]]) -> ErrorCurves:
+    """Curves with the given forecast mean squares (combos, steps) for one branch of kind 'a'."""
+    n = square.shape[1]
+    mean = np.full((1, 1, 3, n), 0.1)
+    count = np.ones((1, 1, 3, n), dtype=np.int64)
+    shape = (1, 1, len(combos), n)
+    errors = ForecastErrors(
+        tuple(combos),
+        np.sqrt(square).reshape(shape),
+        square.reshape(shape),
+        np.sqrt(square).reshape(shape),
+        np.isfinite(square).reshape(shape).astype(np.int64),  # unmeasured where NaN
+    )
+    return ErrorCurves([Branch("a", "a", 0)], mean, np.zeros_like(mean), count, {}, forecast=errors)
+
+
+def test_search_forecasts_only_where_the_calibration_says_it_is_better():
+    """Order 1 beats reuse everywhere but at steps 10-13, where it blows up on some sample."""
+    n = 20
+    combos = forecast_combos(lookahead=3, max_order=2)
+    square = np.zeros((len(combos), n))
+    for c, (k, j, g) in enumerate(combos):
+        base = 0.01 * j * j
+        square[c] = {0: base, 1: base / 10, 2: base / 5}[k]
+        if k:
+            square[c, 10:14] = 1.0  # the tail: a few samples break there
+        square[c, : reach((k, j, g))] = np.nan
+    schedule = _synthetic(square, combos).schedule(compute_fraction=0.3, method="forecast")
+    row, orders = schedule.rows["a"], schedule.orders["a"]
+    assert sum(row) == 6 and schedule.compute_fraction == 0.3
+    skipped = [t for t in range(n) if not row[t]]
+    assert all(orders[t] == 0 for t in skipped if 10 <= t <= 13)
+    assert any(orders[t] == 1 for t in skipped if t < 10 or t > 13)
+    assert all(orders[t] != 2 for t in skipped)  # order 2 is never the best here
+    assert schedule.metadata["method"] == "forecast"
+
+
+def test_search_never_asks_for_more_computes_than_the_row_has():
+    n = 20
+    combos = forecast_combos(lookahead=4, max_order=3)
+    square = np.zeros((len(combos), n))
+    for c, (k, j, _) in enumerate(combos):
+        square[c] = 0.01 * j / (k + 1)  # higher orders always look better
+    schedule = _synthetic(square, combos).schedule(compute_fraction=0.25, method="forecast")
+    Schedule(schedule.rows, orders=schedule.orders)  # validates: k + 1 computes before each
+
+
+def test_recorded_forecast_schedule_runs_and_forecasts(original_dit):
+    with smoothcache.calibrating(original_dit, lookahead=3) as recorder:
+        sample_original_dit(original_dit, num_steps=STEPS)
+    schedule = recorder.curves().schedule(compute_fraction=0.4, method="forecast")
+    assert schedule.compute_fraction <= 0.4
+    with smoothcache.enabled(original_dit, schedule) as session:
+        sample_original_dit(original_dit, num_steps=STEPS)
+    stats = session.stats
+    assert stats.total_reused > 0 and sum(stats.fallbacks.values()) == 0
+    assert sum(stats.forecast.values()) == sum(
+        sum(1 for k in schedule.orders_for(b.kind, b.block) or () if k) for b in session.branches
+    )
