@@ -29,6 +29,11 @@ pytest, subclass :class:`AdapterConformance`. What the checks hold an adapter to
   reuse steps and changes the output;
 * ``fast_path`` — the adapter's optional block fast path gives bit-identical outputs to the
   plain wrappers under reuse, without falling back;
+* ``forecast`` — for each kind, a forecast of order 1 (``[1, 1, 0, 1, ...]``, skipped steps
+  extrapolated from the last two computed outputs) skips the branch's original forward, gives
+  at every skipped step and pass exactly the extrapolation of the outputs the same run computed
+  (checked by hand from outputs recorded with forward hooks), changes the output against plain
+  reuse, and the fast path, if any, gives the same output; needs ``num_steps >= 4``;
 * ``restore`` — leaving a session, normally or through an exception raised mid-evaluation,
   leaves every module as it was;
 * ``calibration`` — calibrating over two runs gives curves for every branch, and a schedule made
@@ -55,8 +60,9 @@ from smoothcache.adapter import Adapter, Branch
 from smoothcache.calibration import calibrating
 from smoothcache.engine import Session, enabled, model_branches, resolve
 from smoothcache.errors import SmoothCacheError
+from smoothcache.forecast import lagrange_weights
 from smoothcache.registry import REGISTRY
-from smoothcache.schedule import parse_key
+from smoothcache.schedule import Schedule, parse_key
 
 #: Builds a fresh model (or pipeline) with random, non-zero gates: ``make_model()``.
 Factory = Callable[[], Any]
@@ -566,6 +572,99 @@ def _fast_path(subject: _Subject) -> None:
         )
 
 
+def forecast_row(num_steps: int) -> tuple[list[int], list[int]]:
+    """``[1, 1, 0, 1, 0, ..., 1]`` and its orders: 1 at every skipped step (two computes before)."""
+    row = [1 if i < 2 or i % 2 == 1 or i == num_steps - 1 else 0 for i in range(num_steps)]
+    return row, [0 if flag else 1 for flag in row]
+
+
+def _first_tensor(value: Any) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else _first_tensor(value[0])
+
+
+def _forecast(subject: _Subject) -> None:
+    check = "forecast"
+    if subject.num_steps < 4:
+        raise ConformanceError(check, "a forecast of order 1 needs num_steps >= 4")
+    row, orders = forecast_row(subject.num_steps)
+    pairs = subject.branches(check)
+    for kind in subject.kinds(check):
+        chosen = [(b, m) for b, m in pairs if b.kind == kind]
+        schedule = Schedule({kind: row}, orders={kind: orders})
+        recorded: list[list[torch.Tensor]] = [[] for _ in chosen]
+        handles = [
+            module.register_forward_hook(
+                lambda _m, _a, out, _r=record: _r.append(_first_tensor(out).detach().clone())
+            )
+            for (_, module), record in zip(chosen, recorded)
+        ]
+        try:
+            with _counting_calls([m for _, m in chosen]) as originals:
+                with _as_failure(check), subject.enabled(schedule, fast_path=False) as session:
+                    out = subject.run(check)
+        finally:
+            for handle in handles:
+                handle.remove()
+        stats = session.stats
+        passes = stats.passes
+        for (branch, _), calls, outputs in zip(chosen, originals, recorded):
+            if stats.forecast[branch.path] == 0 or calls != stats.computed[branch.path]:
+                raise ConformanceError(
+                    check,
+                    f"branch {branch.path!r}: {stats.forecast[branch.path]} forecast steps, its "
+                    f"original forward ran {calls} times for {stats.computed[branch.path]} "
+                    "computed steps; a forecast must skip the branch",
+                )
+            if len(outputs) != subject.num_steps * passes:
+                raise ConformanceError(
+                    check,
+                    f"branch {branch.path!r} answered {len(outputs)} calls, expected "
+                    f"{subject.num_steps} steps x {passes} passes",
+                )
+            _check_forecasts(check, branch.path, outputs, row, passes)
+        with _as_failure(check), subject.enabled({kind: row}):
+            reused = subject.run(check)
+        if not _relative_change(out, reused) > subject.min_change:
+            raise ConformanceError(
+                check,
+                f"forecasting kind {kind!r} gave the output of plain reuse (relative change "
+                f"{_relative_change(out, reused):.3g}); the forecast is not applied",
+            )
+        if subject.adapter.fast_forwards(subject.root):
+            with _recording_warnings(check), _as_failure(check):
+                with subject.enabled(schedule, fast_path=True):
+                    fast = subject.run(check)
+            if not _identical(fast, out):
+                raise ConformanceError(
+                    check,
+                    f"forecasting kind {kind!r} with the fast path differs from the plain "
+                    f"wrappers by {_relative_change(fast, out):.3g} relative",
+                )
+
+
+def _check_forecasts(
+    check: str, path: str, outputs: list[torch.Tensor], row: list[int], passes: int
+) -> None:
+    """Every skipped step's output is the line through the outputs of the two computes before."""
+    for step, flag in enumerate(row):
+        if flag:
+            continue
+        before = [s for s in range(step) if row[s]][-2:]
+        weights = lagrange_weights(before, step)
+        for p in range(passes):
+            got = outputs[step * passes + p].double()
+            want = sum(w * outputs[s * passes + p].double() for w, s in zip(weights, before))
+            scale = float(want.abs().max()) or 1.0
+            error = float((got - want).abs().max()) / scale
+            tolerance = 32 * torch.finfo(outputs[0].dtype).eps  # the engine works in the dtype
+            if not error <= tolerance:
+                raise ConformanceError(
+                    check,
+                    f"branch {path!r} at step {step}, pass {p}: the output differs from the "
+                    f"extrapolation of steps {before} by {error:.3g} relative",
+                )
+
+
 class _Interrupted(Exception):
     """Raised by the restore check in the middle of a model evaluation."""
 
@@ -643,6 +742,7 @@ _CHECKS: dict[str, Callable[[_Subject], None]] = {
     "exact": _exact,
     "branches_residual": _branches_residual,
     "fast_path": _fast_path,
+    "forecast": _forecast,
     "restore": _restore,
     "calibration": _calibration,
 }
@@ -721,6 +821,13 @@ check_fast_path = _public_check(
     "schedule gives bit-identical outputs with and without them, and none falls back.",
 )
 
+check_forecast = _public_check(
+    "forecast",
+    "For each branch kind, forecasting with order 1 (``[1, 1, 0, 1, ..., 1]``) skips the "
+    "branch's original forward, answers every skipped step and pass with the extrapolation of "
+    "the outputs the run computed, differs from plain reuse, and matches the fast path.",
+)
+
 check_restore = _public_check(
     "restore",
     "Leaving a session, normally or through an exception raised in the middle of a model "
@@ -742,6 +849,7 @@ CHECKS: dict[str, Check] = {
     "exact": check_exact,
     "branches_residual": check_branches_residual,
     "fast_path": check_fast_path,
+    "forecast": check_forecast,
     "restore": check_restore,
     "calibration": check_calibration,
 }
@@ -851,6 +959,9 @@ class AdapterConformance:
 
             pytest.skip(f"adapter {adapter.name!r} declares no fast path")
         self._check("fast_path")
+
+    def test_forecast(self) -> None:
+        self._check("forecast")
 
     def test_restore(self) -> None:
         self._check("restore")

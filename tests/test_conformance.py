@@ -372,3 +372,12 @@ def test_the_adapter_guide_runs_as_written() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "PASSED  branches_residual" in result.stdout
+
+
+def test_the_forecast_check_catches_an_engine_that_reuses_instead(monkeypatch) -> None:
+    """If skipped steps were answered by the newest output, the hand computation disagrees."""
+    import smoothcache.engine
+
+    monkeypatch.setattr(smoothcache.engine, "combine", lambda values, _weights: values[-1])
+    with pytest.raises(ConformanceError, match="differs from the extrapolation"):
+        CHECKS["forecast"](original_dit, run_original_dit, adapter="dit", num_steps=STEPS)
