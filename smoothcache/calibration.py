@@ -66,7 +66,7 @@ class _ForecastSums:
         dtype = torch.float32 if device.type == "mps" else torch.float64
         self.weights = torch.from_numpy(weights).to(device=device, dtype=torch.float32)
         self.reaches = reaches
-        self.depth = weights.shape[1]
+        self.depth = weights.shape[1] - 1  # outputs back; column 0 is the current one
         self.stats = torch.zeros(3, len(reaches), _CAPACITY, dtype=dtype, device=device)
         self.counts = np.zeros((len(reaches), _CAPACITY), dtype=np.int64)
 
@@ -89,9 +89,9 @@ class _ForecastSums:
         if not usable:
             return
         depth = self.reaches[usable - 1]
-        history = torch.stack([b.float() for b in back[:depth]])  # (depth, batch, features)
-        forecasts = torch.einsum("cd,dbf->cbf", self.weights[:usable, :depth], history)
-        errors = torch.linalg.vector_norm(forecasts - values, ord=1, dim=2)
+        history = torch.stack([values, *(b.float() for b in back[:depth])])  # (1 + depth, ...)
+        residuals = torch.einsum("cd,dbf->cbf", self.weights[:usable, : depth + 1], history)
+        errors = torch.linalg.vector_norm(residuals, ord=1, dim=2)
         errors = errors / norm.clamp_min(_TINY)  # (combos, batch)
         dtype = self.stats.dtype
         self.stats[0, :usable, step].add_(errors.sum(1, dtype=dtype))

@@ -36,19 +36,27 @@ from smoothcache.schedule import MAX_ORDER, Schedule
 if TYPE_CHECKING:
     from smoothcache.curves import ErrorCurves
 
-#: One forecast case: (order k, lag j, spacing g).
+#: One forecast case: (order k, lag j, spacing g); lag 0 stands for a whole run (see
+#: :func:`forecast_combos`).
 Combo = tuple[int, int, int]
 
 
 def forecast_combos(lookahead: int, max_order: int) -> list[Combo]:
     """Every ``(k, j, g)`` for orders ``0..max_order``, spacings ``2..lookahead + 1`` and lags
-    ``1..g - 1``, sorted by the farthest step they read (so the ones readable at a step are a
-    prefix)."""
+    ``1..g - 1``, and every *run* combo ``(k, 0, g)``; sorted by the farthest step they read (so
+    the ones readable at a step are a prefix).
+
+    A run combo measures, at the last skipped step ``t`` of a run that computed at
+    ``c = t - g + 1``, the error of the **sum** of the run's forecasts ``F_{c+1} .. F_{t}``
+    against the sum of the true outputs: errors that keep one sign along the run (the bias of a
+    too-low order) add up there, errors that alternate (the noise of a too-high order) cancel,
+    as they do in the sampler's trajectory.
+    """
     combos = [
         (k, j, g)
         for k in range(max_order + 1)
         for g in range(2, lookahead + 2)
-        for j in range(1, g)
+        for j in range(0, g)
     ]
     return sorted(combos, key=lambda c: (reach(c), c))
 
@@ -56,19 +64,28 @@ def forecast_combos(lookahead: int, max_order: int) -> list[Combo]:
 def reach(combo: Combo) -> int:
     """How many steps back the farthest output a combo reads lies."""
     k, j, g = combo
-    return j + k * g
+    return (j or g - 1) + k * g
+
+
+def _forecast_terms(k: int, j: int, g: int) -> list[tuple[int, float]]:
+    """``(steps back, weight)`` of the forecast of combo ``(k, j, g)`` (``j >= 1``)."""
+    back = [j + i * g for i in range(k + 1)]
+    return list(zip(back, lagrange_weights([-d for d in back], 0)))
 
 
 def combo_weights(combos: Sequence[Combo]) -> np.ndarray:
-    """``(combos, reach)`` weights: row ``c`` times the outputs 1, 2, ... steps back is the
-    forecast of combo ``c`` (Lagrange weights at the step, over its outputs)."""
+    """``(combos, 1 + reach)`` weights over the outputs 0, 1, 2, ... steps back (0: the current
+    one): row ``c`` times them is combo ``c``'s residual, forecast minus truth, summed over the
+    run's skipped steps for a run combo."""
     depth = max(reach(c) for c in combos)
-    matrix = np.zeros((len(combos), depth))
+    matrix = np.zeros((len(combos), depth + 1))
     for row, (k, j, g) in enumerate(combos):
-        back = [j + i * g for i in range(k + 1)]
-        weights = lagrange_weights([-d for d in back], 0)
-        for d, w in zip(back, weights):
-            matrix[row, d - 1] = w
+        # a run combo: lags 1..g-1 of the run, each `g - 1 - lag` steps before the last one
+        parts = [(lag, g - 1 - lag) for lag in range(1, g)] if j == 0 else [(j, 0)]
+        for lag, shift in parts:
+            matrix[row, shift] -= 1.0
+            for d, w in _forecast_terms(k, lag, g):
+                matrix[row, shift + d] += w
     return matrix
 
 
@@ -105,7 +122,7 @@ class ForecastErrors:
         if any(a.shape != shape for a in arrays.values()) or count.shape != shape:
             raise CalibrationError("forecast mean, square, worst and count must have one shape")
         for k, j, g in combos:
-            if not (0 <= k <= MAX_ORDER and 1 <= j < g):
+            if not (0 <= k <= MAX_ORDER and 0 <= j < g):
                 raise CalibrationError(f"forecast combo {(k, j, g)} is not (order, lag, spacing)")
         seen = count > 0
         values = np.concatenate([arrays[n][seen] for n in arrays])
@@ -151,29 +168,6 @@ class ForecastErrors:
         return self.pooled(rows)[0][self.index(order, lag, spacing)]
 
 
-def _step_weights(curves: ErrorCurves) -> np.ndarray:
-    """How much a unit of squared branch error at each step moves the final output.
-
-    With a measured sensitivity: the mean square change of the final output when every branch
-    reuses at step ``t`` (the gram's diagonal), divided by the summed mean square lag-1 reuse
-    error of the branches at ``t``; without one, 1 everywhere (the paper's rule, too, weighs
-    every step alike). Steps where either is unknown get the median of the others.
-    """
-    n = curves.num_steps
-    sensitivity = curves.sensitivity
-    forecast = curves.forecast
-    if sensitivity is None or forecast is None:
-        return np.ones(n)
-    everyone = np.ones(len(curves.branches), dtype=bool)
-    square = forecast.pooled(everyone)[1][forecast.index(0, 1, 2)] * len(curves.branches)
-    weights = np.full(n, np.nan)
-    response = np.diag(sensitivity.gram[0])
-    good = (response > 0) & np.isfinite(square) & (square > 0)
-    weights[good] = response[good] / square[good]
-    fill = np.nanmedian(weights) if good.any() else 1.0
-    return np.where(np.isfinite(weights), weights, fill)
-
-
 def _unit_costs(
     curves: ErrorCurves, per_block: bool
 ) -> tuple[list[tuple[str, np.ndarray, int]], ForecastErrors]:
@@ -205,13 +199,13 @@ def forecast_schedule(
 
     Every branch computes at the same steps: the most steps the budget allows, placed by
     :func:`~smoothcache.curves.fewest_error_rows` over run costs. A run computing at ``i`` and
-    skipping ``i + 1 .. i + r`` costs, at each skipped step ``i + m`` and for each key (kind,
-    or block with ``per_block``), the least mean square error over the orders of the combo
-    ``(k, m, r + 1)``, times the step's weight (:func:`_step_weights`). The order that achieves
-    it is the schedule's order there: reuse wherever no forecast is better on the calibration
-    samples, the tail included. Runs longer than the calibration's lookahead are not
-    considered (their errors were not measured). ``max_order`` caps the orders (default: all
-    measured).
+    skipping ``i + 1 .. i + r`` costs, for each key (kind, or block with ``per_block``), the
+    least over the orders ``k`` of the mean square error of the run's summed forecasts (the run
+    combo ``(k, 0, r + 1)`` at its last step), summed over the key's branches; that order
+    answers every skipped step of the run. Reuse wins wherever no forecast is better on the
+    calibration samples, the tail included. Runs longer than the calibration's lookahead are
+    not considered (their errors were not measured). ``max_order`` caps the orders (default:
+    all measured).
     """
     from smoothcache.curves import fewest_error_rows
 
@@ -225,29 +219,21 @@ def forecast_schedule(
             f"no schedule computes at most {target:g} of the branch-steps: every branch "
             f"computes at its first and last step, {2 / n:.4f} of them; raise compute_fraction"
         )
-    weights = _step_weights(curves)
     lookahead = forecast.lookahead
-    # cell[u, m, g, t]: least mean square error of key u at step t, lag m, spacing g, over
-    # the orders; table[u][(m, g)]: the errors of every order there, to choose from at the end
-    cell = np.zeros((len(units), lookahead + 2, lookahead + 2, n))
-    tables: list[dict[tuple[int, int], np.ndarray]] = []
-    for u, (_, square, _) in enumerate(units):
-        tables.append({})
+    # tables[u][g][k, t]: mean square error of key u's run with spacing g ending at step t
+    # (last skipped step t, computed at t - g + 1) answered with order k
+    tables: list[dict[int, np.ndarray]] = []
+    for _, square, _ in units:
+        per_spacing = {}
         for g in range(2, lookahead + 2):
-            for m in range(1, g):
-                table = square[[forecast.index(k, m, g) for k in range(top + 1)]]
-                table = np.where(np.isfinite(table), table, np.inf)  # (orders, steps)
-                tables[u][(m, g)] = table
-                cell[u, m, g] = table.min(axis=0)
+            table = square[[forecast.index(k, 0, g) for k in range(top + 1)]]
+            per_spacing[g] = np.where(np.isfinite(table), table, np.inf)  # (orders, steps)
+        tables.append(per_spacing)
     costs = np.full((n, n), np.inf)  # costs[i, r]: compute at i, skip i + 1 .. i + r
     costs[:, 0] = 0.0
     for i in range(n - 2):
         for r in range(1, min(lookahead, n - 2 - i) + 1):
-            steps = np.arange(i + 1, i + r + 1)
-            value = sum(
-                float((cell[u, steps - i, r + 1, steps] * weights[steps]).sum())
-                for u in range(len(units))
-            )
+            value = sum(float(table[r + 1][:, i + r].min()) for table in tables)
             costs[i, r] = value if math.isfinite(value) else np.inf
     least, rows = fewest_error_rows(costs)
     fits = [k for k in rows if k <= shared]
@@ -264,12 +250,13 @@ def forecast_schedule(
     for u, (key, _, _) in enumerate(units):
         order_row = [0] * n
         for before, (start, end) in enumerate(itertools.pairwise(computed)):
-            for t in range(start + 1, end):
-                table = tables[u][(t - start, end - start)][: before + 1, t]  # k + 1 <= computed
-                order_row[t] = int(np.argmin(table)) if np.isfinite(table).any() else 0
+            if end - start < 2:
+                continue
+            table = tables[u][end - start][: before + 1, end - 1]  # k + 1 <= computed so far
+            order = int(np.argmin(table)) if np.isfinite(table).any() else 0
+            order_row[start + 1 : end] = [order] * (end - start - 1)
         schedule_rows[key] = tuple(row)
         orders[key] = tuple(order_row)
-    predicted = float(least[max(fits)])
     metadata = {
         **curves.metadata,
         "method": "forecast",
@@ -277,7 +264,6 @@ def forecast_schedule(
         "compute_fraction": sum(row) / n,
         "compute_fraction_target": target,
         "max_order": top,
-        "predicted_cost": predicted,
-        "step_weights": "sensitivity" if curves.sensitivity is not None else "uniform",
+        "predicted_cost": float(least[max(fits)]),
     }
     return Schedule(rows=schedule_rows, metadata=metadata, orders=orders)

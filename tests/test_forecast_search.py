@@ -37,12 +37,16 @@ def _calibrated(model, lookahead: int = 2, orders: int = 2) -> tuple[ErrorCurves
 
 def test_combos_and_their_weights():
     combos = forecast_combos(lookahead=2, max_order=1)
-    assert set(combos) == {(0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 1, 2), (1, 1, 3), (1, 2, 3)}
+    steps = {(0, 1, 2), (0, 1, 3), (0, 2, 3), (1, 1, 2), (1, 1, 3), (1, 2, 3)}
+    runs = {(0, 0, 2), (0, 0, 3), (1, 0, 2), (1, 0, 3)}
+    assert set(combos) == steps | runs
     assert [reach(c) for c in combos] == sorted(reach(c) for c in combos)
-    matrix = combo_weights(combos)
-    row = matrix[combos.index((1, 2, 3))]  # outputs 2 and 5 steps back, evaluated now
-    assert row[1] == pytest.approx(5 / 3) and row[4] == pytest.approx(-2 / 3)
-    assert row.sum() == pytest.approx(1.0)  # constants are reproduced
+    matrix = combo_weights(combos)  # columns: outputs 0 (current), 1, 2, ... steps back
+    row = matrix[combos.index((1, 2, 3))]  # line through 2 and 5 steps back, minus the truth
+    assert row[0] == -1 and row[2] == pytest.approx(5 / 3) and row[5] == pytest.approx(-2 / 3)
+    run = matrix[combos.index((1, 0, 3))]  # both skipped steps of a run computing every 3rd
+    assert run[:6] == pytest.approx([-1, -1, 3, 0, 0, -1])
+    assert np.allclose(matrix.sum(axis=1), 0)  # constants are forecast exactly
 
 
 def test_forecast_errors_equal_a_direct_computation_per_sample(original_dit):
@@ -139,10 +143,11 @@ def test_search_forecasts_only_where_the_calibration_says_it_is_better():
     combos = forecast_combos(lookahead=3, max_order=2)
     square = np.zeros((len(combos), n))
     for c, (k, j, g) in enumerate(combos):
-        base = 0.01 * j * j
+        base = 0.01 * (j or g) ** 2
         square[c] = {0: base, 1: base / 10, 2: base / 5}[k]
-        if k:
-            square[c, 10:14] = 1.0  # the tail: a few samples break there
+        if k:  # the tail: a few samples break at steps 10-13, in every run that skips one
+            last = 14 + (g - 2 if j == 0 else 0)  # a run combo at t covers t - g + 2 .. t
+            square[c, 10:last] = 1.0
         square[c, : reach((k, j, g))] = np.nan
     schedule = _synthetic(square, combos).schedule(compute_fraction=0.3, method="forecast")
     row, orders = schedule.rows["a"], schedule.orders["a"]
@@ -158,8 +163,8 @@ def test_search_never_asks_for_more_computes_than_the_row_has():
     n = 20
     combos = forecast_combos(lookahead=4, max_order=3)
     square = np.zeros((len(combos), n))
-    for c, (k, j, _) in enumerate(combos):
-        square[c] = 0.01 * j / (k + 1)  # higher orders always look better
+    for c, (k, j, g) in enumerate(combos):
+        square[c] = 0.01 * (j or g) / (k + 1)  # higher orders always look better
     schedule = _synthetic(square, combos).schedule(compute_fraction=0.25, method="forecast")
     Schedule(schedule.rows, orders=schedule.orders)  # validates: k + 1 computes before each
 
