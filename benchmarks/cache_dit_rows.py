@@ -14,8 +14,8 @@ registered DiT adapter does it for ``DiTPipeline``:
   only on the first call of the next generation, one call late, so without it a second run
   differs from the first.
 
-Importing this module sets ``CACHE_DIT_LOG_LEVEL=warning`` (unless set) before cache-dit is
-imported, which otherwise logs every step of its set-up.
+cache-dit is imported with ``CACHE_DIT_LOG_LEVEL=error`` (unless set): it otherwise logs every
+step of its set-up, and at warning level that it was given no pipeline.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-
 from quality_bench import BranchCounter, Row  # benchmarks/ is on sys.path as the script's folder
 
 if TYPE_CHECKING:
@@ -48,7 +47,7 @@ def version() -> str | None:
 
 def _import_cache_dit() -> object:
     """``cache_dit``, imported quietly (its set-up logs at ``info`` by default)."""
-    os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "warning")
+    os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")
     import cache_dit
 
     return cache_dit

@@ -92,7 +92,7 @@ def load_model(name: str, device: torch.device) -> Loaded:
     """``reference``: the shipped digits DiT; ``second``: ``benchmarks/second_model/model.py``.
 
     The second model's module exposes ``load(device=...)`` and ``scheduler(num_steps=50)`` (a
-    DDIM scheduler for ``sample(..., scheduler=...)``); its docstring's first line describes it.
+    DDIM scheduler for ``sample(..., scheduler=...)``).
     """
     if name == "reference":
         return Loaded(
@@ -106,12 +106,14 @@ def load_model(name: str, device: torch.device) -> Loaded:
     if not SECOND_MODEL.exists():
         raise SystemExit(f"--model second needs {SECOND_MODEL}, which is not there (yet)")
     module = importlib.import_module("second_model.model")
-    doc = (module.__doc__ or "").strip().splitlines()
-    what = f" ({doc[0].rstrip('.')})" if doc else ""
+    try:
+        model = module.load(device=device)
+    except FileNotFoundError as error:
+        raise SystemExit(f"--model second: {error} (is the second model trained yet?)") from None
     return Loaded(
-        module.load(device=device),
+        model,
         module.scheduler,
-        f"`benchmarks/second_model`{what}",
+        "`benchmarks/second_model` (a second digits DiT, trained by its `train.py`)",
         "Second model",
     )
 
@@ -187,7 +189,7 @@ class Bench:
     def cached(
         self, family: str, setting: str, schedule: Schedule, budget: float | None = None
     ) -> Row:
-        """A SmoothCache schedule on the model; ``budget`` is the compute fraction it was made for."""
+        """A SmoothCache schedule on the model; ``budget``: the compute fraction it was made for."""
 
         def run(timing: bool) -> torch.Tensor:
             with smoothcache.enabled(self.model, schedule):

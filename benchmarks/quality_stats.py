@@ -9,7 +9,8 @@ evaluation samples against the uncached sample of the same seed (pixels in [-1, 
   for every row in one replicate, so that rows (and an envelope of rows) are compared on the
   same draw;
 - :func:`upper_envelope` -- the upper envelope of points in the plane (compute, PSNR) with
-  linear interpolation between them: the least concave function at or above every point.
+  linear interpolation between them: the least concave, non-decreasing function at or above
+  every point.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Bootstrap:
 
     @classmethod
     def draw(cls, samples: int, replicates: int, seed: int = 0) -> Bootstrap:
-        """``replicates`` resamples of ``samples`` indices, from a generator seeded with ``seed``."""
+        """``replicates`` resamples of ``samples`` indices, drawn by a generator seeded ``seed``."""
         rng = np.random.default_rng(seed)
         picks = rng.integers(0, samples, size=(replicates, samples))
         flat = (np.arange(replicates)[:, None] * samples + picks).ravel()
@@ -83,8 +84,8 @@ class Envelope:
 
     ``value`` holds one number per column of the ordinates it was evaluated on; ``left`` and
     ``right`` index the two points whose segment carries it for the first column (equal when one
-    point lies exactly there); ``clipped`` says the abscissa lay outside the points' range and the
-    envelope was extended flat from its nearest end.
+    point carries it alone); ``clipped`` says the abscissa lay left of every point and the
+    envelope was read at the leftmost point instead.
     """
 
     value: np.ndarray
@@ -94,35 +95,33 @@ class Envelope:
 
 
 def upper_envelope(xs: np.ndarray, ys: np.ndarray, x: float) -> Envelope:
-    """The upper envelope of the points ``(xs[i], ys[i])``, linearly interpolated, at ``x``.
+    """The upper envelope at ``x`` of the points ``(xs[i], ys[i])`` (compute, quality).
 
-    That is the upper concave hull: the largest value at ``x`` of a segment between two points
-    ``xs[i] <= x <= xs[j]`` (or of one point at ``x``). ``ys`` is ``(points,)`` or ``(points,
-    columns)`` (one column per bootstrap replicate, the same ``xs``); every column gets its own
-    envelope. Outside the range of ``xs``, ``x`` is moved to the nearest end of it.
+    A point counts at its own abscissa and at every larger one (a method that computes less can
+    be used wherever more compute is allowed), and any two points count along the segment
+    between them: the envelope is the least concave, non-decreasing function at or above every
+    point. At ``x`` that is the largest of ``ys[i]`` over ``xs[i] <= x`` and of the segments
+    between two points ``xs[i] < x < xs[j]``. ``ys`` is ``(points,)`` or ``(points, columns)``
+    (one column per bootstrap replicate, the same ``xs``); every column gets its own envelope.
+    Left of every point, ``x`` is moved to the leftmost one.
     """
     xs = np.asarray(xs, dtype=np.float64)
     ys = np.asarray(ys, dtype=np.float64)
-    columns = ys.reshape(len(xs), -1)
     if len(xs) == 0:
         raise ValueError("the envelope of no points is undefined")
-    at = float(np.clip(x, xs.min(), xs.max()))
-    clipped = not np.isclose(at, x, rtol=0.0, atol=1e-12)
+    columns = ys.reshape(len(xs), -1)
+    at = max(float(x), float(xs.min()))
+    clipped = at > x + 1e-12
     eps = 1e-12
     left, right = np.meshgrid(np.arange(len(xs)), np.arange(len(xs)), indexing="ij")
     left, right = left.ravel(), right.ravel()
     xl, xr = xs[left], xs[right]
-    at_point = (np.abs(xl - at) <= eps) & (left == right)
+    alone = (left == right) & (xl <= at + eps)
     spanning = (xl < at - eps) & (xr > at + eps)
-    keep = at_point | spanning
+    keep = alone | spanning
     left, right, xl, xr = left[keep], right[keep], xl[keep], xr[keep]
-    weight = np.where(xr > xl, (at - xl) / np.where(xr > xl, xr - xl, 1.0), 0.0)
+    weight = np.where(left == right, 0.0, (at - xl) / np.where(xr > xl, xr - xl, 1.0))
     values = (1.0 - weight)[:, None] * columns[left] + weight[:, None] * columns[right]
     best = values.argmax(0)
     value = values[best, np.arange(values.shape[1])]
-    return Envelope(
-        value.reshape(ys.shape[1:]) if ys.ndim > 1 else value,
-        int(left[best[0]]),
-        int(right[best[0]]),
-        clipped,
-    )
+    return Envelope(value, int(left[best[0]]), int(right[best[0]]), clipped)
