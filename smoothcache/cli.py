@@ -147,6 +147,14 @@ def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--lookahead", type=_int_at_least(1), default=3, help="longest lag to record (default 3)"
     )
+    parser.add_argument(
+        "--orders",
+        type=int,
+        choices=range(MAX_ORDER + 1),
+        default=MAX_ORDER,
+        help=f"highest forecast order whose errors are recorded, for --method forecast "
+        f"(default {MAX_ORDER}; 0 records reuse errors only and keeps fewer outputs)",
+    )
     parser.add_argument("--adapter", help="force an adapter by name (default: detect)")
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
@@ -238,7 +246,12 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     try:
         with calibrating(
-            pipe, args.lookahead, args.adapter, on_step=on_step, metadata=metadata
+            pipe,
+            args.lookahead,
+            args.adapter,
+            on_step=on_step,
+            metadata=metadata,
+            orders=args.orders,
         ) as recorder:
             for run, batch in enumerate(batches):
                 generator = torch.Generator("cpu").manual_seed(args.seed + run)

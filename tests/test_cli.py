@@ -118,6 +118,33 @@ def test_show_schedule_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert lines[5] == "total: 17/24 row-steps compute (70.8%)"
 
 
+def test_forecast_schedule_command_and_grid(
+    calibrated: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_path = tmp_path / "f.json"
+    code, out, err = run(
+        capsys, "schedule", str(calibrated["curves"]), "--compute", "0.5", "--method", "forecast",
+        "-o", str(out_path),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "method forecast" in out
+    schedule = Schedule.load(out_path)
+    expected = ErrorCurves.load(calibrated["curves"]).schedule(
+        compute_fraction=0.5, method="forecast"
+    )
+    assert schedule.rows == expected.rows and schedule.orders == expected.orders
+    hand = Schedule(
+        {"attn": [1, 1, 0, 0, 1, 0, 1], "mlp": [1] * 7}, orders={"attn": [0, 0, 1, 0, 0, 2, 0]}
+    )
+    hand.save(tmp_path / "h.json")
+    code, out, err = run(capsys, "show", str(tmp_path / "h.json"))
+    assert code == 0, err
+    assert "attn  ##1.#2#  4/7  57.1%" in out.splitlines()
+    assert "k: forecast of order k" in out
+    code, out, err = run(capsys, "show", str(tmp_path / "h.json"), "--method", "forecast")
+    assert code == 2 and "apply to curves files only" in error_line(err)
+
+
 def test_show_curves_and_plots(
     calibrated: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
