@@ -438,6 +438,8 @@ class Session:
                 state["_sc_read"] = stored[len(stored) - need :] if len(stored) >= need else []
                 if flags & _FORECAST:
                     state["_sc_weights"] = self._weights_for(weights, stored)
+            elif state["_sc_read"]:  # the step after a skipped one: let go of what it read
+                state["_sc_read"] = []
         for module in modules:
             module.__dict__["_sc_ran"] = False
         self._current = index

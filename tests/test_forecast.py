@@ -157,6 +157,8 @@ def test_forecast_memory_is_at_most_k_plus_one_outputs_per_branch(original_dit):
     with smoothcache.enabled(original_dit, schedule) as session:
         sample_original_dit(original_dit, num_steps=STEPS, cfg_scale=2.0)
         stats = session.stats  # before the session ends: dropped after the last use, not at exit
+        held = [(m.__dict__["_sc_stored"], m.__dict__["_sc_read"]) for m in session._modules]
+    assert held == [([], [])] * len(held)  # no reference outlives its last use
     branches = 2 * len(original_dit.blocks)
     assert stats.peak_cache_bytes == 3 * one_output * branches  # orders 2 read 3 outputs
     assert stats.cache_bytes == 0
