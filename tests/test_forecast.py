@@ -207,3 +207,26 @@ def test_a_forecast_costs_order_plus_one_elementwise_ops(order):
     with _OpCounter() as counter:
         combine(values, weights)
     assert len(counter.ops) == order + 1, counter.ops
+
+
+def test_forecasting_reads_nothing_back_from_the_device(monkeypatch):
+    """No host read in the per-branch path, the weights' placement or the bookkeeping.
+
+    The toy model passes plain-float timesteps, so the step clock reads no tensor either.
+    """
+    from tests.test_calibration import ToyAdapter, run_toy, toy
+
+    model = toy()
+    steps = 12
+    schedule = Schedule.uniform(steps, 3, ["lin", "pair"], order=2)
+
+    def host_read(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the engine read a tensor on the host during sampling")
+
+    with smoothcache.enabled(model, schedule, adapter=ToyAdapter()) as session:
+        with monkeypatch.context() as patch:
+            for name in ("item", "cpu", "numpy", "tolist", "__bool__", "__float__", "__int__"):
+                patch.setattr(torch.Tensor, name, host_read)
+            run_toy(model, torch.randn(2, 4), steps=steps)
+            run_toy(model, torch.randn(2, 4), steps=steps)
+    assert sum(session.stats.forecast.values()) > 0
