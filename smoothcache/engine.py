@@ -329,11 +329,10 @@ class Session:
         unique: dict[tuple[Action, ...], int] = {}
         self._plan_of_step = [unique.setdefault(plan, len(unique)) for plan in zip(*rows)]
         self._plans = list(unique)
-        # Per plan: branches that skip (fallbacks to check), that forecast (weights to place),
-        # and whose stored outputs may change during the evaluation (bytes to recount).
-        # Compute-only branches: none of these.
+        # Per plan: branches that skip (fallbacks to check), and branches whose stored outputs
+        # may change during the evaluation (outputs to choose or drop, bytes to recount).
+        # Compute-only branches: neither.
         self._reusing = [[i for i, a in enumerate(p) if a[0] & _SKIP] for p in self._plans]
-        self._forecasting = [[i for i, a in enumerate(p) if a[0] & _FORECAST] for p in self._plans]
         self._touched = [[i for i, a in enumerate(p) if a[0]] for p in self._plans]
         self._weights: dict[tuple[tuple[float, ...], torch.device, torch.dtype], Any] = {}
         self._runs = [0] * len(self._plans)  # evaluations run with each plan
