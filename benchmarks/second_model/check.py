@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from model import FOLDER, load, make_scheduler  # this script's folder is on sys
 import smoothcache
 from smoothcache import Schedule
 from smoothcache.reference import digits_classifier, psnr, reference_config, sample
+
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/
+from quality_bench import BranchCounter
 
 KINDS = ("attn1", "ff")
 BROKEN_DB = 20.0
@@ -45,21 +49,6 @@ class Result:
     worst_psnr: float
     broken: int
     worst_samples: list[int]
-
-
-class Counter:
-    """Counts branch computations: calls of every block's ``attn1.to_q`` and ``ff.net[0]``."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.calls = 0
-        self.branches = 0
-        for block in model.transformer_blocks:
-            for layer in (block.attn1.to_q, block.ff.net[0]):
-                layer.register_forward_hook(self._hook)
-                self.branches += 1
-
-    def _hook(self, *_args: object) -> None:
-        self.calls += 1
 
 
 def per_sample_psnr(images: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
@@ -157,7 +146,7 @@ def evaluate(
 
     results = []
     for name, net, method in methods:
-        counter = Counter(net)
+        counter = BranchCounter(net)
         images = method()
         values = per_sample_psnr(images, reference)
         order = np.argsort(values)

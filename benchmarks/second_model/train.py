@@ -25,7 +25,7 @@ import argparse
 import copy
 import json
 import math
-import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,20 +37,15 @@ from diffusers import DDPMScheduler, DiTTransformer2DModel
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
+from smoothcache.reference import reference_config
+
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/, for device_line
+from schedule_search import device_line
+
 SEED = 0
 NUM_CLASSES = 10
 WEIGHTS = "digits-dit.safetensors"  # the name smoothcache.reference.load_reference_model reads
-MODEL_CONFIG: dict[str, Any] = {
-    "num_attention_heads": 4,
-    "attention_head_dim": 32,
-    "in_channels": 1,
-    "out_channels": 1,
-    "num_layers": 6,
-    "sample_size": 8,
-    "patch_size": 2,
-    "num_embeds_ada_norm": NUM_CLASSES,
-    "norm_type": "ada_norm_zero",
-}
+MODEL_CONFIG: dict[str, Any] = reference_config()["model"]  # the reference architecture
 DEFAULT_OUT = Path(__file__).resolve().parent
 
 
@@ -150,21 +145,6 @@ def target(
     return alpha_bar.sqrt() * noise - (1.0 - alpha_bar).sqrt() * x0  # v_prediction
 
 
-def describe(device: torch.device, threads: int) -> str:
-    """The training device in words."""
-    if device.type == "cuda":
-        return f"one {torch.cuda.get_device_name(device)} GPU"
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} CPU, {threads} thread{'s' if threads > 1 else ''}"
-
-
 def save(
     model: torch.nn.Module,
     folder: Path,
@@ -206,7 +186,7 @@ def save(
             "lr_schedule": lr_schedule,
             "label_dropout": args.label_dropout,
             "ema_decay": ema,
-            "device": describe(torch.device(args.device), args.threads),
+            "device": device_line(torch.device(args.device)),
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
             "parameters": sum(p.numel() for p in model.parameters()),
