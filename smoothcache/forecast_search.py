@@ -192,9 +192,7 @@ def _unit_costs(
     return units, forecast
 
 
-def forecast_schedule(
-    curves: ErrorCurves, target: float, per_block: bool, max_order: int | None = None
-) -> Schedule:
+def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Schedule:
     """The schedule of least expected forecast error within ``target``: ``method="forecast"``.
 
     Every branch computes at the same steps: the most steps the budget allows, placed by
@@ -204,13 +202,12 @@ def forecast_schedule(
     combo ``(k, 0, r + 1)`` at its last step), summed over the key's branches; that order
     answers every skipped step of the run. Reuse wins wherever no forecast is better on the
     calibration samples, the tail included. Runs longer than the calibration's lookahead are
-    not considered (their errors were not measured). ``max_order`` caps the orders (default:
-    all measured).
+    not considered (their errors were not measured).
     """
     from smoothcache.curves import fewest_error_rows
 
     units, forecast = _unit_costs(curves, per_block)
-    top = forecast.max_order if max_order is None else min(max_order, forecast.max_order)
+    top = forecast.max_order
     n, branches = curves.num_steps, len(curves.branches)
     budget = math.floor(target * branches * n + 1e-9)
     shared = budget // branches
