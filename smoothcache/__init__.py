@@ -1,7 +1,8 @@
 """smoothcache: training-free caching for Diffusion Transformers (SmoothCache, arXiv 2411.10510).
 
 Apply a static schedule that says, for every residual branch and denoising step, whether to
-compute the branch or reuse its last output::
+compute the branch, reuse its last output, or forecast it from its last computed outputs
+(``curves.schedule(compute_fraction=f, method="forecast")`` chooses, from a calibration)::
 
     import smoothcache
 
