@@ -230,3 +230,25 @@ def test_forecasting_reads_nothing_back_from_the_device(monkeypatch):
             run_toy(model, torch.randn(2, 4), steps=steps)
             run_toy(model, torch.randn(2, 4), steps=steps)
     assert sum(session.stats.forecast.values()) > 0
+
+
+@torch.no_grad()
+def test_a_forecast_is_guarded_by_input_shape_and_falls_back(original_dit):
+    """A batch that changes size makes the forecast compute instead, counted as a fallback, and
+    the history restarts from outputs of the new shape."""
+    row = [1, 1, 0, 0, 1, 1, 0]
+    orders = [0, 0, 1, 1, 0, 0, 1]
+    batches = [4, 4, 4, 2, 2, 2, 2]
+    path = "blocks.0.attn"
+    with count_original_calls(original_dit, [path]) as calls:
+        schedule = Schedule({"attn": row}, orders={"attn": orders})
+        with smoothcache.enabled(original_dit, schedule, fast_path=False) as session:
+            for step, batch in enumerate(batches):
+                x = torch.randn(batch, 4, 8, 8)
+                t = torch.full((batch,), 999 - 100 * step)
+                out = original_dit(x, t, torch.zeros(batch, dtype=torch.long))
+                assert out.shape[0] == batch
+    stats = session.stats
+    assert stats.forecast[path] == 2  # step 2 (batch 4) and step 6 (from steps 4-5, batch 2)
+    assert stats.fallbacks[path] == 1  # step 3: batch 2 against outputs of batch 4
+    assert calls[path] == stats.computed[path] == 5
