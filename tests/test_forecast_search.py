@@ -169,15 +169,24 @@ def test_search_never_asks_for_more_computes_than_the_row_has():
     Schedule(schedule.rows, orders=schedule.orders)  # validates: k + 1 computes before each
 
 
-def test_recorded_forecast_schedule_runs_and_forecasts(original_dit):
-    with smoothcache.calibrating(original_dit, lookahead=3) as recorder:
-        sample_original_dit(original_dit, num_steps=STEPS)
-    schedule = recorder.curves().schedule(compute_fraction=0.4, method="forecast")
-    assert schedule.compute_fraction <= 0.4
-    with smoothcache.enabled(original_dit, schedule) as session:
-        sample_original_dit(original_dit, num_steps=STEPS)
+def test_recorded_forecast_schedule_runs_and_forecasts():
+    """On the trained reference model the search forecasts, and beats reuse at its own steps."""
+    from smoothcache.reference import load_reference_model, psnr, sample
+
+    model = load_reference_model()
+    with smoothcache.calibrating(model, lookahead=4) as recorder:
+        sample(model, [0, 1, 2, 3], num_steps=20, seed=1000)
+    schedule = recorder.curves().schedule(compute_fraction=0.3, method="forecast")
+    assert schedule.compute_fraction <= 0.3
+    plain = sample(model, [4, 5, 6, 7], num_steps=20, seed=0)
+    with smoothcache.enabled(model, schedule) as session:
+        forecast = sample(model, [4, 5, 6, 7], num_steps=20, seed=0)
+    with smoothcache.enabled(model, Schedule(schedule.rows)):
+        reused = sample(model, [4, 5, 6, 7], num_steps=20, seed=0)
     stats = session.stats
     assert stats.total_reused > 0 and sum(stats.fallbacks.values()) == 0
+    assert sum(stats.forecast.values()) > 0  # the calibration found forecasts worth making
     assert sum(stats.forecast.values()) == sum(
         sum(1 for k in schedule.orders_for(b.kind, b.block) or () if k) for b in session.branches
     )
+    assert psnr(forecast, plain) > psnr(reused, plain) + 1.0
