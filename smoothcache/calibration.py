@@ -222,6 +222,7 @@ class Recorder:
             )
         self._combos = forecast_combos(lookahead, orders) if orders else []
         self._combo_weights = combo_weights(self._combos) if orders else None
+        self._reaches = [reach(c) for c in self._combos]
         root, chosen = resolve(model, adapter)
         pairs = model_branches(root, chosen)
         source = chosen.timestep_source(root)
@@ -306,8 +307,7 @@ class Recorder:
             while len(slots) <= clock.pass_idx:
                 forecast = None
                 if self._combo_weights is not None:
-                    reaches = [reach(c) for c in self._combos]
-                    forecast = _ForecastSums(self._combo_weights, reaches, tensor.device)
+                    forecast = _ForecastSums(self._combo_weights, self._reaches, tensor.device)
                 slots.append(_Slot(self.lookahead, tensor.device, forecast))
             if index == 0 and step == 0:
                 self._samples += tensor.shape[0]

@@ -517,18 +517,35 @@ class ErrorCurves:
 
     # -- schedules ---------------------------------------------------------------------------
 
-    def _rule_rows(self, per_block: bool) -> list[tuple[str, np.ndarray, int]]:
-        """``(schedule key, errors (lookahead, steps), branch-steps weight)`` per schedule row."""
+    def row_members(self, per_block: bool) -> list[tuple[str, np.ndarray]]:
+        """``(schedule key, mask of its branches)`` per schedule row: one per kind, or per block."""
         if per_block:
             return [
-                (b.key, self._pool(np.arange(len(self.branches)) == i)[0], 1)
-                for i, b in enumerate(self.branches)
+                (b.key, np.arange(len(self.branches)) == i) for i, b in enumerate(self.branches)
             ]
-        rows = []
-        for kind in self.kinds:
-            members = np.array([b.kind == kind for b in self.branches])
-            rows.append((kind, self._pool(members)[0], int(members.sum())))
-        return rows
+        return [(kind, np.array([b.kind == kind for b in self.branches])) for kind in self.kinds]
+
+    def shared_steps(self, target: float) -> int:
+        """Steps every branch can compute within ``target`` when all share one row (at least 2).
+
+        The budget is ``target`` of the model's branch-steps; what is left below one more step
+        of every branch is the remainder a search may spend elsewhere.
+        """
+        n = self.num_steps
+        shared = math.floor(target * len(self.branches) * n + _BUDGET_SLACK) // len(self.branches)
+        if shared < 2:
+            raise ScheduleError(
+                f"no schedule computes at most {target:g} of the branch-steps: every branch "
+                f"computes at its first and last step, {2 / n:.4f} of them; raise compute_fraction"
+            )
+        return shared
+
+    def _rule_rows(self, per_block: bool) -> list[tuple[str, np.ndarray, int]]:
+        """``(schedule key, errors (lookahead, steps), branch-steps weight)`` per schedule row."""
+        return [
+            (key, self._pool(members)[0], int(members.sum()))
+            for key, members in self.row_members(per_block)
+        ]
 
     def schedule(
         self,
@@ -623,12 +640,7 @@ class ErrorCurves:
             )
         n, branches = self.num_steps, len(self.branches)
         budget = math.floor(target * branches * n + _BUDGET_SLACK)
-        shared = budget // branches
-        if shared < 2:
-            raise ScheduleError(
-                f"no schedule computes at most {target:g} of the branch-steps: every branch "
-                f"computes at its first and last step, {2 / n:.4f} of them; raise compute_fraction"
-            )
+        shared = self.shared_steps(target)
         if per_block:
             parts = {b.block: all_but(block=b.block) for b in self.branches}
             missing = [name for name in parts.values() if name not in sensitivity.groups]

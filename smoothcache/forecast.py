@@ -25,6 +25,7 @@ weight never recompiles.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -82,9 +83,10 @@ def first_tensor(value: Any) -> torch.Tensor | None:
     """The first tensor inside a branch output (its device and dtype carry the weights)."""
     if isinstance(value, torch.Tensor):
         return value
-    items = value.values() if isinstance(value, dict) else value
-    if isinstance(items, (tuple, list)) or isinstance(value, dict):
-        for item in items:
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (tuple, list)):
+        for item in value:
             found = first_tensor(item)
             if found is not None:
                 return found
@@ -105,30 +107,19 @@ def step_plan(
     """
     n = len(row)
     orders = orders or (0,) * n
+    needs = [0 if flag else order + 1 for flag, order in zip(row, orders)]
+    computed_before = list(itertools.accumulate(row, initial=0))  # computes in steps [0, s)
+    weights: list[tuple[float, ...]] = []
     computed: list[int] = []
-    plan: list[tuple[bool, int, tuple[float, ...], int]] = []
-    needs = []
-    for step in range(n):
+    for step, need in enumerate(needs):
+        weights.append(lagrange_weights(computed[-need:], step) if need > 1 else ())
         if row[step]:
             computed.append(step)
-            plan.append((False, 0, (), 0))
-            needs.append(0)
-            continue
-        need = orders[step] + 1
-        weights = lagrange_weights(computed[-need:], step) if need > 1 else ()
-        plan.append((True, need, weights, 0))
-        needs.append(need)
-    # hold after step s: max over later skipped steps t of the outputs computed at or before s
-    # among the `need` latest before t.
+    # hold after step s: over later skipped steps t, how many of the `need` latest outputs
+    # before t were computed at or before s
     holds = [0] * n
-    computes_before = [0] * (n + 1)
-    for step in range(n):
-        computes_before[step + 1] = computes_before[step] + row[step]
     for t in range(n):
-        if needs[t]:
-            for s in range(t):
-                later = computes_before[t] - computes_before[s + 1]  # computed in (s, t)
-                holds[s] = max(holds[s], needs[t] - later)
-    return [
-        (skip, need, weights, max(holds[s], 0)) for s, (skip, need, weights, _) in enumerate(plan)
-    ]
+        for s in range(t if needs[t] else 0):
+            later = computed_before[t] - computed_before[s + 1]  # computed in (s, t)
+            holds[s] = max(holds[s], needs[t] - later)
+    return [(not row[s], needs[s], weights[s], holds[s]) for s in range(n)]

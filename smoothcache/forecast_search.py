@@ -11,12 +11,10 @@ errors, so the tail of the samples is seen, not only their mean.
 
 :func:`forecast_schedule` (``curves.schedule(compute_fraction=f, method="forecast")``) turns that
 into a schedule: one row of computed steps shared by every branch, placed by the exact dynamic
-program of the sensitivity search over runs, and for every skipped step and branch kind (or
-block) the order of least expected squared error, reuse included. The cost of a run is the sum
-over its skipped steps and branches of the mean square error of the chosen order: a mean of
-squares, so one calibration sample whose forecast blows up counts with its square, as one
-broken sample counts in a batch PSNR. When the curves carry a sensitivity, each step's cost is
-scaled by how much an error at that step moves the final output.
+program of the sensitivity search over runs, and for every run of skipped steps and branch kind
+(or block) the order of least mean square error of the run's summed forecasts, reuse included:
+a mean of squares, so one calibration sample whose forecast blows up counts with its square, as
+one broken sample counts in a batch PSNR.
 """
 
 from __future__ import annotations
@@ -169,27 +167,13 @@ class ForecastErrors:
 
 
 def _unit_costs(
-    curves: ErrorCurves, per_block: bool
-) -> tuple[list[tuple[str, np.ndarray, int]], ForecastErrors]:
-    """``(key, mean square error (combos, steps) summed over the key's branches, branches)``."""
-    forecast = curves.forecast
-    if forecast is None:
-        raise ScheduleError(
-            "method 'forecast' needs forecast errors, which these curves do not carry: "
-            "calibrate again with this version (smoothcache.calibrating(model, orders=3) "
-            "measures them; orders=0 turns them off)"
-        )
-    units = []
-    if per_block:
-        for i, branch in enumerate(curves.branches):
-            rows = np.arange(len(curves.branches)) == i
-            units.append((branch.key, forecast.pooled(rows)[1], 1))
-    else:
-        for kind in curves.kinds:
-            rows = np.array([b.kind == kind for b in curves.branches])
-            size = int(rows.sum())
-            units.append((kind, forecast.pooled(rows)[1] * size, size))
-    return units, forecast
+    curves: ErrorCurves, forecast: ForecastErrors, per_block: bool
+) -> list[tuple[str, np.ndarray]]:
+    """``(key, mean square error (combos, steps) summed over the key's branches)`` per row."""
+    return [
+        (key, forecast.pooled(members)[1] * int(members.sum()))
+        for key, members in curves.row_members(per_block)
+    ]
 
 
 def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Schedule:
@@ -206,21 +190,22 @@ def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Sc
     """
     from smoothcache.curves import fewest_error_rows
 
-    units, forecast = _unit_costs(curves, per_block)
-    top = forecast.max_order
-    n, branches = curves.num_steps, len(curves.branches)
-    budget = math.floor(target * branches * n + 1e-9)
-    shared = budget // branches
-    if shared < 2:
+    forecast = curves.forecast
+    if forecast is None:
         raise ScheduleError(
-            f"no schedule computes at most {target:g} of the branch-steps: every branch "
-            f"computes at its first and last step, {2 / n:.4f} of them; raise compute_fraction"
+            "method 'forecast' needs forecast errors, which these curves do not carry: "
+            "calibrate again with this version (smoothcache.calibrating(model, orders=3) "
+            "measures them; orders=0 turns them off)"
         )
+    units = _unit_costs(curves, forecast, per_block)
+    top = forecast.max_order
+    n = curves.num_steps
+    shared = curves.shared_steps(target)
     lookahead = forecast.lookahead
     # tables[u][g][k, t]: mean square error of key u's run with spacing g ending at step t
     # (last skipped step t, computed at t - g + 1) answered with order k
     tables: list[dict[int, np.ndarray]] = []
-    for _, square, _ in units:
+    for _, square in units:
         per_spacing = {}
         for g in range(2, lookahead + 2):
             table = square[[forecast.index(k, 0, g) for k in range(top + 1)]]
@@ -244,7 +229,7 @@ def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Sc
     computed = [t for t in range(n) if row[t]]
     schedule_rows: dict[str, tuple[int, ...]] = {}
     orders: dict[str, tuple[int, ...]] = {}
-    for u, (key, _, _) in enumerate(units):
+    for u, (key, _) in enumerate(units):
         order_row = [0] * n
         for before, (start, end) in enumerate(itertools.pairwise(computed)):
             if end - start < 2:

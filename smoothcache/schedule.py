@@ -16,6 +16,7 @@ schedule came from.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -313,8 +314,7 @@ class Schedule:
         where fewer computed steps precede a skipped one), like diffusers' TaylorSeer at a
         fixed interval.
         """
-        if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= MAX_ORDER:
-            raise ScheduleError(f"order must be an integer 0..{MAX_ORDER}, found {order!r}")
+        _check_order(order)
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ScheduleError(f"num_steps must be a positive integer, found {num_steps!r}")
         if not isinstance(every, int) or every < 1:
@@ -323,17 +323,23 @@ class Schedule:
         if not kinds:
             raise ScheduleError("Schedule.uniform needs at least one kind, e.g. ['attn', 'mlp']")
         row = [1 if i % every == 0 or i == num_steps - 1 else 0 for i in range(num_steps)]
-        orders = []
-        for step, flag in enumerate(row):
-            orders.append(0 if flag else min(order, sum(row[:step]) - 1))
-        metadata: dict[str, Any] = {"method": "fora", "every": every}
-        if order:
-            metadata["order"] = order
-        return cls(
-            rows={k: row for k in kinds},
-            metadata=metadata,
-            orders={k: orders for k in kinds} if order else {},
-        )
+        schedule = cls(rows={k: row for k in kinds}, metadata={"method": "fora", "every": every})
+        return schedule.forecasting(order)
+
+    def forecasting(self, order: int) -> Schedule:
+        """This schedule with every skipped step forecast with ``order`` (0: reuse).
+
+        Where fewer than ``order + 1`` steps of a row computed before a skipped step, that step
+        forecasts with the highest order they allow (reuse after the first computed step).
+        """
+        _check_order(order)
+        if not order:
+            return Schedule(self.rows, self.metadata)
+        orders = {}
+        for key, row in self.rows.items():
+            before = itertools.accumulate(row, initial=0)  # computed steps before each step
+            orders[key] = [0 if flag else min(order, done - 1) for flag, done in zip(row, before)]
+        return Schedule(self.rows, {**self.metadata, "order": order}, orders)
 
     @classmethod
     def shipped(cls, name: str) -> Schedule:
@@ -361,6 +367,11 @@ class Schedule:
             f"Schedule(num_steps={self.num_steps}, keys=[{keys}], "
             f"compute_fraction={self.compute_fraction:.3f}{forecast})"
         )
+
+
+def _check_order(order: Any) -> None:
+    if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= MAX_ORDER:
+        raise ScheduleError(f"order must be an integer 0..{MAX_ORDER}, found {order!r}")
 
 
 def _shipped_index() -> dict[str, dict[str, Any]]:

@@ -60,7 +60,7 @@ from smoothcache.adapter import Adapter, Branch
 from smoothcache.calibration import calibrating
 from smoothcache.engine import Session, enabled, model_branches, resolve
 from smoothcache.errors import SmoothCacheError
-from smoothcache.forecast import lagrange_weights
+from smoothcache.forecast import first_tensor, lagrange_weights
 from smoothcache.registry import REGISTRY
 from smoothcache.schedule import Schedule, parse_key
 
@@ -572,29 +572,25 @@ def _fast_path(subject: _Subject) -> None:
         )
 
 
-def forecast_row(num_steps: int) -> tuple[list[int], list[int]]:
-    """``[1, 1, 0, 1, 0, ..., 1]`` and its orders: 1 at every skipped step (two computes before)."""
-    row = [1 if i < 2 or i % 2 == 1 or i == num_steps - 1 else 0 for i in range(num_steps)]
-    return row, [0 if flag else 1 for flag in row]
-
-
-def _first_tensor(value: Any) -> torch.Tensor:
-    return value if isinstance(value, torch.Tensor) else _first_tensor(value[0])
+def forecast_row(num_steps: int) -> list[int]:
+    """``[1, 1, 0, 1, 0, ..., 1]``: two computed steps before the first skipped one, so that
+    every skipped step can forecast with order 1."""
+    return [1 if i < 2 or i % 2 == 1 or i == num_steps - 1 else 0 for i in range(num_steps)]
 
 
 def _forecast(subject: _Subject) -> None:
     check = "forecast"
     if subject.num_steps < 4:
         raise ConformanceError(check, "a forecast of order 1 needs num_steps >= 4")
-    row, orders = forecast_row(subject.num_steps)
+    row = forecast_row(subject.num_steps)
     pairs = subject.branches(check)
     for kind in subject.kinds(check):
         chosen = [(b, m) for b, m in pairs if b.kind == kind]
-        schedule = Schedule({kind: row}, orders={kind: orders})
+        schedule = Schedule({kind: row}).forecasting(1)
         recorded: list[list[torch.Tensor]] = [[] for _ in chosen]
         handles = [
             module.register_forward_hook(
-                lambda _m, _a, out, _r=record: _r.append(_first_tensor(out).detach().clone())
+                lambda _m, _a, out, _r=record: _r.append(first_tensor(out).detach().clone())
             )
             for (_, module), record in zip(chosen, recorded)
         ]

@@ -24,10 +24,7 @@ def _row(steps: int) -> list[int]:
 
 def _schedule(steps: int, order: int) -> smoothcache.Schedule:
     """``_row`` for both kinds; skipped steps forecast with ``order`` where enough computed."""
-    row = _row(steps)
-    orders = [0 if flag else min(order, sum(row[:i]) - 1) for i, flag in enumerate(row)]
-    rows = {"attn1": row, "ff": row}
-    return smoothcache.Schedule(rows, orders=dict.fromkeys(rows, orders) if order else {})
+    return smoothcache.Schedule({"attn1": _row(steps), "ff": _row(steps)}).forecasting(order)
 
 
 @torch.no_grad()

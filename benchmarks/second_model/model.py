@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from smoothcache.reference import load_reference_model, reference_config
+from smoothcache.reference import load_reference_model
+from smoothcache.reference import make_scheduler as reference_make_scheduler
 
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler, DiTTransformer2DModel
@@ -36,24 +37,13 @@ def load(device: str | torch.device = "cpu", folder: str | Path = FOLDER) -> DiT
 def make_scheduler(folder: str | Path = FOLDER, num_steps: int = 50) -> DDIMScheduler:
     """The DDIM scheduler for the model in ``folder``, set to ``num_steps`` steps.
 
-    Betas and prediction type are the training ones from the folder's ``config.json``; the
-    rest is what ``smoothcache.reference.make_scheduler`` uses for the reference model:
-    ``trailing`` spacing, ``clip_sample=True`` (``sample`` uses the clipped model output) and
-    ``set_alpha_to_one=True``. ``smoothcache.reference.sample`` hands the guided model output
-    to the scheduler's ``step`` under the name ``eps``; the scheduler reads it according to
+    ``smoothcache.reference.make_scheduler`` with the folder's ``config.json`` (its betas and
+    prediction type). ``smoothcache.reference.sample`` hands the guided model output to the
+    scheduler's ``step`` under the name ``eps``; the scheduler reads it according to
     ``prediction_type``, so a ``v_prediction`` or ``sample`` model is sampled correctly too
     (guidance is a linear combination, valid for any of the three).
     """
-    from diffusers import DDIMScheduler
-
-    result = DDIMScheduler(
-        **reference_config(folder)["scheduler"],
-        clip_sample=True,
-        set_alpha_to_one=True,
-        timestep_spacing="trailing",
-    )
-    result.set_timesteps(num_steps)
-    return result
+    return reference_make_scheduler(num_steps, path=folder)
 
 
 def scheduler(num_steps: int = 50) -> DDIMScheduler:

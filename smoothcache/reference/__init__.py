@@ -73,18 +73,19 @@ def load_reference_model(
     return model.to(device).eval().requires_grad_(False)
 
 
-def make_scheduler(num_steps: int = 50) -> DDIMScheduler:
+def make_scheduler(num_steps: int = 50, path: str | Path | None = None) -> DDIMScheduler:
     """The DDIM scheduler the reference model is sampled with, set to ``num_steps`` steps.
 
     Betas and prediction type are the training ones from ``config.json`` (1,000 steps,
-    ``squaredcos_cap_v2``, epsilon); ``trailing`` spacing starts at the noisiest timestep.
+    ``squaredcos_cap_v2``, epsilon; ``path`` is another model folder in the same format, whose
+    ``config.json`` gives them instead); ``trailing`` spacing starts at the noisiest timestep.
     ``clip_sample=True`` keeps the predicted clean image in [-1, 1]; the sampler pairs it with
     ``use_clipped_model_output=True`` (see :func:`sample`).
     """
     from diffusers import DDIMScheduler
 
     scheduler = DDIMScheduler(
-        **reference_config()["scheduler"],
+        **reference_config(path)["scheduler"],
         clip_sample=True,
         set_alpha_to_one=True,
         timestep_spacing="trailing",
