@@ -35,11 +35,12 @@ from torch import nn
 from smoothcache.adapter import Adapter
 from smoothcache.clock import StepClock
 from smoothcache.curves import ALL_BRANCHES, ErrorCurves, Sensitivity, all_but
-from smoothcache.engine import enabled, model_branches, resolve, watch_timestep
+from smoothcache.engine import enabled, model_branches, resolve
 from smoothcache.errors import AdapterError, CalibrationError, StepCountError
 from smoothcache.forecast_search import ForecastErrors, combo_weights, forecast_combos, reach
 from smoothcache.patching import Patches
 from smoothcache.schedule import MAX_ORDER
+from smoothcache.watch import EvaluationWatch, watch_runs
 
 # Floor of the denominator ||O_t||_1, so an all-zero output gives a large, finite error.
 _TINY = 1e-12
@@ -253,17 +254,19 @@ class Recorder:
         self.active = False
         try:
             self._patches.hold([root, source_module, *(m for _, m in pairs)])
-            watch_timestep(
+            self._watch = EvaluationWatch(
                 self._patches,
-                source_module,
+                root,
                 source,
                 self.clock,
                 self._branch_calls,
                 chosen.name,
                 after_tick=self._after_tick,
+                on_failure=self._drop_run,
             )
+            watch_runs(self._patches, model, root, self._new_run)
             for index, (_, module) in enumerate(pairs):
-                self._patches.add_hook(module.register_forward_hook(self._hook(index)))
+                self._patches.add_hook(module, module.register_forward_hook(self._hook(index)))
         except BaseException:
             self._patches.undo()
             raise
@@ -352,6 +355,19 @@ class Recorder:
                 stacklevel=2,
             )
         self.runs = run
+
+    def _drop_run(self) -> None:
+        """A model call raised: the run in progress ends there and is not counted.
+
+        The errors it measured between outputs that were computed stay in the sums.
+        """
+        self._open = False
+        self.clock.reset()
+
+    def _new_run(self) -> None:
+        """A pipeline run starts: end the one in progress (its step count is checked)."""
+        self._watch.check_failed()
+        self._close_run()
 
     def _close_run(self) -> None:
         """End the run in progress, if any: the next model call starts a new one."""

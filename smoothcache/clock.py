@@ -16,7 +16,11 @@ from typing import Any
 
 import torch
 
-from smoothcache.errors import StepCountError
+from smoothcache.errors import ArgumentError, StepCountError
+
+#: Model calls allowed at step 0 when ``max_calls_per_step`` is not given (guidance as two
+#: calls needs 2, skip-layer guidance 3); later steps may make as many as step 0 made.
+DEFAULT_MAX_CALLS = 8
 
 
 def timestep_value(t: Any) -> float:
@@ -33,6 +37,11 @@ class StepClock:
     generation ends when the timestep moves back against the direction of sampling.
     ``on_generation`` runs when a new generation starts (the engine clears its cache there);
     ``on_generation_end`` runs with the number of steps of a finished open-ended generation.
+
+    Each call at a step opens a pass with its own cache, so the number of calls per step is
+    bounded: at most ``max_calls_per_step`` at every step when given; otherwise at most
+    :data:`DEFAULT_MAX_CALLS` at step 0 and, at later steps, as many as step 0 made. A call past
+    the bound is a :class:`StepCountError` at that call, not a cache that grows unseen.
     """
 
     def __init__(
@@ -41,17 +50,17 @@ class StepClock:
         calls_per_step: int | None = None,
         on_generation: Callable[[], None] | None = None,
         on_generation_end: Callable[[int], None] | None = None,
+        max_calls_per_step: int | None = None,
     ) -> None:
         if calls_per_step is not None:
-            if not isinstance(calls_per_step, int) or calls_per_step < 1:
-                raise ValueError(
-                    f"calls_per_step must be a positive integer (model calls per denoising step, "
-                    f"e.g. 2 for guidance run as two calls), found {calls_per_step!r}"
-                )
+            check_count("calls_per_step", calls_per_step, "e.g. 2 for guidance run as two calls")
             if num_steps is None:
-                raise ValueError("calls_per_step needs a known number of steps")
+                raise ArgumentError("calls_per_step needs a known number of steps")
+        if max_calls_per_step is not None:
+            check_count("max_calls_per_step", max_calls_per_step, "e.g. 3 for skip-layer guidance")
         self.num_steps = num_steps
         self.calls_per_step = calls_per_step
+        self.max_calls_per_step = max_calls_per_step
         self._on_generation = on_generation
         self._on_generation_end = on_generation_end
         self.generations = 0
@@ -67,6 +76,7 @@ class StepClock:
         self._prev: float | None = None
         self._direction = 0
         self._stamps: list[Any] = []
+        self._first_calls = 0  # calls made at step 0 of this generation, once it is over
 
     @property
     def timestep(self) -> float | None:
@@ -96,6 +106,8 @@ class StepClock:
             self._on_generation()
 
     def _next_step(self, value: float | None) -> None:
+        if self.step == 0:
+            self._first_calls = self.pass_idx + 1
         self.step += 1
         self.pass_idx = 0
         self._prev = value
@@ -107,6 +119,7 @@ class StepClock:
             self._start(value)
             return
         if value == prev:
+            self._check_calls(self.pass_idx + 2, value)
             self.pass_idx += 1
             return
         move = 1 if value > prev else -1
@@ -133,6 +146,23 @@ class StepClock:
             )
         self._direction = move
         self._next_step(value)
+
+    def _check_calls(self, calls: int, value: float) -> None:
+        """Refuse call number ``calls`` of the current step if it is past the bound."""
+        if self.max_calls_per_step is not None:
+            limit, why = self.max_calls_per_step, f"max_calls_per_step={self.max_calls_per_step}"
+        elif self.step == 0:
+            limit, why = DEFAULT_MAX_CALLS, f"the default bound of {DEFAULT_MAX_CALLS} at step 0"
+        else:
+            limit, why = self._first_calls, f"step 0 made {self._first_calls}"
+        if calls > limit:
+            self._fail(
+                f"step {self.step} made {calls} model calls with timestep {value:g}, but {why}: "
+                "each call of a step keeps its own cache, so the calls per step are bounded. If "
+                "your sampler makes more calls at later steps than at step 0 (e.g. guidance that "
+                "starts after the first steps), pass max_calls_per_step=N; if these calls belong "
+                "to separate runs, call session.reset() between them"
+            )
 
     def _tick_count(self, timestep: Any) -> None:
         assert self.calls_per_step is not None and self.num_steps is not None
@@ -184,3 +214,12 @@ class StepClock:
                 f"the sampler ran fewer steps than the schedule: the last run stopped after "
                 f"{self.step + 1} steps but the schedule has {self.num_steps} steps"
             )
+
+
+def check_count(name: str, value: Any, example: str) -> None:
+    """Refuse anything but a positive int (``bool`` included) for a count argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgumentError(
+            f"{name} must be a positive integer ({example}), found {value!r} "
+            f"({type(value).__name__})"
+        )

@@ -12,6 +12,7 @@ drops each entry after its last use.
 from __future__ import annotations
 
 import logging
+import sys
 import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -24,12 +25,18 @@ import torch
 from torch import nn
 
 from smoothcache.adapter import Adapter, Branch, TimestepSource
-from smoothcache.clock import StepClock
-from smoothcache.errors import AdapterError, ScheduleError, SmoothCacheError
+from smoothcache.clock import StepClock, check_count
+from smoothcache.errors import (
+    AdapterError,
+    ArgumentError,
+    ScheduleError,
+    StepCountError,
+)
 from smoothcache.forecast import combine, first_tensor, step_plan
 from smoothcache.patching import Patches
 from smoothcache.registry import REGISTRY
 from smoothcache.schedule import Schedule, as_schedule, parse_key
+from smoothcache.watch import EvaluationWatch, watch_runs
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +195,8 @@ def reused_output(module: nn.Module, input_shape: Any) -> Any:
     """
     state = module.__dict__
     action = state.get("_sc_action", 0)
+    if "_sc_asked" in state:
+        state["_sc_asked"] = input_shape  # checked by the fast path's first call
     if action & _SKIP:
         value = _answer(state, action, input_shape)
         if value is not None:
@@ -199,47 +208,73 @@ def reused_output(module: nn.Module, input_shape: Any) -> Any:
 def _fast_block_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     """A block forward from the adapter, checked once against the block's own forward.
 
-    The first call of a session is step 0, where every branch computes. There the adapter's
-    forward runs first, recording each branch's input and output; then the block's own forward
-    runs with each branch replaying its recorded output and its input compared bit for bit.
-    Branches compute once. If inputs or the block's output differ, the adapter's forward does
-    not reproduce this block, which then keeps its own forward with a warning rather than
-    silently changing the model's output.
+    The first call of a session is step 0, where every branch computes. There the block's own
+    forward runs (the real call: its result is returned, its exceptions propagate), recording
+    each branch's input and output; then the adapter's forward runs as a shadow, with each
+    branch replaying its recorded output and its input (and the ``input_shape`` it gave
+    :func:`reused_output`) compared bit for bit. Branches compute once. If anything differs or
+    the adapter's forward raises, it does not reproduce this block, which then keeps its own
+    forward with a warning rather than silently changing the model's output.
+
+    A block with forward hooks on any of its submodules (or global forward hooks) keeps its own
+    forward without a check: the fast path would change when those hooks fire, and the shadow
+    run would fire them twice.
     """
     if self._sc_checked or torch.compiler.is_compiling():
         return self._sc_fast(self, *args, **kwargs)
-    self._sc_checked = True
+    if _hooked(self):
+        self._sc_checked = True
+        self._sc_fast = _own_forward
+        return self._sc_block_original(*args, **kwargs)
     records: dict[int, list[tuple[tuple[Any, ...], dict[str, Any], Any]]] = {}
     branches = self._sc_branches
     for module in branches:
         module.forward = types.MethodType(_recording_forward(records), module)
     try:
-        got = self._sc_fast(self, *args, **kwargs)
-        failed = False
-    except SmoothCacheError:
-        for module in branches:
-            module.forward = types.MethodType(_branch_forward, module)
-        raise
-    except Exception:  # a block the adapter's forward does not fit: same remedy as a mismatch
-        got, failed = None, True
-    mismatches: list[str] = []
-    for module in branches:
-        module.forward = types.MethodType(_replaying_forward(records, mismatches), module)
-    try:
         expected = self._sc_block_original(*args, **kwargs)
     finally:
         for module in branches:
             module.forward = types.MethodType(_branch_forward, module)
-    if failed or mismatches or not _identical(got, expected):
+    self._sc_checked = True
+    for module in branches:
+        module.forward = types.MethodType(_replaying_forward(records), module)
+    try:
+        got = self._sc_fast(self, *args, **kwargs)
+        left = [type(m).__name__ for m in branches if records.get(id(m))]
+        problem = f"{', '.join(left)} called less often" if left else ""
+        if not problem and not _identical(got, expected):
+            problem = "block output"
+    except _Mismatch as exc:
+        problem = str(exc)
+    except Exception as exc:  # the block's own forward ran on these inputs: the fast one is wrong
+        problem = f"its forward raised {exc!r}"
+    finally:
+        for module in branches:
+            module.forward = types.MethodType(_branch_forward, module)
+            module.__dict__["_sc_asked"] = None
+    if problem:
         warnings.warn(
             f"smoothcache: the fast path of adapter {self._sc_session.adapter.name!r} does not "
-            f"reproduce this {type(self).__name__} ({', '.join(mismatches) or 'block output'}); "
-            "it keeps the block's own forward (correct, without skipping input preparation)",
+            f"reproduce this {type(self).__name__} ({problem}); it keeps the block's own "
+            "forward (correct, without skipping input preparation)",
             RuntimeWarning,
             stacklevel=2,
         )
         self._sc_fast = _own_forward
     return expected
+
+
+class _Mismatch(Exception):
+    """The adapter's block forward called a branch differently from the block's own forward."""
+
+
+def _hooked(block: nn.Module) -> bool:
+    """Whether forward hooks would observe the inside of ``block`` (its own hooks do not count)."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in block.modules() if m is not block)
 
 
 def _recording_forward(records: dict[int, list[Any]]) -> Callable[..., Any]:
@@ -251,21 +286,25 @@ def _recording_forward(records: dict[int, list[Any]]) -> Callable[..., Any]:
     return forward
 
 
-def _replaying_forward(records: dict[int, list[Any]], mismatches: list[str]) -> Callable[..., Any]:
+def _replaying_forward(records: dict[int, list[Any]]) -> Callable[..., Any]:
     def forward(module: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        name = type(module).__name__
         queue = records.get(id(module))
         if not queue:
-            mismatches.append(f"{type(module).__name__} called more often by the block's forward")
-            module.__dict__["_sc_ran"] = False
-            return _branch_forward(module, *args, **kwargs)
+            raise _Mismatch(f"{name} called more often by the adapter's forward")
         seen_args, seen_kwargs, output = queue.pop(0)
         same_kwargs = seen_kwargs.keys() == kwargs.keys() and all(
             _identical(kwargs[k], seen_kwargs[k]) for k in kwargs
         )
         if not (_identical(list(args), list(seen_args)) and same_kwargs):
-            mismatches.append(f"input of {type(module).__name__}")
-            module.__dict__["_sc_ran"] = False  # computing again, from the block's own input
-            return _branch_forward(module, *args, **kwargs)
+            raise _Mismatch(f"input of {name}")
+        asked = module.__dict__["_sc_asked"]
+        if asked is not None and asked != _input_shape(args, kwargs):
+            raise _Mismatch(
+                f"input_shape {tuple(asked)} given to reused_output for {name}, whose input "
+                f"has shape {tuple(_input_shape(args, kwargs) or ())}"
+            )
+        module.__dict__["_sc_asked"] = None
         return output
 
     return forward
@@ -307,6 +346,9 @@ class Session:
         schedule: Schedule,
         calls_per_step: int | None = None,
         fast_path: bool = True,
+        *,
+        max_calls_per_step: int | None = None,
+        holder: Any = None,
     ) -> None:
         self.model = model
         self.fast_path = fast_path
@@ -345,13 +387,20 @@ class Session:
         self._call_marks = 0
         self._fallbacks = [0] * n
         self._forecast_fallbacks = [0] * n  # of the fallbacks, those at forecast steps
+        self._last_step = [-1]  # per pass: the last step it ran in this generation
         self.cache_bytes = 0
         self.peak_cache_bytes = 0
-        self.clock = StepClock(schedule.num_steps, calls_per_step, on_generation=self._clear)
+        self.clock = StepClock(
+            schedule.num_steps,
+            calls_per_step,
+            on_generation=self._clear,
+            max_calls_per_step=max_calls_per_step,
+        )
         self._patches = Patches(owner=f"session with adapter {adapter.name!r}")
+        self._restoring = False
         self.active = False
         try:
-            self._install()
+            self._install(holder)
         except BaseException:
             self._patches.undo()
             raise
@@ -360,20 +409,22 @@ class Session:
 
     # -- installation ----------------------------------------------------------------------
 
-    def _install(self) -> None:
+    def _install(self, holder: Any) -> None:
         source_path, read = self._source
         source = self.model.get_submodule(source_path)
         self._patches.hold([self.model, source, *self._modules])
-        watch_timestep(
+        self._watch = EvaluationWatch(
             self._patches,
-            source,
+            self.model,
             TimestepSource(source_path, read),
             self.clock,
             self._branch_calls,
             self.adapter.name,
             before_tick=self._account,
             after_tick=self._select,
+            on_failure=self._drop_failed,
         )
+        watch_runs(self._patches, holder, self.model, self._new_run)
         for module in self._modules:
             self._patches.set_attributes(
                 module,
@@ -386,6 +437,7 @@ class Session:
                 _sc_shape=None,
                 _sc_fell_back=False,
                 _sc_ran=False,
+                _sc_asked=None,
             )
             self._patches.replace_forward(module, types.MethodType(_branch_forward, module))
         if self.fast_path:
@@ -422,6 +474,9 @@ class Session:
         modules = self._modules
         if clock.pass_idx != self._pass:
             self._swap_pass(clock.pass_idx)
+        if 0 <= self._last_step[self._pass] < clock.step - 1:
+            self._forget_pass()  # this pass missed steps: what it stored is stale
+        self._last_step[self._pass] = clock.step
         plan = self._plans[index]
         if index != self._loaded:
             for i, module in enumerate(modules):  # _DROP is done here, the wrapper never sees it
@@ -468,6 +523,7 @@ class Session:
             self._values.append([[] for _ in range(n)])
             self._shapes.append([None] * n)
             self._sizes.append([0] * n)
+            self._last_step.append(-1)
         old_values, old_shapes = self._values[self._pass], self._shapes[self._pass]
         values, shapes = self._values[new], self._shapes[new]
         for i, module in enumerate(self._modules):
@@ -475,6 +531,38 @@ class Session:
             old_values[i], old_shapes[i] = state["_sc_stored"], state["_sc_shape"]
             state["_sc_stored"], state["_sc_shape"] = values[i], shapes[i]
         self._pass = new
+
+    def _forget_pass(self) -> None:
+        """Drop the current pass's stored outputs: its skipped steps compute until it stores.
+
+        A pass that did not run at some steps (guidance as two calls at some steps only) did
+        not store what it would have computed there; answering from its older outputs would
+        be silently stale.
+        """
+        sizes = self._sizes[self._pass]
+        for i, module in enumerate(self._modules):
+            module.__dict__.update(_sc_stored=[], _sc_read=[], _sc_shape=None)
+            self.cache_bytes -= sizes[i]
+            sizes[i] = 0
+
+    def _drop_failed(self) -> None:
+        """An evaluation raised: forget it and the generation it belonged to.
+
+        Its counts are not folded in, and the next model call starts a new generation (the
+        exception already told the caller that this run is over).
+        """
+        self._current = -1
+        for module in self._modules:
+            module.__dict__["_sc_fell_back"] = False
+        self.clock.reset()
+        self._clear()
+
+    def _new_run(self) -> None:
+        """A pipeline run starts (its scheduler's ``set_timesteps`` was called)."""
+        self._watch.check_failed()
+        self._account()
+        self.clock.finish()  # the previous run stopped partway: a StepCountError
+        self.clock.reset()
 
     def _pending(self) -> tuple[list[int], int, int]:
         """Fallbacks, bytes held and bytes dropped by the evaluation in progress (read-only)."""
@@ -550,6 +638,7 @@ class Session:
             items[:] = [None] * len(items)
         for sizes in self._sizes:
             sizes[:] = [0] * len(sizes)
+        self._last_step[:] = [-1] * len(self._last_step)
         for module in self._modules:
             module.__dict__.update(_sc_stored=[], _sc_read=[], _sc_shape=None, _sc_action=_NO_CLOCK)
         self._loaded = -1
@@ -593,24 +682,48 @@ class Session:
         )
 
     def reset(self) -> None:
-        """Drop the cache and start over: the next model call is step 0 of a new generation."""
+        """Drop the cache and start over: the next model call is step 0 of a new generation.
+
+        Call it between runs of a custom sampling loop whose timesteps could continue the
+        previous run's (pipeline runs are told apart on their own). After the session ended
+        there is nothing to reset and it does nothing.
+        """
+        if not self.active:
+            return
         self._account()
         self.clock.reset()
         self._clear()
+        self._watch.forget()
 
     def disable(self) -> None:
         """Restore the model exactly, then raise if the last generation stopped partway.
 
-        Calling it again is a no-op.
+        Calling it again is a no-op, and it completes a restore that something interrupted.
+        Called while an exception propagates (in a ``finally:`` or ``except`` block), it
+        restores the model and lets that exception win: a run cut short by it is not a second
+        error (the step-count problem is added to the exception as a note).
         """
         if not self.active:
             return
         self._restore()
-        self.clock.finish()
+        in_flight = sys.exc_info()[1]
+        if in_flight is None:
+            self.clock.finish()
+            return
+        try:
+            self.clock.finish()
+        except StepCountError as exc:
+            note = f"smoothcache: on disable(), {exc}"
+            if hasattr(in_flight, "add_note"):
+                in_flight.add_note(note)
+            else:
+                logger.warning(note)
 
     def _restore(self) -> None:
-        self._account()
-        self._clear()  # before undo: clearing sets attributes that undo must then remove
+        if not self._restoring:  # once: clearing sets attributes that undo must then remove
+            self._account()
+            self._clear()
+            self._restoring = True
         self._patches.undo()
         self.active = False
         logger.debug("smoothcache disabled on %s", type(self.model).__name__)
@@ -632,46 +745,7 @@ class Session:
         )
 
 
-def watch_timestep(
-    patches: Patches,
-    module: nn.Module,
-    source: TimestepSource,
-    clock: StepClock,
-    branch_calls: Callable[[], int],
-    adapter_name: str,
-    before_tick: Callable[[], None] | None = None,
-    after_tick: Callable[[], None] | None = None,
-) -> None:
-    """Tick ``clock`` from a forward pre-hook on the timestep source ``module``.
-
-    ``branch_calls`` returns a number that changes whenever branches ran: a tick with no change
-    since the previous tick means the source fires more than once per model evaluation, which
-    would turn one evaluation into several passes; that adapter error is raised instead.
-    ``before_tick`` and ``after_tick`` run around the tick. The hook is excluded from
-    ``torch.compile`` tracing: it reads the timestep's value and updates Python state.
-    """
-    read = source.read
-    last = [0]
-
-    @torch.compiler.disable
-    def on_call(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        calls = branch_calls()
-        if clock.ticks and calls == last[0]:
-            clock.reset()
-            raise AdapterError(
-                f"adapter {adapter_name!r}: its timestep source {source.path or '<root>'!r} "
-                "fired twice with no branch call in between, so it is called more than once per "
-                "model evaluation; the adapter must name a module that receives the timestep "
-                "exactly once per evaluation"
-            )
-        last[0] = calls
-        if before_tick is not None:
-            before_tick()
-        clock.tick(read(args, kwargs))
-        if after_tick is not None:
-            after_tick()
-
-    patches.add_hook(module.register_forward_pre_hook(on_call, with_kwargs=True))
+_ADAPTER_METHODS = ("name", "root", "matches", "branches", "timestep_source")
 
 
 def resolve(model: Any, adapter: str | Adapter | None) -> tuple[nn.Module, Adapter]:
@@ -680,8 +754,13 @@ def resolve(model: Any, adapter: str | Adapter | None) -> tuple[nn.Module, Adapt
         chosen = REGISTRY.detect(model)
     elif isinstance(adapter, str):
         chosen = REGISTRY.get(adapter)
-    else:
+    elif isinstance(adapter, Adapter) or all(hasattr(adapter, a) for a in _ADAPTER_METHODS):
         chosen = adapter
+    else:
+        raise ArgumentError(
+            f"adapter must be an adapter's name (str), an Adapter or None (detect), found "
+            f"{adapter!r} ({type(adapter).__name__}); smoothcache adapters lists the names"
+        )
     root = chosen.root(model)
     if root is None:
         raise AdapterError(
@@ -773,6 +852,7 @@ def enable(
     *,
     calls_per_step: int | None = None,
     fast_path: bool = True,
+    max_calls_per_step: int | None = None,
 ) -> Session:
     """Apply ``schedule`` to ``model`` until :meth:`Session.disable` is called.
 
@@ -783,10 +863,33 @@ def enable(
     ``fast_path=False`` turns off the adapter's block forwards that skip a reused branch's input
     preparation (the module-level wrappers alone give the same outputs, a little slower); they
     are installed only on blocks with a branch that the schedule reuses at some step.
+    ``max_calls_per_step`` bounds the model calls of one step (each keeps its own cache; by
+    default step 0 may make up to 8 and later steps as many as step 0 made).
+
+    Every check (arguments, schedule, adapter, keys) happens before the model is touched: on
+    any error the model is exactly as it was.
     """
+    check_arguments(calls_per_step=calls_per_step, max_calls_per_step=max_calls_per_step)
+    if not isinstance(fast_path, bool):
+        raise ArgumentError(f"fast_path must be True or False, found {fast_path!r}")
     schedule = as_schedule(schedule)
     root, chosen = resolve(model, adapter)
-    return Session(root, chosen, schedule, calls_per_step, fast_path)
+    return Session(
+        root,
+        chosen,
+        schedule,
+        calls_per_step,
+        fast_path,
+        max_calls_per_step=max_calls_per_step,
+        holder=model,
+    )
+
+
+def check_arguments(**counts: Any) -> None:
+    """Refuse count arguments that are neither ``None`` nor a positive int."""
+    for name, value in counts.items():
+        if value is not None:
+            check_count(name, value, "model calls per denoising step, e.g. 2 for guidance")
 
 
 @contextmanager
@@ -797,6 +900,7 @@ def enabled(
     *,
     calls_per_step: int | None = None,
     fast_path: bool = True,
+    max_calls_per_step: int | None = None,
 ) -> Iterator[Session]:
     """Context manager form of :func:`enable`: the model is restored exactly on exit.
 
@@ -804,6 +908,13 @@ def enabled(
     (raised after the model is restored); on an exception the model is restored and the
     exception propagates unchanged.
     """
-    session = enable(model, schedule, adapter, calls_per_step=calls_per_step, fast_path=fast_path)
+    session = enable(
+        model,
+        schedule,
+        adapter,
+        calls_per_step=calls_per_step,
+        fast_path=fast_path,
+        max_calls_per_step=max_calls_per_step,
+    )
     with session:
         yield session

@@ -11,6 +11,10 @@ class SmoothCacheError(Exception):
     """Base class of every error smoothcache raises on purpose."""
 
 
+class ArgumentError(SmoothCacheError, ValueError):
+    """An argument of a smoothcache function has the wrong type or an impossible value."""
+
+
 class ScheduleError(SmoothCacheError, ValueError):
     """A schedule is malformed, or does not fit the model it is applied to."""
 
@@ -37,3 +41,11 @@ class CalibrationError(SmoothCacheError, RuntimeError):
 
 class CurvesFileError(SmoothCacheError, ValueError):
     """A curves file is missing, unreadable, or not a smoothcache curves file."""
+
+
+class PluginWarning(UserWarning):
+    """A third-party plugin failed to load and was skipped (filter it by this class).
+
+    Loading adapters never raises because of someone else's plugin: when warnings are turned
+    into errors, the failure is logged instead (and kept in ``REGISTRY.failures``).
+    """

@@ -88,15 +88,51 @@ def test_shipped_schedule_runs_on_original_dit(original_dit):
     assert not torch.equal(out, base)
 
 
+def _count_calls(module, calls):
+    """Count ``module``'s forward calls without a hook (a hook turns the fast path off)."""
+    original = module.forward
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    module.forward = forward
+
+
 def test_fast_path_skips_input_preparation(pipe):
     outputs, norm_calls = {}, {}
     norm3 = pipe.transformer.transformer_blocks[0].norm3
     for fast in (False, True):
         calls = []
-        handle = norm3.register_forward_hook(lambda m, a, o, calls=calls: calls.append(1))
+        _count_calls(norm3, calls)
         with smoothcache.enabled(pipe, {"attn1": ROW, "ff": ROW}, fast_path=fast):
             outputs[fast] = _latents(pipe)
-        handle.remove()
+        del norm3.forward
         norm_calls[fast] = len(calls)
     assert torch.equal(outputs[True], outputs[False])
     assert norm_calls == {False: STEPS, True: sum(ROW) + 1}  # +1: the check at step 0
+
+
+def test_user_hooks_fire_as_without_caching(pipe):
+    """A hook inside a block turns that block's fast path off: hooks fire once per step, also
+    at step 0 (no shadow run they could see) and at reuse steps (the branch is called and
+    answers from the cache)."""
+    block = pipe.transformer.transformer_blocks[0]
+    fired = {"norm3": 0, "ff": 0}
+
+    def counter(name):
+        return lambda *_: fired.__setitem__(name, fired[name] + 1)
+
+    handles = [getattr(block, n).register_forward_hook(counter(n)) for n in fired]
+    ff_calls = []
+    _count_calls(block.ff, ff_calls)
+    try:
+        with smoothcache.enabled(pipe, {"attn1": ROW, "ff": ROW}) as session:
+            _latents(pipe)
+    finally:
+        for handle in handles:
+            handle.remove()
+        del block.ff.forward
+    assert fired == {"norm3": STEPS, "ff": STEPS}
+    assert len(ff_calls) == sum(ROW)  # the original forward ran only at computed steps
+    assert session.stats.reused["transformer_blocks.0.ff"] == ROW.count(0)
