@@ -23,7 +23,6 @@ import argparse
 import importlib
 import importlib.util
 import inspect
-import json
 import math
 import os
 import sys
@@ -39,6 +38,7 @@ from smoothcache.calibration import calibrating
 from smoothcache.curves import METHODS, ErrorCurves
 from smoothcache.engine import model_branches, resolve, timestep_source
 from smoothcache.errors import SmoothCacheError
+from smoothcache.jsonfile import parse_json
 from smoothcache.schedule import MAX_ORDER, Schedule
 
 PROG = "smoothcache"
@@ -364,8 +364,8 @@ def _load_any(path: Path) -> ErrorCurves | Schedule:
     if _is_safetensors(path):
         return ErrorCurves.load(path)
     try:
-        json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        parse_json(path.read_text(encoding="utf-8"))
+    except ValueError:  # undecodable text, not JSON, or JSON no schedule could be
         raise CommandError(
             f"{str(path)!r} is neither a schedule file (JSON) nor a curves file (safetensors)"
         ) from None

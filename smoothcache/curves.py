@@ -36,7 +36,9 @@ from smoothcache.adapter import Adapter, Branch
 from smoothcache.engine import model_branches, resolve
 from smoothcache.errors import CalibrationError, CurvesFileError, ScheduleError
 from smoothcache.forecast_search import ForecastErrors, forecast_schedule
+from smoothcache.jsonfile import parse_json
 from smoothcache.schedule import Schedule
+from smoothcache.validation import check_counts, check_errors
 
 FORMAT_NAME = "smoothcache.curves"
 FORMAT_VERSION = 1
@@ -166,6 +168,8 @@ class Sensitivity:
             )
         if not (np.isfinite(gram).all() and np.isfinite(cross).all()):
             raise CalibrationError("a sensitivity holds NaN or inf; measure it again")
+        if (np.diagonal(gram, axis1=1, axis2=2) < 0).any():
+            raise CalibrationError("a sensitivity's gram has a negative diagonal (a mean square)")
         object.__setattr__(self, "groups", groups)
         object.__setattr__(self, "gram", gram)
         object.__setattr__(self, "cross", cross)
@@ -350,14 +354,12 @@ def spend_remainder(
 _FORECAST_TENSORS = ("mean", "square", "worst", "count")
 
 
-def _check_dtypes(arrays: Mapping[str, torch.Tensor]) -> None:
-    """Forecast tensors read from a file: float64 statistics and int64 counts, nothing else."""
-    for name, tensor in arrays.items():
-        expected = torch.int64 if name == "count" else torch.float64
+def _check_dtypes(tensors: Mapping[str, torch.Tensor]) -> None:
+    """Tensors read from a curves file: float64 statistics and int64 counts, nothing else."""
+    for name, tensor in tensors.items():
+        expected = torch.int64 if name.endswith("count") else torch.float64
         if tensor.dtype != expected:
-            raise CalibrationError(
-                f"forecast tensor {name!r} has dtype {tensor.dtype}, expected {expected}"
-            )
+            raise CalibrationError(f"tensor {name!r} has dtype {tensor.dtype}, expected {expected}")
 
 
 def _describe(branches: Sequence[Branch]) -> str:
@@ -394,7 +396,7 @@ class ErrorCurves:
         self.branches = tuple(branches)
         self.mean = np.ascontiguousarray(mean, dtype=np.float64)
         self.std = np.ascontiguousarray(std, dtype=np.float64)
-        self.count = np.ascontiguousarray(count, dtype=np.int64)
+        self.count = check_counts(count, "curves counts")
         if self.mean.ndim != 4:
             raise CalibrationError(
                 f"curves must be shaped (branches, passes, lookahead, steps), found mean of shape "
@@ -415,8 +417,7 @@ class ErrorCurves:
                 f"curves need at least 1 pass, lag 1 and 2 steps, found {passes} passes, "
                 f"lookahead {lookahead} and {num_steps} steps"
             )
-        if (self.count < 0).any():
-            raise CalibrationError("curves have a negative sample count; the data is corrupt")
+        check_errors(self.count > 0, self.mean, self.std, what="curves")
         meta = dict(metadata or {})
         for key, value in (("num_steps", num_steps), ("lookahead", lookahead)):
             if meta.setdefault(key, value) != value:
@@ -803,14 +804,15 @@ class ErrorCurves:
         try:
             if missing:
                 raise CalibrationError(f"tensors {missing} are missing")
+            _check_dtypes(tensors)
             branches = [
                 Branch(path=str(p), kind=str(k), block=int(b))
-                for p, k, b in json.loads(header["branches"])
+                for p, k, b in parse_json(header["branches"])
             ]
-            metadata = json.loads(header["metadata"])
+            metadata = parse_json(header["metadata"])
             sensitivity = None
             if "sensitivity_gram" in tensors:
-                described = json.loads(header["sensitivity"])
+                described = parse_json(header["sensitivity"])
                 sensitivity = Sensitivity(
                     tuple(str(g) for g in described["groups"]),
                     tensors["sensitivity_gram"].numpy(),
@@ -819,9 +821,8 @@ class ErrorCurves:
                 )
             forecast = None
             if "forecast" in header:
-                described = json.loads(header["forecast"])
+                described = parse_json(header["forecast"])
                 arrays = {name: tensors[f"forecast_{name}"] for name in _FORECAST_TENSORS}
-                _check_dtypes(arrays)
                 forecast = ForecastErrors(
                     tuple(tuple(c) for c in described.pop("combos")),
                     *(arrays[name].numpy() for name in _FORECAST_TENSORS),

@@ -30,6 +30,7 @@ import numpy as np
 from smoothcache.errors import CalibrationError, ScheduleError
 from smoothcache.forecast import lagrange_weights
 from smoothcache.schedule import MAX_ORDER, Schedule
+from smoothcache.validation import check_counts, check_errors
 
 if TYPE_CHECKING:
     from smoothcache.curves import ErrorCurves
@@ -108,9 +109,7 @@ class ForecastErrors:
         arrays = {}
         for name in ("mean", "square", "worst"):
             arrays[name] = np.ascontiguousarray(getattr(self, name), dtype=np.float64)
-        count = np.asarray(self.count)
-        if count.dtype.kind not in "iu" or (count < 0).any():
-            raise CalibrationError("forecast error counts must be non-negative integers")
+        count = check_counts(self.count, "forecast error counts")
         shape = arrays["mean"].shape
         if len(shape) != 4 or shape[2] != len(combos) or not combos:
             raise CalibrationError(
@@ -122,14 +121,11 @@ class ForecastErrors:
         for k, j, g in combos:
             if not (0 <= k <= MAX_ORDER and 0 <= j < g):
                 raise CalibrationError(f"forecast combo {(k, j, g)} is not (order, lag, spacing)")
-        seen = count > 0
-        values = np.concatenate([arrays[n][seen] for n in arrays])
-        if not np.isfinite(values).all() or (values < 0).any():
-            raise CalibrationError("forecast errors hold negative, NaN or inf values")
+        check_errors(count > 0, *arrays.values(), what="forecast errors")
         object.__setattr__(self, "combos", combos)
         for name, value in arrays.items():
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "count", np.ascontiguousarray(count, dtype=np.int64))
+        object.__setattr__(self, "count", count)
         object.__setattr__(self, "metadata", dict(self.metadata))
 
     @property

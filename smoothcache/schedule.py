@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from smoothcache.errors import ScheduleError, ScheduleFileError
+from smoothcache.jsonfile import parse_json
 
 FORMAT_NAME = "smoothcache.schedule"
 FORMAT_VERSION = 2
@@ -276,14 +277,18 @@ class Schedule:
                 f"schedule file {str(path)!r} does not exist; check the path, or pass a shipped "
                 "name (smoothcache.shipped_schedules() lists them)"
             ) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ScheduleFileError(f"cannot read schedule file {str(path)!r}: {exc}") from exc
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte, undecodable text
+            raise ScheduleFileError(f"cannot read schedule file {str(path)!r}: {exc}") from None
         try:
-            data = json.loads(text)
+            data = parse_json(text)
         except json.JSONDecodeError as exc:
             raise ScheduleFileError(
                 f"schedule file {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}, "
                 f"column {exc.colno}); it may be truncated or corrupt: re-create or re-download it"
+            ) from None
+        except ValueError as exc:
+            raise ScheduleFileError(
+                f"schedule file {str(path)!r} is not a schedule: it holds {exc}"
             ) from None
         try:
             return cls.from_dict(data)
@@ -352,7 +357,7 @@ class Schedule:
             )
         entry = index[name]
         text = resources.files("smoothcache.schedules").joinpath(entry["file"]).read_text("utf-8")
-        schedule = cls.from_dict(json.loads(text))
+        schedule = cls.from_dict(parse_json(text))
         meta = {k: v for k, v in entry.items() if k != "file"}
         return cls(
             rows=schedule.rows,
@@ -377,7 +382,7 @@ def _check_order(order: Any) -> None:
 def _shipped_index() -> dict[str, dict[str, Any]]:
     """The index of shipped schedules (``schedules/index.json``)."""
     text = resources.files("smoothcache.schedules").joinpath("index.json").read_text("utf-8")
-    return json.loads(text)
+    return parse_json(text)
 
 
 def shipped_schedules() -> list[str]:

@@ -80,7 +80,7 @@ class EvaluationWatch:
     def forget(self) -> None:
         """Start afresh (a reset): no evaluation is open, no double firing is suspected."""
         self._ticks_in_call = None
-        self._last_calls = self._branch_calls()
+        self._last_calls = -1  # branch_calls() counts from 0: the next tick is not suspect
 
     def check_failed(self) -> None:
         """Run ``on_failure`` if the last evaluation started through the root never returned."""

@@ -1,0 +1,408 @@
+"""Hardening (issue #14): no silent stale output, no stuck session, no foreign exception.
+
+Each test reproduces one numbered item of the issue and fails without its fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import smoothcache
+from smoothcache import patching
+from smoothcache.errors import (
+    AdapterError,
+    AlreadyEnabledError,
+    ArgumentError,
+    ScheduleError,
+    ScheduleFileError,
+    StepCountError,
+)
+from tests.conftest import assert_same_state, count_original_calls, module_state
+from tests.models.original_dit import ddim_timesteps, sample_original_dit
+from tests.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
+
+STEPS = 8
+ROW = [1, 0, 1, 1, 1, 1, 0, 1]  # step 6 reuses
+ATTN0 = "blocks.0.attn"
+
+
+@torch.no_grad()
+def _loop(model, steps, *, guided=range(10**6), fail_at=None, batch=2, seed=0):
+    """DDIM over ``ddim_timesteps(len(steps))`` with guidance as a second call at the steps in
+    ``guided``; raises ValueError after the model calls of step ``fail_at``."""
+    gen = torch.Generator().manual_seed(seed)
+    side = int(model.x_embedder.num_patches**0.5) * model.patch_size
+    x = torch.randn(batch, model.in_channels, side, side, generator=gen)
+    y = torch.arange(batch) % model.y_embedder.num_classes
+    null = torch.full_like(y, model.y_embedder.num_classes)
+    alphas = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    for i, t in enumerate(steps):
+        tt = torch.full((batch,), t, dtype=torch.long)
+        eps = model(x, tt, y)[:, : model.in_channels]
+        if i in guided:
+            uncond = model(x, tt, null)[:, : model.in_channels]
+            eps = uncond + 3.0 * (eps - uncond)
+        if i == fail_at:
+            raise ValueError("the user's own error")
+        a_t = alphas[t].float()
+        a_prev = alphas[steps[i + 1]].float() if i + 1 < len(steps) else torch.tensor(1.0)
+        x = a_prev.sqrt() * (x - (1 - a_t).sqrt() * eps) / a_t.sqrt() + (1 - a_prev).sqrt() * eps
+    return x
+
+
+# -- 1. a key with a trailing newline -----------------------------------------------------------
+
+
+def test_a_key_with_a_trailing_newline_is_refused(original_dit):
+    before = module_state(original_dit)
+    with pytest.raises(ScheduleError, match="attn"):
+        smoothcache.enable(original_dit, {"attn\n": ROW})
+    assert_same_state(before, module_state(original_dit))
+
+
+# -- 2. guidance at some steps only --------------------------------------------------------------
+
+
+def test_a_pass_that_resumes_computes_instead_of_reusing_a_stale_output(original_dit):
+    guided = {0, 1, 2, 6, 7}  # the second call pauses at steps 3-5 and resumes at step 6
+    steps = ddim_timesteps(STEPS)
+    with count_original_calls(original_dit, [ATTN0]) as calls:
+        with smoothcache.enabled(original_dit, {"attn": ROW}) as session:
+            _loop(original_dit, steps, guided=guided)
+    # pass 0 computes at the 6 computed steps; pass 1 at 0, 2, 7 and, at step 6 (a reuse step),
+    # computes instead of reusing its step-2 output
+    assert calls[ATTN0] == sum(ROW) + 4
+    assert session.stats.fallbacks[ATTN0] == 1
+
+
+# -- 3. calls per step are bounded ----------------------------------------------------------------
+
+
+def test_repeated_calls_at_one_timestep_are_bounded(original_dit):
+    x = torch.randn(2, 4, 8, 8)
+    t, y = torch.full((2,), 999), torch.tensor([0, 1])
+    with pytest.raises(StepCountError, match="9 model calls"):
+        with smoothcache.enabled(original_dit, {"attn": ROW}) as session:
+            for _ in range(200):
+                original_dit(x, t, y)
+    assert len(session._values) <= 8  # the cache never grew past the bound
+
+
+def test_later_steps_may_not_make_more_calls_than_step_0_unless_allowed(original_dit):
+    steps = ddim_timesteps(STEPS)
+    with pytest.raises(StepCountError, match="max_calls_per_step"):
+        with smoothcache.enabled(original_dit, {"attn": ROW}):
+            _loop(original_dit, steps, guided=range(2, STEPS))  # guidance starts at step 2
+    with smoothcache.enabled(original_dit, {"attn": ROW}, max_calls_per_step=2) as session:
+        _loop(original_dit, steps, guided=range(2, STEPS))
+    assert session.stats.passes == 2
+
+
+# -- 4. runs whose timesteps continue each other -----------------------------------------------------
+
+
+def _halving_pipeline():
+    """A DiT pipeline whose scheduler gives each 5-step run one half of the 10-step DDIM
+    timesteps: ``pipe.scheduler.half`` ("first" or "second") says which."""
+    from diffusers import DDIMScheduler
+
+    class HalvingDDIM(DDIMScheduler):
+        half = "first"
+
+        def set_timesteps(self, num_inference_steps, *args, **kwargs):
+            super().set_timesteps(2 * num_inference_steps, *args, **kwargs)
+            cut = slice(None, num_inference_steps) if self.half == "first" else slice(5, None)
+            self.timesteps = self.timesteps[cut].clone()
+
+    pipe = tiny_dit_pipeline(seed=0)
+    pipe.scheduler = HalvingDDIM.from_config(pipe.scheduler.config)
+    return pipe
+
+
+def test_two_pipeline_runs_that_continue_each_other_are_two_runs():
+    pipe = _halving_pipeline()
+    call = {"class_labels": [1], "num_inference_steps": 5, "guidance_scale": 1.0}
+    with smoothcache.enabled(pipe, {"attn1": [1, 0] * 5}) as session:
+        dit_pipeline_latents(pipe, **call)
+        pipe.scheduler.half = "second"
+        with pytest.raises(StepCountError, match="stopped after 5 steps"):
+            dit_pipeline_latents(pipe, **call)
+    assert session.stats.steps == 5
+    with smoothcache.calibrating(pipe, lookahead=2) as recorder:
+        for half in ("first", "second"):
+            pipe.scheduler.half = half
+            dit_pipeline_latents(pipe, **call)
+        with pytest.warns(UserWarning, match="other timesteps"):  # each half is its own run
+            curves = recorder.curves()
+    assert curves.num_steps == 5 and curves.metadata["runs"] == 2
+
+
+# -- 5. an exception inside a model call ----------------------------------------------------------
+
+
+def test_an_exception_before_any_branch_does_not_poison_the_session(original_dit):
+    x, t = torch.randn(2, 4, 8, 8), torch.full((2,), 999)
+    steps = ddim_timesteps(STEPS)
+    with smoothcache.enabled(original_dit, {"attn": ROW}) as clean:
+        expected = _loop(original_dit, steps)
+    with smoothcache.enabled(original_dit, {"attn": ROW}) as session:
+        with pytest.raises(IndexError):  # a class label out of range, after the timestep source
+            original_dit(x, t, torch.tensor([0, 10**6]))
+        out = _loop(original_dit, steps)
+    assert torch.equal(out, expected)
+    assert session.stats.reused == clean.stats.reused
+    with smoothcache.calibrating(original_dit) as recorder:
+        with pytest.raises(IndexError):
+            original_dit(x, t, torch.tensor([0, 10**6]))
+        _loop(original_dit, steps)
+    assert recorder.curves().metadata["runs"] == 1
+
+
+def test_an_exception_mid_run_drops_that_run(original_dit):
+    steps = ddim_timesteps(STEPS)
+    with smoothcache.enabled(original_dit, {"attn": ROW}):
+        expected = _loop(original_dit, steps)
+    module = original_dit.get_submodule(ATTN0)
+    calls = [0]
+
+    def fail_once(_module, _args, _output):
+        calls[0] += 1
+        if calls[0] == 9:  # step 4 of 8, first call
+            raise RuntimeError("out of memory (simulated)")
+
+    handle = module.register_forward_hook(fail_once)
+    try:
+        with smoothcache.enabled(original_dit, {"attn": ROW}) as session:
+            with pytest.raises(RuntimeError, match="simulated"):
+                _loop(original_dit, steps)
+            out = _loop(original_dit, steps)  # a new run, not "fewer steps than the schedule"
+    finally:
+        handle.remove()
+    assert torch.equal(out, expected)
+    assert session.stats.generations == 2
+
+
+def test_direct_forward_failure_is_cleared_by_reset(original_dit):
+    """forward_with_cfg calls self.forward: the root's hooks do not fire, so a failure before
+    any branch looks like double firing; the error says to reset, and reset() clears it."""
+    x, t = torch.randn(4, 4, 8, 8), torch.full((4,), 999)
+    with smoothcache.enabled(original_dit, {"attn": [1] * 10}) as session:
+        with pytest.raises(IndexError):
+            original_dit.forward_with_cfg(x, t, torch.tensor([0, 1, 10**6, 3]), 4.0)
+        with pytest.raises(AdapterError, match="session.reset"):
+            original_dit.forward_with_cfg(x, t, torch.tensor([0, 1, 2, 3]), 4.0)
+        session.reset()
+        sample_original_dit(original_dit, num_steps=10, cfg_scale=4.0)
+    assert session.stats.generations == 2  # the failed call's, and the full run
+
+
+# -- 6. the fast path's check does not swallow exceptions ----------------------------------------
+
+
+def test_an_exception_at_the_fast_path_check_propagates(original_dit, recwarn):
+    """A one-off exception in a branch at step 0, where the fast path is checked, reaches the
+    caller; the fast path is not blamed (no warning, still on for the next run)."""
+    module = original_dit.get_submodule(ATTN0)
+    original = module.forward
+    raised = [True]  # armed below
+
+    def flaky(*args, **kwargs):
+        if not raised[0]:
+            raised[0] = True
+            raise RuntimeError("transient")
+        return original(*args, **kwargs)
+
+    module.forward = flaky
+    steps = ddim_timesteps(STEPS)
+    try:
+        with smoothcache.enabled(original_dit, {"attn": ROW}, fast_path=False):
+            expected = _loop(original_dit, steps)
+        raised[0] = False
+        with smoothcache.enabled(original_dit, {"attn": ROW}) as session:
+            with pytest.raises(RuntimeError, match="transient"):
+                _loop(original_dit, steps)
+            out = _loop(original_dit, steps)
+            fast = original_dit.blocks[0].__dict__["_sc_fast"]
+    finally:
+        del module.forward
+    assert torch.equal(out, expected)
+    assert fast is not smoothcache.engine._own_forward
+    assert not [w for w in recwarn if "fast path" in str(w.message)]
+    assert session.stats.reused[ATTN0] == 2 * ROW.count(0)
+
+
+# -- 7. reset() after the end --------------------------------------------------------------------
+
+
+def test_reset_after_the_session_ended_leaves_nothing(original_dit):
+    before = module_state(original_dit)
+    with smoothcache.enabled(original_dit, {"attn": ROW}) as session:
+        _loop(original_dit, ddim_timesteps(STEPS))
+    session.reset()
+    assert_same_state(before, module_state(original_dit))
+
+
+# -- 8. an interrupt inside disable() ----------------------------------------------------------------
+
+
+def _interrupt_after(lines: int):
+    """A trace function raising KeyboardInterrupt at the ``lines``-th line run in smoothcache."""
+    seen = [0]
+    root = str(Path(smoothcache.__file__).parent)
+
+    def trace(frame, event, _arg):
+        if not frame.f_code.co_filename.startswith(root):
+            return None
+        if event == "line":
+            seen[0] += 1
+            if seen[0] == lines:
+                raise KeyboardInterrupt
+        return trace
+
+    return trace
+
+
+def test_an_interrupt_anywhere_in_disable_is_finished_by_a_second_disable(original_dit):
+    before = module_state(original_dit)
+    steps = ddim_timesteps(4)
+    lines, interrupted = 1, 0
+    while True:
+        session = smoothcache.enable(original_dit, {"attn": [1, 0, 1, 1]})
+        _loop(original_dit, steps)
+        sys.settrace(_interrupt_after(lines))
+        try:
+            session.disable()
+        except KeyboardInterrupt:
+            interrupted += 1
+        else:
+            break
+        finally:
+            sys.settrace(None)
+        session.disable()
+        assert_same_state(before, module_state(original_dit))
+        lines += 7  # a stride keeps the test short; every part of disable() is still hit
+    assert interrupted > 20
+    assert_same_state(before, module_state(original_dit))
+
+
+# -- 9. deepcopy inside a session -------------------------------------------------------------------
+
+
+def test_deepcopy_inside_a_session_gives_a_clean_model(original_dit):
+    pristine = module_state(copy.deepcopy(original_dit))
+    steps = ddim_timesteps(STEPS)
+    expected_plain = _loop(original_dit, steps)
+    with smoothcache.enabled(original_dit, {"attn": ROW}):
+        cached = _loop(original_dit, steps)
+        clone = copy.deepcopy(original_dit)
+        assert_same_state(pristine, module_state(clone))
+        assert torch.equal(_loop(clone, steps), expected_plain)  # the clone does not cache
+        assert torch.equal(_loop(original_dit, steps), cached)  # the original still does
+    assert torch.equal(_loop(clone, steps), expected_plain)  # and after the session
+    with smoothcache.enabled(clone, {"attn": ROW}):
+        assert torch.equal(_loop(clone, steps), cached)
+
+
+def test_deepcopy_of_a_pipeline_inside_a_session_is_clean():
+    pipe = tiny_dit_pipeline(seed=0)
+    call = {"class_labels": [1], "num_inference_steps": 4, "guidance_scale": 1.0}
+    with smoothcache.enabled(pipe, {"attn1": [1, 0, 1, 1]}):
+        clone = copy.deepcopy(pipe)
+    assert "set_timesteps" not in clone.scheduler.__dict__
+    assert "__deepcopy__" not in clone.scheduler.__dict__
+    assert not any(k.startswith("_sc_") for m in clone.transformer.modules() for k in vars(m))
+    with smoothcache.enabled(clone, {"attn1": [1, 0, 1, 1]}) as session:
+        dit_pipeline_latents(clone, **call)
+    assert session.stats.total_reused > 0
+
+
+# -- 10. two threads enabling at once ------------------------------------------------------------------
+
+
+class _SlowHeld(dict):
+    """A held-modules table whose lookup is slow: the window two racing threads need."""
+
+    def get(self, key, default=None):
+        time.sleep(0.02)
+        return super().get(key, default)
+
+
+def test_enabling_is_atomic_per_model(original_dit, monkeypatch):
+    monkeypatch.setattr(patching, "_HELD", _SlowHeld())
+    before = module_state(original_dit)
+    barrier = threading.Barrier(2)
+    results: list[object] = []
+
+    def enable():
+        barrier.wait()
+        try:
+            results.append(smoothcache.enable(original_dit, {"attn": ROW}))
+        except AlreadyEnabledError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=enable) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sessions = [r for r in results if isinstance(r, smoothcache.Session)]
+    assert len(sessions) == 1 and len(results) == 2
+    sessions[0].disable()
+    assert_same_state(before, module_state(original_dit))
+
+
+# -- 13. bad arguments --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"calls_per_step": 0},
+        {"calls_per_step": -1},
+        {"calls_per_step": 1.5},
+        {"calls_per_step": "2"},
+        {"calls_per_step": True},
+        {"max_calls_per_step": 0},
+        {"fast_path": "yes"},
+        {"adapter": 123},
+    ],
+)
+def test_bad_arguments_are_argument_errors(original_dit, kwargs):
+    before = module_state(original_dit)
+    with pytest.raises(ArgumentError, match="found"):
+        smoothcache.enable(original_dit, {"attn": ROW}, **kwargs)
+    assert_same_state(before, module_state(original_dit))
+
+
+@pytest.mark.parametrize("path", ["a\0b.json", "a\udcffb.json", "\0"])
+def test_unusable_paths_are_schedule_errors(original_dit, path):
+    before = module_state(original_dit)
+    with pytest.raises(ScheduleFileError if path.endswith(".json") else ScheduleError):
+        smoothcache.enable(original_dit, path)
+    assert_same_state(before, module_state(original_dit))
+
+
+# -- 15. the user's exception wins over the step count ----------------------------------------------
+
+
+def test_disable_in_finally_lets_the_users_exception_win(original_dit):
+    before = module_state(original_dit)
+    session = smoothcache.enable(original_dit, {"attn": ROW})
+    with pytest.raises(ValueError, match="the user's own error") as info:
+        try:
+            _loop(original_dit, ddim_timesteps(STEPS), fail_at=3)
+        finally:
+            session.disable()
+    assert_same_state(before, module_state(original_dit))
+    if sys.version_info >= (3, 11):
+        assert any("fewer steps" in note for note in info.value.__notes__)
+    with pytest.raises(StepCountError):  # without an exception in flight it is still an error
+        with smoothcache.enabled(original_dit, {"attn": ROW}):
+            _loop(original_dit, ddim_timesteps(STEPS)[:4])
