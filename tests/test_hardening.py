@@ -57,7 +57,7 @@ def _loop(model, steps, *, guided=range(10**6), fail_at=None, batch=2, seed=0):
     return x
 
 
-# -- 1. a key with a trailing newline -----------------------------------------------------------
+# -- 1. a key with a trailing newline -------------------------------------------------------------
 
 
 def test_a_key_with_a_trailing_newline_is_refused(original_dit):
@@ -67,7 +67,7 @@ def test_a_key_with_a_trailing_newline_is_refused(original_dit):
     assert_same_state(before, module_state(original_dit))
 
 
-# -- 2. guidance at some steps only --------------------------------------------------------------
+# -- 2. guidance at some steps only ---------------------------------------------------------------
 
 
 def test_a_pass_that_resumes_computes_instead_of_reusing_a_stale_output(original_dit):
@@ -105,7 +105,7 @@ def test_later_steps_may_not_make_more_calls_than_step_0_unless_allowed(original
     assert session.stats.passes == 2
 
 
-# -- 4. runs whose timesteps continue each other -----------------------------------------------------
+# -- 4. runs whose timesteps continue each other --------------------------------------------------
 
 
 def _halving_pipeline():
@@ -196,14 +196,14 @@ def test_direct_forward_failure_is_cleared_by_reset(original_dit):
     with smoothcache.enabled(original_dit, {"attn": [1] * 10}) as session:
         with pytest.raises(IndexError):
             original_dit.forward_with_cfg(x, t, torch.tensor([0, 1, 10**6, 3]), 4.0)
-        with pytest.raises(AdapterError, match="session.reset"):
+        with pytest.raises(AdapterError, match=r"session\.reset"):
             original_dit.forward_with_cfg(x, t, torch.tensor([0, 1, 2, 3]), 4.0)
         session.reset()
         sample_original_dit(original_dit, num_steps=10, cfg_scale=4.0)
     assert session.stats.generations == 2  # the failed call's, and the full run
 
 
-# -- 6. the fast path's check does not swallow exceptions ----------------------------------------
+# -- 6. the fast path's check does not swallow exceptions -----------------------------------------
 
 
 def test_an_exception_at_the_fast_path_check_propagates(original_dit, recwarn):
@@ -238,7 +238,7 @@ def test_an_exception_at_the_fast_path_check_propagates(original_dit, recwarn):
     assert session.stats.reused[ATTN0] == 2 * ROW.count(0)
 
 
-# -- 7. reset() after the end --------------------------------------------------------------------
+# -- 7. reset() after the end ---------------------------------------------------------------------
 
 
 def test_reset_after_the_session_ended_leaves_nothing(original_dit):
@@ -249,7 +249,7 @@ def test_reset_after_the_session_ended_leaves_nothing(original_dit):
     assert_same_state(before, module_state(original_dit))
 
 
-# -- 8. an interrupt inside disable() ----------------------------------------------------------------
+# -- 8. an interrupt inside disable() -------------------------------------------------------------
 
 
 def _interrupt_after(lines: int):
@@ -292,7 +292,7 @@ def test_an_interrupt_anywhere_in_disable_is_finished_by_a_second_disable(origin
     assert_same_state(before, module_state(original_dit))
 
 
-# -- 9. deepcopy inside a session -------------------------------------------------------------------
+# -- 9. deepcopy inside a session -----------------------------------------------------------------
 
 
 def test_deepcopy_inside_a_session_gives_a_clean_model(original_dit):
@@ -323,7 +323,7 @@ def test_deepcopy_of_a_pipeline_inside_a_session_is_clean():
     assert session.stats.total_reused > 0
 
 
-# -- 10. two threads enabling at once ------------------------------------------------------------------
+# -- 10. two threads enabling at once -------------------------------------------------------------
 
 
 class _SlowHeld(dict):
@@ -358,7 +358,7 @@ def test_enabling_is_atomic_per_model(original_dit, monkeypatch):
     assert_same_state(before, module_state(original_dit))
 
 
-# -- 13. bad arguments --------------------------------------------------------------------------------
+# -- 13. bad arguments ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -389,7 +389,7 @@ def test_unusable_paths_are_schedule_errors(original_dit, path):
     assert_same_state(before, module_state(original_dit))
 
 
-# -- 15. the user's exception wins over the step count ----------------------------------------------
+# -- 15. the user's exception wins over the step count --------------------------------------------
 
 
 def test_disable_in_finally_lets_the_users_exception_win(original_dit):
