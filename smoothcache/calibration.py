@@ -35,7 +35,7 @@ from torch import nn
 from smoothcache.adapter import Adapter
 from smoothcache.clock import StepClock
 from smoothcache.curves import ALL_BRANCHES, ErrorCurves, Sensitivity, all_but
-from smoothcache.engine import enabled, model_branches, resolve
+from smoothcache.engine import enabled, model_branches, resolve, timestep_source
 from smoothcache.errors import AdapterError, CalibrationError, StepCountError
 from smoothcache.forecast_search import ForecastErrors, combo_weights, forecast_combos, reach
 from smoothcache.patching import Patches
@@ -226,14 +226,8 @@ class Recorder:
         self._reaches = [reach(c) for c in self._combos]
         root, chosen = resolve(model, adapter)
         pairs = model_branches(root, chosen)
-        source = chosen.timestep_source(root)
-        try:
-            source_module = root.get_submodule(source.path)
-        except AttributeError:
-            raise AdapterError(
-                f"adapter {chosen.name!r} names timestep source {source.path!r}, which a "
-                f"{type(root).__name__} does not have"
-            ) from None
+        source = timestep_source(root, chosen)
+        source_module = root.get_submodule(source.path)
         self.model = root
         self.adapter = chosen
         self.branches = [b for b, _ in pairs]

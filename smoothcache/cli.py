@@ -37,7 +37,7 @@ from smoothcache import registry
 from smoothcache.calibration import calibrating
 from smoothcache.curves import METHODS, ErrorCurves
 from smoothcache.engine import model_branches, resolve, timestep_source
-from smoothcache.errors import SmoothCacheError
+from smoothcache.errors import PluginWarning, SmoothCacheError
 from smoothcache.jsonfile import parse_json
 from smoothcache.schedule import MAX_ORDER, Schedule
 
@@ -55,17 +55,81 @@ class CommandError(Exception):
 # -- argument types ---------------------------------------------------------------------------
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
+def _int_at_least(low: int, high: int = 2**31 - 1) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, found {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, found {value}")
+        except ValueError:  # not an integer, or one of thousands of digits
+            raise argparse.ArgumentTypeError(f"expected an integer, found {text:.40}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, found {value}")
         return value
 
     return parse
+
+
+#: Seeds torch accepts (``torch.Generator.manual_seed`` takes a 64-bit value).
+_seed = _int_at_least(0, 2**63 - 1)
+
+
+def _finite(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r}")
+    return value
+
+
+def _path(text: str) -> Path:
+    """A file system path that the OS can take (no NUL byte, encodable)."""
+    try:
+        os.fsencode(text)
+        if "\0" in text:
+            raise ValueError("embedded NUL byte")
+    except (UnicodeError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"not a usable path ({exc}): {text!r}") from None
+    return Path(text)
+
+
+def _check_outputs(*paths: Path | None) -> None:
+    """Refuse, before any work, output paths that cannot be written (a missing folder ...)."""
+    for path in paths:
+        if path is None:
+            continue
+        folder = path.parent
+        if not folder.is_dir():
+            raise UsageError(
+                f"cannot write {str(path)!r}: the folder {str(folder)!r} does not exist; create it "
+                "or choose another output path"
+            )
+        if path.is_dir():
+            raise UsageError(f"cannot write {str(path)!r}: it is a folder; name a file")
+        if not os.access(folder, os.W_OK):
+            raise UsageError(f"cannot write {str(path)!r}: the folder is not writable")
+
+
+def _device(name: str | None) -> str:
+    """The torch device to run on, checked to exist before any model is loaded."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise UsageError(
+            f"--device {name!r} is not a torch device ({_one_line(exc)}); use e.g. cpu or cuda:0"
+        ) from None
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, AttributeError) as exc:
+        raise UsageError(
+            f"--device {name!r} is not available on this machine ({_one_line(exc)}); "
+            "use --device cpu, or leave it out to use cuda when it is there"
+        ) from None
+    return str(device)
 
 
 def _alpha(text: str) -> float:
@@ -120,10 +184,14 @@ def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
         description="Run a pipeline saved with save_pretrained (offline) under calibration and "
         "save its error curves; optionally derive a schedule from them.",
     )
-    parser.add_argument("pipeline_dir", metavar="PIPELINE_DIR", type=Path)
+    parser.add_argument("pipeline_dir", metavar="PIPELINE_DIR", type=_path)
     cond = parser.add_mutually_exclusive_group(required=True)
     cond.add_argument(
-        "--class-labels", type=int, nargs="+", metavar="LABEL", help="class labels (DiT-like)"
+        "--class-labels",
+        type=_int_at_least(0),
+        nargs="+",
+        metavar="LABEL",
+        help="class labels (DiT-like)",
     )
     cond.add_argument("--prompts", nargs="+", metavar="PROMPT", help="prompts (text-to-image)")
     parser.add_argument(
@@ -137,12 +205,12 @@ def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--batch-size", type=_int_at_least(1), help="samples per pipeline call (default: all)"
     )
-    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale")
+    parser.add_argument("--guidance-scale", type=_finite, help="classifier-free guidance scale")
     parser.add_argument(
         "--scheduler", metavar="CLASS", help="a diffusers scheduler class, e.g. DDIMScheduler"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of the first run (run r uses seed+r)"
+        "--seed", type=_seed, default=0, help="seed of the first run (run r uses seed+r)"
     )
     parser.add_argument(
         "--lookahead", type=_int_at_least(1), default=3, help="longest lag to record (default 3)"
@@ -159,12 +227,12 @@ def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
     parser.add_argument(
-        "-o", "--output", type=Path, default=Path("curves.safetensors"), help="curves file"
+        "-o", "--output", type=_path, default=Path("curves.safetensors"), help="curves file"
     )
     _add_rule_options(parser, required=False, prefix="schedule-")
     parser.add_argument(
         "--schedule-output",
-        type=Path,
+        type=_path,
         help="schedule file (default: the curves path with a .json suffix)",
     )
     return parser
@@ -172,6 +240,7 @@ def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
 
 def _load_pipeline(args: argparse.Namespace) -> Any:
     directory: Path = args.pipeline_dir
+    device = _device(args.device)
     if not directory.is_dir():
         raise CommandError(f"pipeline directory {str(directory)!r} does not exist")
     try:
@@ -190,7 +259,6 @@ def _load_pipeline(args: argparse.Namespace) -> Any:
         raise CommandError(
             f"cannot load a diffusers pipeline from {str(directory)!r}: {exc}"
         ) from None
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     if args.scheduler is not None:
@@ -211,6 +279,10 @@ def _runs(items: Sequence[Any], num_samples: int, batch_size: int) -> list[list[
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    schedule_output = args.schedule_output
+    if args.schedule_alpha is not None or args.schedule_compute is not None:
+        schedule_output = schedule_output or args.output.with_suffix(".json")
+    _check_outputs(args.output, schedule_output)
     pipe = _load_pipeline(args)
     import torch
     from tqdm.auto import tqdm
@@ -254,8 +326,16 @@ def _calibrate(args: argparse.Namespace) -> int:
             orders=args.orders,
         ) as recorder:
             for run, batch in enumerate(batches):
-                generator = torch.Generator("cpu").manual_seed(args.seed + run)
-                pipe(**{name: batch}, generator=generator, **call)
+                generator = torch.Generator("cpu").manual_seed((args.seed + run) % 2**63)
+                try:
+                    pipe(**{name: batch}, generator=generator, **call)
+                except SmoothCacheError:
+                    raise
+                except Exception as exc:  # e.g. a class label the model does not have
+                    raise CommandError(
+                        f"the pipeline raised during calibration run {run + 1}: {exc!r}; check "
+                        f"the {name.replace('_', '-')} and the other options"
+                    ) from None
     finally:
         bar.close()
     curves = recorder.curves()
@@ -270,9 +350,8 @@ def _calibrate(args: argparse.Namespace) -> int:
             compute_fraction=args.schedule_compute,
             per_block=args.per_block,
         )
-        path = args.schedule_output or args.output.with_suffix(".json")
-        schedule.save(path)
-        print(f"wrote {path}: {_schedule_summary(schedule)}")
+        schedule.save(schedule_output)
+        print(f"wrote {schedule_output}: {_schedule_summary(schedule)}")
     return 0
 
 
@@ -289,10 +368,10 @@ def _add_schedule(sub: Any) -> argparse.ArgumentParser:
         "--method forecast, the budget's computed steps and, for every skipped step, reuse or "
         "a forecast of the order that the calibration found best.",
     )
-    parser.add_argument("curves", metavar="CURVES", type=Path, help="a curves .safetensors file")
+    parser.add_argument("curves", metavar="CURVES", type=_path, help="a curves .safetensors file")
     _add_rule_options(parser, required=True)
     _add_method_option(parser)
-    parser.add_argument("-o", "--output", type=Path, required=True, help="schedule JSON to write")
+    parser.add_argument("-o", "--output", type=_path, required=True, help="schedule JSON to write")
     return parser
 
 
@@ -317,6 +396,7 @@ def _schedule_summary(schedule: Schedule) -> str:
 
 
 def _schedule(args: argparse.Namespace) -> int:
+    _check_outputs(args.output)
     curves = ErrorCurves.load(args.curves)
     schedule = curves.schedule(
         args.alpha, compute_fraction=args.compute, per_block=args.per_block, method=args.method
@@ -338,11 +418,11 @@ def _add_show(sub: Any) -> argparse.ArgumentParser:
         "for each forecast order); for curves, --alpha/--compute (and --method) also show the "
         "schedule they give.",
     )
-    parser.add_argument("file", metavar="FILE", type=Path, help="a schedule .json or curves file")
+    parser.add_argument("file", metavar="FILE", type=_path, help="a schedule .json or curves file")
     _add_rule_options(parser, required=False)
     _add_method_option(parser)
     parser.add_argument(
-        "--plot", type=Path, metavar="OUT.png", help="also draw the file (needs matplotlib)"
+        "--plot", type=_path, metavar="OUT.png", help="also draw the file (needs matplotlib)"
     )
     return parser
 
@@ -552,6 +632,7 @@ def _plot(path: Path, curves: ErrorCurves | None, schedule: Schedule | None) -> 
 
 
 def _show(args: argparse.Namespace) -> int:
+    _check_outputs(args.plot)
     loaded = _load_any(args.file)
     wants_schedule = args.alpha is not None or args.compute is not None
     if isinstance(loaded, Schedule):
@@ -593,7 +674,7 @@ def _add_demo(sub: Any) -> argparse.ArgumentParser:
         "and classifier accuracy, and write a PNG of uncached next to cached samples.",
     )
     parser.add_argument(
-        "-o", "--output", type=Path, default=Path("smoothcache-demo.png"), help="PNG to write"
+        "-o", "--output", type=_path, default=Path("smoothcache-demo.png"), help="PNG to write"
     )
     parser.add_argument(
         "--samples", type=_int_at_least(1), default=40, help="evaluation samples (default 40)"
@@ -602,17 +683,20 @@ def _add_demo(sub: Any) -> argparse.ArgumentParser:
         "--calibration-samples", type=_int_at_least(1), default=5, help="(default 5)"
     )
     parser.add_argument("--steps", type=_int_at_least(2), default=50, help="DDIM steps")
-    parser.add_argument("--guidance-scale", type=float, default=1.5)
+    parser.add_argument(
+        "--guidance-scale", type=_finite, default=1.5, help="guidance scale (default 1.5)"
+    )
     parser.add_argument(
         "--repeats", type=_int_at_least(1), default=3, help="timed runs of each (default 3)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_rule_options(parser, required=False)
     return parser
 
 
 def _demo(args: argparse.Namespace) -> int:
+    _check_outputs(args.output)
     missing = [name for name in ("diffusers", "sklearn") if importlib.util.find_spec(name) is None]
     if missing:
         raise CommandError(f"the demo needs {' and '.join(missing)}: pip install smoothcache[demo]")
@@ -663,7 +747,7 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 def _load_adapters() -> tuple[list[registry.AdapterInfo], dict[str, str]]:
     """The adapters and the failed plugins; the failures are printed, not warned about."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.simplefilter("ignore", PluginWarning)
         return registry.REGISTRY.infos(), registry.REGISTRY.failures
 
 
@@ -734,7 +818,7 @@ def _check_factory(spec: str, origins: dict[str, str]) -> int:
     rows = [("path", "kind", "block", "module")]
     rows += [(b.path, b.kind, str(b.block), type(m).__name__) for b, m in pairs]
     lines += ["  " + line for line in _table(rows)]
-    fast = list(adapter.fast_forwards(root))
+    fast = list(registry.call_adapter(adapter, "fast_forwards", root))
     lines.append(f"fast path: {len(fast)} block(s)" if fast else "fast path: none")
     print("\n".join(lines))
     return 0

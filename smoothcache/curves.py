@@ -362,6 +362,17 @@ def _check_dtypes(tensors: Mapping[str, torch.Tensor]) -> None:
             raise CalibrationError(f"tensor {name!r} has dtype {tensor.dtype}, expected {expected}")
 
 
+def _header(header: Mapping[str, str], key: str, kind: type) -> Any:
+    """A JSON entry of a curves file's header, checked to be a ``kind`` (list or dict)."""
+    value = parse_json(header[key])
+    if not isinstance(value, kind):
+        raise CalibrationError(
+            f"header entry {key!r} must be a JSON {'array' if kind is list else 'object'}, "
+            f"found {type(value).__name__}"
+        )
+    return value
+
+
 def _describe(branches: Sequence[Branch]) -> str:
     """A short summary of a branch list: ``24 branches (attn1 x12, ff x12)``."""
     kinds: dict[str, int] = {}
@@ -807,12 +818,12 @@ class ErrorCurves:
             _check_dtypes(tensors)
             branches = [
                 Branch(path=str(p), kind=str(k), block=int(b))
-                for p, k, b in parse_json(header["branches"])
+                for p, k, b in _header(header, "branches", list)
             ]
-            metadata = parse_json(header["metadata"])
+            metadata = _header(header, "metadata", dict)
             sensitivity = None
             if "sensitivity_gram" in tensors:
-                described = parse_json(header["sensitivity"])
+                described = _header(header, "sensitivity", dict)
                 sensitivity = Sensitivity(
                     tuple(str(g) for g in described["groups"]),
                     tensors["sensitivity_gram"].numpy(),
@@ -821,7 +832,7 @@ class ErrorCurves:
                 )
             forecast = None
             if "forecast" in header:
-                described = parse_json(header["forecast"])
+                described = _header(header, "forecast", dict)
                 arrays = {name: tensors[f"forecast_{name}"] for name in _FORECAST_TENSORS}
                 forecast = ForecastErrors(
                     tuple(tuple(c) for c in described.pop("combos")),
@@ -837,7 +848,7 @@ class ErrorCurves:
                 sensitivity,
                 forecast,
             )
-        except (CalibrationError, KeyError, TypeError, ValueError) as exc:
+        except (CalibrationError, LookupError, TypeError, ValueError) as exc:
             raise CurvesFileError(f"curves file {name!r} is corrupt: {exc}") from None
 
     def __repr__(self) -> str:

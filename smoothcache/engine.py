@@ -34,7 +34,7 @@ from smoothcache.errors import (
 )
 from smoothcache.forecast import combine, first_tensor, step_plan
 from smoothcache.patching import Patches
-from smoothcache.registry import REGISTRY
+from smoothcache.registry import REGISTRY, call_adapter
 from smoothcache.schedule import Schedule, as_schedule, parse_key
 from smoothcache.watch import EvaluationWatch, watch_runs
 
@@ -442,7 +442,7 @@ class Session:
             self._patches.replace_forward(module, types.MethodType(_branch_forward, module))
         if self.fast_path:
             reusing = {i for plan in self._reusing for i in plan}  # reuse at some step
-            for path, forward in self.adapter.fast_forwards(self.model).items():
+            for path, forward in call_adapter(self.adapter, "fast_forwards", self.model).items():
                 block = self.model.get_submodule(path)
                 prefix = f"{path}."
                 members = [i for i, b in enumerate(self._branches) if b.path.startswith(prefix)]
@@ -761,13 +761,13 @@ def resolve(model: Any, adapter: str | Adapter | None) -> tuple[nn.Module, Adapt
             f"adapter must be an adapter's name (str), an Adapter or None (detect), found "
             f"{adapter!r} ({type(adapter).__name__}); smoothcache adapters lists the names"
         )
-    root = chosen.root(model)
+    root = call_adapter(chosen, "root", model)
     if root is None:
         raise AdapterError(
             f"adapter {chosen.name!r} found no denoiser module in a {type(model).__name__}; pass "
             "the transformer module itself or a pipeline that holds it as `.transformer`"
         )
-    if adapter is not None and not chosen.matches(root):
+    if adapter is not None and not call_adapter(chosen, "matches", root):
         raise AdapterError(
             f"adapter {chosen.name!r} does not recognise a {type(root).__qualname__}; "
             f"smoothcache.detect(model) says which adapter fits, if any"
@@ -779,7 +779,7 @@ def model_branches(root: nn.Module, adapter: Adapter) -> list[tuple[Branch, nn.M
     """The adapter's branches of ``root`` with their modules, checked against the model."""
     found = []
     seen: set[str] = set()
-    for branch in adapter.branches(root):
+    for branch in call_adapter(adapter, "branches", root):
         if branch.path in seen:
             raise AdapterError(f"adapter {adapter.name!r} declares branch {branch.path!r} twice")
         seen.add(branch.path)
@@ -834,7 +834,7 @@ def _plan(
 
 def timestep_source(model: nn.Module, adapter: Adapter) -> TimestepSource:
     """The adapter's timestep source for ``model``, checked to name one of its submodules."""
-    source = adapter.timestep_source(model)
+    source = call_adapter(adapter, "timestep_source", model)
     try:
         model.get_submodule(source.path)
     except AttributeError:

@@ -2,10 +2,22 @@
 
 Built-in and third-party adapters arrive the same way, through the entry-point group
 ``smoothcache``. Setting ``SMOOTHCACHE_DISABLE_PLUGIN_AUTOLOAD=1`` skips every entry point that
-does not belong to smoothcache itself. A plugin that fails to import, implements a hook that
-smoothcache does not define, raises from its hook or returns something other than adapters is
-skipped and reported by name: in a ``RuntimeWarning`` and in :attr:`Registry.failures`. The
-other adapters keep working.
+does not belong to smoothcache itself; ``SMOOTHCACHE_DISABLE_PLUGINS=name,other`` skips the
+plugins with those entry-point or distribution names (as pytest's ``-p no:NAME``). A plugin
+that fails to import, implements a hook that smoothcache does not define, raises from its hook
+or returns something other than adapters is skipped and reported by name: in a
+:class:`~smoothcache.PluginWarning` and in :attr:`Registry.failures`. Loading never raises
+because of someone else's plugin, even with warnings turned into errors (the warning is then
+logged instead). The other adapters keep working.
+
+Plugins load in a fixed order, whatever order the environment lists them in: built-ins first,
+then by distribution name and entry-point name. When two plugins claim one entry-point name or
+one adapter name, the first in that order keeps it and the other is skipped, with a message
+naming both packages.
+
+Every call into an adapter (``root``, ``matches``, ``branches``, ``timestep_source``,
+``fast_forwards``) goes through :func:`call_adapter`: an exception raised inside it becomes an
+:class:`AdapterError` naming the adapter and the package it came from.
 
 Detection ranks the adapters that match a model by the rule documented on
 :class:`smoothcache.Adapter`: the most specific ``model_classes`` entry first, then the higher
@@ -27,11 +39,12 @@ from torch import nn
 
 from smoothcache import hookspecs
 from smoothcache.adapter import Adapter
-from smoothcache.errors import AdapterError
+from smoothcache.errors import AdapterError, PluginWarning, SmoothCacheError
 
 logger = logging.getLogger(__name__)
 
 AUTOLOAD_ENV = "SMOOTHCACHE_DISABLE_PLUGIN_AUTOLOAD"
+DISABLE_ENV = "SMOOTHCACHE_DISABLE_PLUGINS"
 GUIDE = "docs/adapters.md"
 BUILTIN = "built-in"
 _REQUIRED = ("name", "matches", "branches", "timestep_source", "root")
@@ -76,36 +89,67 @@ def _priority(adapter: Adapter) -> int:
     return getattr(adapter, "priority", 0)
 
 
-def _dist_label(ep: metadata.EntryPoint) -> tuple[str, bool]:
-    """A printable origin for an entry point, and whether it is smoothcache's own."""
+def _dist_label(ep: metadata.EntryPoint) -> tuple[str, bool, str]:
+    """A printable origin for an entry point, whether it is smoothcache's own, and the
+    distribution's normalised name."""
     dist = getattr(ep, "dist", None)
     if dist is None:
-        return "unknown distribution", False
+        return "unknown distribution", False, ""
     name = dist.metadata["Name"] or "unknown"
-    if name.lower().replace("_", "-") == "smoothcache":
-        return BUILTIN, True
-    return f"{name} {dist.version}", False
+    normal = name.lower().replace("_", "-")
+    if normal == "smoothcache":
+        return BUILTIN, True, normal
+    return f"{name} {dist.version}", False, normal
+
+
+def _disabled() -> set[str]:
+    """Plugin names (entry point or distribution) listed in ``SMOOTHCACHE_DISABLE_PLUGINS``."""
+    names = os.environ.get(DISABLE_ENV, "").replace(";", ",").split(",")
+    return {n.strip().lower().replace("_", "-") for n in names if n.strip()}
+
+
+def warn_once(message: str) -> None:
+    """Warn with :class:`PluginWarning`; where warnings are errors, log instead of raising."""
+    try:
+        warnings.warn(message, PluginWarning, stacklevel=3)
+    except PluginWarning:
+        logger.error("%s", message)
+
+
+def call_adapter(adapter: Adapter, method: str, *args: Any) -> Any:
+    """``adapter.<method>(*args)``, with anything it raises turned into an AdapterError.
+
+    The library's own errors pass through unchanged (an adapter may raise AdapterError on
+    purpose). Others are wrapped, naming the adapter and its package, chained to the original.
+    """
+    try:
+        return getattr(adapter, method)(*args)
+    except SmoothCacheError:
+        raise
+    except Exception as exc:
+        name = getattr(adapter, "name", type(adapter).__name__)
+        raise AdapterError(
+            f"adapter {name!r} (from {REGISTRY.origin(adapter)}) raised in {method}(): {exc!r}. "
+            "This is a bug of the adapter: report it to its authors, or force another one with "
+            "adapter='name'"
+        ) from exc
 
 
 def rank(model: Any, adapters: Iterable[Adapter]) -> list[Match]:
     """Every adapter of ``adapters`` that matches ``model``, best first by the detection rule.
 
-    An adapter whose ``root`` or ``matches`` raises is skipped with a warning: one broken
-    adapter must not stop detection for every model.
+    An adapter whose ``root`` or ``matches`` raises is skipped with a
+    :class:`~smoothcache.PluginWarning`: one broken adapter must not stop detection for every
+    model.
     """
     found: list[Match] = []
     for adapter in adapters:
         try:
-            root = adapter.root(model)
-            if root is None or not adapter.matches(root):
+            root = call_adapter(adapter, "root", model)
+            if root is None or not call_adapter(adapter, "matches", root):
                 continue
-        except Exception as exc:
-            warnings.warn(
-                f"adapter {adapter.name!r} raised while checking a {type(model).__name__}: "
-                f"{exc!r}; it was skipped",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        except AdapterError as exc:
+            warn_once(f"{exc} (checking a {type(model).__name__}); it was skipped")
             continue
         targets = set(getattr(adapter, "model_classes", ()))
         mro = type(root).__mro__
@@ -138,17 +182,25 @@ class Registry:
         pm = pluggy.PluginManager(hookspecs.PROJECT)
         pm.add_hookspecs(hookspecs)
         autoload = os.environ.get(AUTOLOAD_ENV, "") in ("", "0")
+        disabled = _disabled()
         points = [(ep, *_dist_label(ep)) for ep in metadata.entry_points(group=hookspecs.PROJECT)]
-        points.sort(key=lambda item: not item[2])  # built-ins first, so their names take precedence
-        for ep, origin, builtin in points:
+        # Built-ins first (their names take precedence), then a fixed order.
+        points.sort(key=lambda item: (not item[2], item[3], item[0].name, item[0].value))
+        for ep, origin, builtin, dist in points:
             if not (builtin or autoload):
+                continue
+            if not builtin and ({dist, ep.name.lower().replace("_", "-")} & disabled):
+                logger.info(
+                    "smoothcache plugin %r (%s) disabled by %s", ep.name, origin, DISABLE_ENV
+                )
                 continue
             if pm.get_plugin(ep.name) is not None:
                 taken_by = self._origins.get(ep.name)
                 if taken_by != origin:  # the same distribution found twice is not a conflict
                     clash = AdapterError(
-                        f"the entry-point name {ep.name!r} is already taken by {taken_by}; "
-                        "rename the entry point"
+                        f"the entry-point name {ep.name!r} is already taken by {taken_by}, "
+                        f"which loads first; rename one entry point, or switch one package off "
+                        f"with {DISABLE_ENV}={dist or ep.name}"
                     )
                     self._fail(f"{ep.name} ({origin})", origin, clash)
                 continue
@@ -178,7 +230,7 @@ class Registry:
     def _fail(self, plugin: str, origin: str, exc: BaseException) -> None:
         message = f"smoothcache plugin {plugin!r} ({origin}) failed and was skipped: {exc!r}"
         self._failures[plugin] = message
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        warn_once(message)
 
     def infos(self) -> list[AdapterInfo]:
         """Every adapter with its origin: plugins in load order (built-ins first), then those
@@ -204,13 +256,23 @@ class Registry:
                 for adapter in provided:
                     if adapter.name in seen:
                         owner = seen[adapter.name]
-                        taken = AdapterError(f"adapter name {adapter.name!r} is taken by {owner}")
+                        taken = AdapterError(
+                            f"adapter name {adapter.name!r} is taken by {owner}, which loads "
+                            f"first; switch one package off with {DISABLE_ENV}=NAME"
+                        )
                         self._fail(impl.plugin_name, origin, taken)
                         continue
                     seen[adapter.name] = origin
                     infos.append(AdapterInfo(adapter, origin))
             self._infos = infos
         return self._infos + [AdapterInfo(a, "runtime") for a in self._runtime]
+
+    def origin(self, adapter: Adapter) -> str:
+        """Where ``adapter`` came from (see :class:`AdapterInfo`), or ``unregistered``."""
+        for info in self.infos():
+            if info.adapter is adapter:
+                return info.source
+        return "unregistered"
 
     def adapters(self) -> list[Adapter]:
         """Every known adapter."""
@@ -247,11 +309,16 @@ class Registry:
         """
         found = self.matching(obj, adapters)
         if not found:
+            skipped = (
+                f" Skipped plugins (smoothcache adapters lists why): {', '.join(self._failures)}."
+                if self._failures
+                else ""
+            )
             raise AdapterError(
                 f"no adapter matches a {type(obj).__module__}.{type(obj).__qualname__}. Known "
-                f"adapters: {self._names()}. Pass adapter='name' if one fits, or write an adapter "
-                f"for this architecture and add it with smoothcache.register(...) or a plugin "
-                f"(see {GUIDE})"
+                f"adapters: {self._names()}.{skipped} Pass adapter='name' if one fits, or write "
+                f"an adapter for this architecture and add it with smoothcache.register(...) or "
+                f"a plugin (see {GUIDE})"
             )
         tied = [m for m in found if m.rank == found[0].rank]
         if len(tied) > 1:

@@ -120,7 +120,15 @@ class EvaluationWatch:
         self._last_calls = calls
         if self._before_tick is not None:
             self._before_tick()
-        self._clock.tick(self._read(args, kwargs))
+        try:
+            timestep = self._read(args, kwargs)
+        except Exception as exc:
+            raise AdapterError(
+                f"adapter {self._adapter_name!r}: reading the timestep from the arguments of "
+                f"{self._source_path or '<root>'!r} raised {exc!r}; the adapter's timestep "
+                "source does not fit how this model is called"
+            ) from exc
+        self._clock.tick(timestep)
         if self._after_tick is not None:
             self._after_tick()
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 import torch
@@ -14,8 +15,9 @@ from torch import nn
 
 import smoothcache
 from smoothcache import AdapterError
+from smoothcache import registry as registry_module
 from smoothcache.adapters.diffusers_dit import DiffusersDiTAdapter
-from smoothcache.registry import Registry
+from smoothcache.registry import DISABLE_ENV, Registry
 from tests.models.original_dit import DiT
 
 
@@ -250,7 +252,7 @@ def fake_plugins(tmp_path, monkeypatch):
 
 def test_failing_plugins_are_reported_by_name_and_the_others_work(fake_plugins):
     registry = Registry()
-    with pytest.warns(RuntimeWarning) as caught:
+    with pytest.warns(smoothcache.PluginWarning) as caught:
         infos = {info.adapter.name: info.source for info in registry.infos()}
     expected = {
         "fake-missing": "ModuleNotFoundError",
@@ -280,6 +282,116 @@ def test_autoload_off_loads_no_third_party_plugin(fake_plugins, monkeypatch):
     assert "tiny-net-plugin" not in {a.name for a in registry.adapters()}
     assert "dit" in {a.name for a in registry.adapters()}
     assert registry.failures == {}
+
+
+def test_broken_plugins_never_raise_with_warnings_as_errors(fake_plugins, caplog):
+    """Under ``-W error`` (or pytest's error filters) a broken plugin is logged, not raised."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        registry = Registry()
+        names = {a.name for a in registry.adapters()}
+        assert registry.detect(_TinyNet()).name == "tiny-net-plugin"
+    assert "tiny-net-plugin" in names and "dit" in names
+    assert len(registry.failures) == 7
+    logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert sorted(logged) == sorted(registry.failures.values())
+
+
+_TWIN = """
+    import smoothcache
+
+    class Twin(smoothcache.Adapter):
+        name = "twin"
+        model_classes = ("_TinyNet",)
+        package = {package!r}
+
+        def branches(self, model):
+            return [smoothcache.Branch(f"blocks.{{i}}.mix", "mix", i) for i in range(2)]
+
+        def timestep_source(self, model):
+            return smoothcache.TimestepSource("", smoothcache.argument("t", 1))
+
+    @smoothcache.hookimpl
+    def smoothcache_adapters():
+        return [Twin()]
+    """
+
+
+@pytest.fixture
+def twin_packages(tmp_path, monkeypatch):
+    """Two distributions, ``twin-a`` and ``twin-b``, each shipping an adapter named ``twin``."""
+    for dist in ("twin-a", "twin-b"):
+        module = f"sc_{dist.replace('-', '_')}"
+        (tmp_path / f"{module}.py").write_text(textwrap.dedent(_TWIN.format(package=dist)))
+        info = tmp_path / f"{module}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[smoothcache]\n{dist} = {module}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield
+    for module in ("sc_twin_a", "sc_twin_b"):
+        sys.modules.pop(module, None)
+
+
+@pytest.mark.parametrize("listed", ["as found", "reversed"])
+def test_one_adapter_name_in_two_packages_is_decided_the_same_way(
+    twin_packages, monkeypatch, listed
+):
+    found = registry_module.metadata.entry_points
+    if listed == "reversed":  # the environment lists distributions in another order
+        monkeypatch.setattr(
+            registry_module.metadata,
+            "entry_points",
+            lambda **kw: list(reversed(list(found(**kw)))),
+        )
+    registry = Registry()
+    with pytest.warns(smoothcache.PluginWarning, match="twin"):
+        twin = registry.get("twin")
+    assert twin.package == "twin-a"  # first by distribution name, whatever the listing order
+    message = registry.failures["twin-b"]
+    assert "twin-b 1.0" in message and "taken by twin-a 1.0" in message and DISABLE_ENV in message
+
+
+def test_a_plugin_can_be_switched_off_by_name(twin_packages, monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "twin-a")
+    registry = Registry()
+    assert registry.get("twin").package == "twin-b"
+    assert registry.failures == {}
+    monkeypatch.setenv(DISABLE_ENV, "twin-b, TWIN_A")  # entry-point or distribution names
+    assert "twin" not in {a.name for a in Registry().adapters()}
+
+
+class _Broken(DiffusersDiTAdapter):
+    """An adapter whose ``method`` raises a plain exception."""
+
+    name = "broken-third-party"
+
+    def __init__(self, method):
+        self.method = method
+
+    def __getattribute__(self, attr):
+        if attr == object.__getattribute__(self, "method"):
+            raise_it = object.__getattribute__(self, "_raise")
+            return raise_it
+        return object.__getattribute__(self, attr)
+
+    def _raise(self, *_args):
+        raise KeyError("transformer_blocks")
+
+
+@pytest.mark.parametrize("method", ["branches", "timestep_source", "fast_forwards", "matches"])
+def test_an_exception_inside_an_adapter_is_an_adapter_error(diffusers_dit, method):
+    from tests.conftest import assert_same_state, module_state
+
+    before = module_state(diffusers_dit)
+    adapter = _Broken(method)
+    with pytest.raises(
+        AdapterError,
+        match=rf"'broken-third-party' \(from unregistered\) raised in {method}\(\): KeyError",
+    ) as info:
+        smoothcache.enable(diffusers_dit, {"attn1": [1, 0, 1]}, adapter=adapter)
+    assert isinstance(info.value.__cause__, KeyError)
+    assert_same_state(before, module_state(diffusers_dit))
 
 
 # -- detection rule: most specific class, then priority -----------------------------------------
