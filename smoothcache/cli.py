@@ -238,9 +238,8 @@ def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _load_pipeline(args: argparse.Namespace) -> Any:
+def _load_pipeline(args: argparse.Namespace, device: str) -> Any:
     directory: Path = args.pipeline_dir
-    device = _device(args.device)
     if not directory.is_dir():
         raise CommandError(f"pipeline directory {str(directory)!r} does not exist")
     try:
@@ -283,7 +282,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.schedule_alpha is not None or args.schedule_compute is not None:
         schedule_output = schedule_output or args.output.with_suffix(".json")
     _check_outputs(args.output, schedule_output)
-    pipe = _load_pipeline(args)
+    pipe = _load_pipeline(args, _device(args.device))
     import torch
     from tqdm.auto import tqdm
 

@@ -263,3 +263,39 @@ def test_python_dash_m(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "attn  #.#" in done.stdout
     assert json.loads(path.read_text())["num_steps"] == 4
+
+
+def test_hostile_arguments_give_one_error_line_before_any_work(
+    pipeline_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """Issue #14, item 14: each case is one ``error:`` line, never a traceback; bad outputs,
+    devices and seeds are refused before the pipeline is even loaded."""
+    calibrate = ["calibrate", str(pipeline_dir), "--steps", "2"]
+    cases = [
+        ([*calibrate, "--class-labels", "1", "--seed", str(2**70)], 2, "--seed"),
+        ([*calibrate, "--class-labels", "1", "--device", "nonsense"], 2, "not a torch device"),
+        ([*calibrate, "--class-labels", "1", "-o", str(tmp_path / "no" / "c.st")], 2, "folder"),
+        ([*calibrate, "--class-labels", "-3"], 2, "--class-labels"),
+        ([*calibrate, "--class-labels", "1", "--guidance-scale", "inf"], 2, "finite"),
+        (["show", "a\x00b.json"], 2, "not a usable path"),
+        (["show", str(tmp_path / "s.json"), "--plot", str(tmp_path / "no" / "p.png")], 2, "folder"),
+        (["schedule", "c.safetensors", "--compute", "0.5", "-o", str(tmp_path)], 2, "a folder"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append(([*calibrate, "--class-labels", "1", "--device", "cuda"], 2, "not available"))
+
+    def no_work(*_args, **_kwargs):
+        raise AssertionError("the pipeline was loaded before the arguments were checked")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("smoothcache.cli._load_pipeline", no_work)
+        for argv, status, message in cases:
+            code, _, err = run(capsys, *argv)
+            assert code == status, (argv, err)
+            assert message in error_line(err), err
+            assert "Traceback" not in err
+    # a class label the model does not have fails in the pipeline: one line, exit 1
+    code, _, err = run(capsys, *calibrate, "--class-labels", "5000", "-o", str(tmp_path / "c.st"))
+    assert code == 1
+    assert "the pipeline raised during calibration run 1: IndexError" in error_line(err)
+    assert not (tmp_path / "c.st").exists()
