@@ -16,6 +16,8 @@ import torch
 
 import smoothcache
 from smoothcache import patching
+from smoothcache.adapters.dit import OriginalDiTAdapter, _modulate
+from smoothcache.engine import reused_output
 from smoothcache.errors import (
     AdapterError,
     AlreadyEnabledError,
@@ -72,13 +74,14 @@ def test_a_key_with_a_trailing_newline_is_refused(original_dit):
 
 def test_a_pass_that_resumes_computes_instead_of_reusing_a_stale_output(original_dit):
     guided = {0, 1, 2, 6, 7}  # the second call pauses at steps 3-5 and resumes at step 6
+    row = [1, 0, 1, 0, 1, 1, 0, 1]  # step 2 stores for step 3; step 6 reuses step 5's output
     steps = ddim_timesteps(STEPS)
     with count_original_calls(original_dit, [ATTN0]) as calls:
-        with smoothcache.enabled(original_dit, {"attn": ROW}) as session:
+        with smoothcache.enabled(original_dit, {"attn": row}) as session:
             _loop(original_dit, steps, guided=guided)
-    # pass 0 computes at the 6 computed steps; pass 1 at 0, 2, 7 and, at step 6 (a reuse step),
-    # computes instead of reusing its step-2 output
-    assert calls[ATTN0] == sum(ROW) + 4
+    # pass 0 computes at the 5 computed steps; pass 1 at 0, 2, 7 and, at step 6, computes
+    # instead of reusing the output it stored at step 2 (it never ran step 5)
+    assert calls[ATTN0] == sum(row) + 4
     assert session.stats.fallbacks[ATTN0] == 1
 
 
@@ -327,11 +330,12 @@ def test_deepcopy_of_a_pipeline_inside_a_session_is_clean():
 
 
 class _SlowHeld(dict):
-    """A held-modules table whose lookup is slow: the window two racing threads need."""
+    """A held-modules table that is slow to mark a module: between one thread's check and its
+    marks, the other thread has all the time it needs to check too."""
 
-    def get(self, key, default=None):
+    def __setitem__(self, key, value):
         time.sleep(0.02)
-        return super().get(key, default)
+        super().__setitem__(key, value)
 
 
 def test_enabling_is_atomic_per_model(original_dit, monkeypatch):
@@ -406,3 +410,130 @@ def test_disable_in_finally_lets_the_users_exception_win(original_dit):
     with pytest.raises(StepCountError):  # without an exception in flight it is still an error
         with smoothcache.enabled(original_dit, {"attn": ROW}):
             _loop(original_dit, ddim_timesteps(STEPS)[:4])
+
+
+# -- 12. hostile schedule and curves files --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested more than"),
+        ('{"attn": [1, ' + "9" * 5000 + "]}", "digits"),
+        ('{"format": "smoothcache.schedule", "version": 2, "schedule": {"attn": [1, 0]}, '
+         '"metadata": [1]}', "metadata must be a JSON object"),
+        ('{"format": "smoothcache.schedule", "version": 2, "num_steps": ' + "9" * 5000 +
+         ', "schedule": {"attn": [1, 0]}}', "digits"),
+    ],
+)  # fmt: skip
+def test_hostile_schedule_files_are_schedule_file_errors(tmp_path, text, message):
+    path = tmp_path / "s.json"
+    path.write_text(text)
+    with pytest.raises(ScheduleFileError, match=message):
+        smoothcache.Schedule.load(path)
+
+
+@pytest.fixture(scope="module")
+def curves_tensors(tmp_path_factory):
+    """The tensors and header of a real curves file (reuse and forecast errors)."""
+    from safetensors import safe_open
+
+    from tests.models.original_dit import DiT
+    from tests.models.random_init import randomize_
+
+    torch.manual_seed(0)
+    model = randomize_(DiT(depth=1).eval(), seed=1)
+    with smoothcache.calibrating(model, lookahead=2, orders=1) as recorder:
+        sample_original_dit(model, num_steps=5)
+    path = tmp_path_factory.mktemp("curves") / "c.safetensors"
+    recorder.curves().save(path)
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata()), {k: handle.get_tensor(k) for k in handle.keys()}
+
+
+def _damaged(tensors, name, change):
+    out = dict(tensors)
+    out[name] = change(tensors[name].clone())
+    return out
+
+
+def _set_first_counted(value):
+    def change(tensor):
+        flat = tensor.flatten()
+        flat[0 if not torch.isnan(flat[0]) else int(torch.nonzero(~torch.isnan(flat))[0])] = value
+        return flat.reshape(tensor.shape)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "message"),
+    [
+        ("mean", lambda t: t.half(), "dtype torch.float16"),
+        ("mean", lambda t: t.to(torch.int64), "dtype torch.int64"),
+        ("std", lambda t: t.bool(), "dtype torch.bool"),
+        ("count", lambda t: t.double() + 0.5, "dtype torch.float64"),
+        ("forecast_mean", lambda t: t.float(), "dtype torch.float32"),
+        ("mean", _set_first_counted(-1.0), "negative, NaN or inf"),
+        ("std", _set_first_counted(float("nan")), "negative, NaN or inf"),
+        ("count", lambda t: t - 100, "negative count"),
+        ("forecast_worst", _set_first_counted(float("inf")), "negative, NaN or inf"),
+        ("forecast_count", lambda t: -t, "negative count"),
+    ],
+)
+def test_corrupt_curves_tensors_are_curves_file_errors(tmp_path, curves_tensors, name, change,
+                                                       message):  # fmt: skip
+    from safetensors.torch import save_file
+
+    header, tensors = curves_tensors
+    path = tmp_path / "c.safetensors"
+    save_file(_damaged(tensors, name, change), str(path), metadata=header)
+    with pytest.raises(smoothcache.CurvesFileError, match=message):
+        smoothcache.ErrorCurves.load(path)
+
+
+def test_complex_counts_are_refused():
+    import numpy as np
+
+    shape = (1, 1, 1, 2)
+    with pytest.raises(smoothcache.CalibrationError, match="whole numbers"):
+        smoothcache.ErrorCurves(
+            [smoothcache.Branch("a", "attn", 0)],
+            np.zeros(shape),
+            np.zeros(shape),
+            np.ones(shape, dtype=np.complex128),
+        )
+
+
+# -- 19. a fast path that passes a wrong input_shape ----------------------------------------------
+
+
+def _wrong_shape_forward(block, x, c):
+    """The DiT block forward, but it asks reused_output with the shape of c, not of the input."""
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = block.adaLN_modulation(
+        c
+    ).chunk(6, dim=1)
+    out = reused_output(block.attn, c.shape)
+    if out is None:
+        out = block.attn(_modulate(block.norm1(x), shift_msa, scale_msa))
+    x = x + gate_msa.unsqueeze(1) * out
+    out = block.mlp(_modulate(block.norm2(x), shift_mlp, scale_mlp))
+    return x + gate_mlp.unsqueeze(1) * out
+
+
+class _WrongShapeAdapter(OriginalDiTAdapter):
+    name = "wrong-input-shape"
+
+    def fast_forwards(self, model):
+        return {f"blocks.{i}": _wrong_shape_forward for i in range(len(model.blocks))}
+
+
+def test_a_fast_path_with_a_wrong_input_shape_is_caught(original_dit):
+    steps = ddim_timesteps(STEPS)
+    with smoothcache.enabled(original_dit, {"attn": ROW}, fast_path=False):
+        expected = _loop(original_dit, steps)
+    with pytest.warns(RuntimeWarning, match=r"input_shape \(2, 64\) given to reused_output"):
+        with smoothcache.enabled(original_dit, {"attn": ROW}, adapter=_WrongShapeAdapter()) as s:
+            got = _loop(original_dit, steps)
+    assert torch.equal(got, expected)
+    assert s.stats.reused[ATTN0] == 2 * ROW.count(0)
