@@ -38,6 +38,22 @@ def diffusers_dit() -> nn.Module:
     return tiny_dit_transformer(seed=0)
 
 
+@pytest.fixture(scope="session")
+def curves_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real curves file (reuse and forecast errors, 5 steps) of a tiny original DiT."""
+    from tests.models.original_dit import sample_original_dit
+
+    torch.manual_seed(0)
+    model = randomize_(DiT(depth=1).eval(), seed=1)
+    import smoothcache
+
+    with smoothcache.calibrating(model, lookahead=2, orders=1) as recorder:
+        sample_original_dit(model, num_steps=5)
+    path = tmp_path_factory.mktemp("curves") / "c.safetensors"
+    recorder.curves().save(path)
+    return path
+
+
 @contextmanager
 def count_original_calls(model: nn.Module, paths: list[str]) -> Iterator[dict[str, int]]:
     """Count calls of the *original* forward of each module at ``paths``.

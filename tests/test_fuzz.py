@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import json
 import string
-from pathlib import Path
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import smoothcache
 from smoothcache import ErrorCurves, Schedule
 from smoothcache.cli import main
 from smoothcache.errors import CurvesFileError, ScheduleError, ScheduleFileError
-from tests.models.original_dit import sample_original_dit
 
 FUZZ = settings(
     max_examples=1500,
@@ -115,21 +111,6 @@ def test_schedule_file_reader_gives_a_schedule_or_a_file_error(tmp_path, data):
 
 
 # -- curves files -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def curves_file(tmp_path_factory) -> Path:
-    """A real curves file (reuse and forecast errors) of a tiny original DiT."""
-    from tests.models.original_dit import DiT
-    from tests.models.random_init import randomize_
-
-    torch.manual_seed(0)
-    model = randomize_(DiT(depth=1).eval(), seed=1)
-    with smoothcache.calibrating(model, lookahead=2, orders=1) as recorder:
-        sample_original_dit(model, num_steps=5)
-    path = tmp_path_factory.mktemp("curves") / "c.safetensors"
-    recorder.curves().save(path)
-    return path
 
 
 _DTYPES = [torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.bool]

@@ -434,20 +434,11 @@ def test_hostile_schedule_files_are_schedule_file_errors(tmp_path, text, message
 
 
 @pytest.fixture(scope="module")
-def curves_tensors(tmp_path_factory):
-    """The tensors and header of a real curves file (reuse and forecast errors)."""
+def curves_tensors(curves_file):
+    """The header and tensors of a real curves file (reuse and forecast errors)."""
     from safetensors import safe_open
 
-    from tests.models.original_dit import DiT
-    from tests.models.random_init import randomize_
-
-    torch.manual_seed(0)
-    model = randomize_(DiT(depth=1).eval(), seed=1)
-    with smoothcache.calibrating(model, lookahead=2, orders=1) as recorder:
-        sample_original_dit(model, num_steps=5)
-    path = tmp_path_factory.mktemp("curves") / "c.safetensors"
-    recorder.curves().save(path)
-    with safe_open(str(path), framework="pt") as handle:
+    with safe_open(str(curves_file), framework="pt") as handle:
         return dict(handle.metadata()), {k: handle.get_tensor(k) for k in handle.keys()}
 
 
