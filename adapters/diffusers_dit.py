@@ -9,6 +9,7 @@ embedder inside block 0 is *not* a valid source: the output head calls it a seco
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ class DiffusersDiTAdapter(Adapter):
     name = "diffusers-dit"
     kinds = ("attn1", "attn2", "ff")
     model_classes = ("DiTTransformer2DModel",)
+    kind_aliases = MappingProxyType({"attn": "attn1", "mlp": "ff"})  # the original DiT's kinds
 
     def matches(self, model: nn.Module) -> bool:
         blocks = getattr(model, "transformer_blocks", None)

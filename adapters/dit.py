@@ -9,6 +9,7 @@ directly, so hooks on the root never fire: the timestep source is ``t_embedder``
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ class OriginalDiTAdapter(Adapter):
     name = "dit"
     kinds = ("attn", "mlp")
     model_classes = ("DiT",)
+    kind_aliases = MappingProxyType({"attn1": "attn", "ff": "mlp"})  # diffusers' DiT kinds
 
     def matches(self, model: nn.Module) -> bool:
         if not super().matches(model):

@@ -10,6 +10,8 @@ timestep source; its forward embeds the timestep once.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from torch import nn
 
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, has_children
@@ -22,6 +24,8 @@ class DiffusersStableAudioAdapter(Adapter):
     name = "diffusers-stable-audio"
     kinds = ("attn1", "attn2", "ff")
     model_classes = ("StableAudioDiTModel",)
+    # stable-audio-tools' kinds for the same network
+    kind_aliases = MappingProxyType({"self_attn": "attn1", "cross_attn": "attn2"})
 
     def matches(self, model: nn.Module) -> bool:
         blocks = getattr(model, "transformer_blocks", None)

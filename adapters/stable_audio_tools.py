@@ -27,6 +27,7 @@ which under autograd recomputes the branches during backward.
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
@@ -53,6 +54,8 @@ class StableAudioToolsAdapter(Adapter):
 
     name = "stable-audio-tools"
     kinds = ("self_attn", "cross_attn", "ff")
+    # diffusers' kinds for the same network (Stable Audio Open's DiT)
+    kind_aliases = MappingProxyType({"attn1": "self_attn", "attn2": "cross_attn"})
     model_classes = ("DiffusionTransformer",)
 
     def root(self, obj: Any) -> nn.Module | None:

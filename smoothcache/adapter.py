@@ -8,8 +8,9 @@ engine and calibration are generic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 from torch import nn
@@ -104,12 +105,20 @@ class Adapter:
     ``enabled(..., adapter="name")`` skips detection altogether. So a third-party adapter can
     take over a class a built-in adapter handles by listing the same class with a higher
     ``priority``, or by listing a subclass.
+
+    ``kind_aliases`` lets schedules travel between adapters of one network: a schedule key
+    whose kind the model does not have but the adapter lists as an alias is read as the kind
+    it maps to.
     """
 
     name: str = ""
     priority: int = 0
     kinds: Sequence[str] = ()
     model_classes: Sequence[str] = ()
+    #: The names other adapters of the same network give this adapter's kinds, mapped to this
+    #: adapter's (the original DiT's ``attn`` and ``mlp`` are diffusers' ``attn1`` and ``ff``):
+    #: a schedule made with one adapter then applies to a model seen through the other.
+    kind_aliases: Mapping[str, str] = MappingProxyType({})
 
     def root(self, obj: Any) -> nn.Module | None:
         """Unwrap ``obj`` (a pipeline, a compiled module, a module) to the denoiser module.

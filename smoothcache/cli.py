@@ -6,7 +6,8 @@ Subcommands:
   :func:`smoothcache.calibrating` and save the error curves (optionally a schedule too);
 * ``schedule CURVES (--alpha A | --compute F) [--method M]`` — turn saved curves into a schedule
   file (the paper's rule, or the schedule search on curves with a measured sensitivity);
-* ``show FILE`` — print a schedule or curves file as a compact text grid, ``--plot`` draws it;
+* ``show FILE`` — print a schedule (a file or a shipped name) or curves file as a compact text
+  grid; ``--plot`` draws the curves, or the schedule as a grid;
 * ``demo`` — calibrate the shipped reference model, cache it, and compare with no cache;
 * ``adapters`` — list every adapter and where it comes from; ``--check MODULE:FACTORY`` shows
   which adapter a model gets and the branches it finds.
@@ -26,8 +27,10 @@ import inspect
 import math
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +42,18 @@ from smoothcache.curves import METHODS, ErrorCurves
 from smoothcache.engine import model_branches, resolve, timestep_source
 from smoothcache.errors import PluginWarning, SmoothCacheError
 from smoothcache.jsonfile import parse_json
-from smoothcache.schedule import MAX_ORDER, Schedule
+from smoothcache.schedule import MAX_ORDER, Schedule, shipped_schedules
 
 PROG = "smoothcache"
 
 
 class UsageError(Exception):
     """Arguments that parse but do not fit together or do not fit the pipeline (exit 2)."""
+
+
+#: Where the demo writes its PNG unless told otherwise: not the current folder, which may be a
+#: repository (the file would show up as untracked).
+DEMO_PNG = Path(tempfile.gettempdir()) / "smoothcache-demo.png"
 
 
 class CommandError(Exception):
@@ -203,7 +211,9 @@ def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
         help="samples to calibrate on (default: one per label or prompt); labels/prompts cycle",
     )
     parser.add_argument(
-        "--batch-size", type=_int_at_least(1), help="samples per pipeline call (default: all)"
+        "--batch-size",
+        type=_int_at_least(1),
+        help="samples per pipeline call (default: as many as labels or prompts given)",
     )
     parser.add_argument("--guidance-scale", type=_finite, help="classifier-free guidance scale")
     parser.add_argument(
@@ -412,16 +422,26 @@ def _add_show(sub: Any) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "show",
         help="print a schedule or curves file as a text grid (and plot it)",
-        description="Print a schedule file (branches x steps, '#' compute, '.' reuse, a digit "
-        "k: forecast of order k) or a curves file (error per step as sparklines, for reuse and "
-        "for each forecast order); for curves, --alpha/--compute (and --method) also show the "
-        "schedule they give.",
+        description="Print a schedule (branches x steps, '#' compute, '.' reuse, a digit k: "
+        "forecast of order k) or a curves file (error per step as sparklines, for reuse and for "
+        "each forecast order); for curves, --alpha/--compute (and --method) also show the "
+        "schedule they give. FILE may be a shipped schedule's name, as in Python.",
     )
-    parser.add_argument("file", metavar="FILE", type=_path, help="a schedule .json or curves file")
+    parser.add_argument(
+        "file",
+        metavar="FILE",
+        type=_path,
+        help="a schedule .json, a curves .safetensors file, or a shipped schedule's name "
+        "(e.g. dit-xl-2-256/ddim-50/alpha-0.18)",
+    )
     _add_rule_options(parser, required=False)
     _add_method_option(parser)
     parser.add_argument(
-        "--plot", type=_path, metavar="OUT.png", help="also draw the file (needs matplotlib)"
+        "--plot",
+        type=_path,
+        metavar="OUT.png",
+        help="also draw it: a curves file's error curves (and the schedule --alpha/--compute "
+        "gives), or a schedule's grid (needs matplotlib: pip install smoothcache[plot])",
     )
     return parser
 
@@ -436,8 +456,15 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _load_any(path: Path) -> ErrorCurves | Schedule:
+    shipped = shipped_schedules()
+    if not path.exists() and str(path) in shipped:
+        return Schedule.shipped(str(path))
     if not path.exists():
-        raise CommandError(f"file {str(path)!r} does not exist")
+        folder = resources.files("smoothcache.schedules")
+        raise CommandError(
+            f"file {str(path)!r} does not exist, and no shipped schedule has that name "
+            f"(shipped: {', '.join(shipped)}; their files are in {folder})"
+        )
     if not path.is_file():
         raise CommandError(f"{str(path)!r} is not a file; pass a schedule or curves file")
     if _is_safetensors(path):
@@ -673,20 +700,39 @@ def _add_demo(sub: Any) -> argparse.ArgumentParser:
         "and classifier accuracy, and write a PNG of uncached next to cached samples.",
     )
     parser.add_argument(
-        "-o", "--output", type=_path, default=Path("smoothcache-demo.png"), help="PNG to write"
+        "-o",
+        "--output",
+        type=_path,
+        default=DEMO_PNG,
+        help=f"PNG of the samples to write (default {DEMO_PNG}, in the temporary folder)",
     )
     parser.add_argument(
         "--samples", type=_int_at_least(1), default=40, help="evaluation samples (default 40)"
     )
     parser.add_argument(
-        "--calibration-samples", type=_int_at_least(1), default=5, help="(default 5)"
+        "--calibration-samples",
+        type=_int_at_least(1),
+        default=5,
+        help="samples the schedule is calibrated on, apart from the evaluation ones (default 5)",
     )
-    parser.add_argument("--steps", type=_int_at_least(2), default=50, help="DDIM steps")
+    parser.add_argument(
+        "--steps", type=_int_at_least(2), default=50, help="DDIM steps (default 50)"
+    )
     parser.add_argument(
         "--guidance-scale", type=_finite, default=1.5, help="guidance scale (default 1.5)"
     )
     parser.add_argument(
-        "--repeats", type=_int_at_least(1), default=3, help="timed runs of each (default 3)"
+        "--repeats",
+        type=_int_at_least(1),
+        default=3,
+        help="timed runs of each variant; the table shows the median (default 3)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_int_at_least(1, 256),
+        default=1,
+        help="torch CPU threads (default 1: the small model gains little from more, and on a "
+        "machine busy with other work more threads run many times slower)",
     )
     parser.add_argument("--seed", type=_seed, default=0, help="seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -699,8 +745,11 @@ def _demo(args: argparse.Namespace) -> int:
     missing = [name for name in ("diffusers", "sklearn") if importlib.util.find_spec(name) is None]
     if missing:
         raise CommandError(f"the demo needs {' and '.join(missing)}: pip install smoothcache[demo]")
+    import torch
+
     from smoothcache.demo import run_demo
 
+    torch.set_num_threads(args.threads)
     return run_demo(
         out_png=args.output,
         num_samples=args.samples,

@@ -182,7 +182,7 @@ def run_demo(
     print(
         f"smoothcache demo: reference model digits-dit ({params / 1e6:.1f}M parameters), DDIM "
         f"{num_steps} steps, guidance {guidance_scale:g}, {num_samples} samples in one batch, "
-        f"{device}, {torch.get_num_threads()} threads",
+        f"{device}, {torch.get_num_threads()} thread{'s' if torch.get_num_threads() > 1 else ''}",
         file=out,
     )
     print(

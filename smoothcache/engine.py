@@ -353,8 +353,9 @@ class Session:
         self.model = model
         self.fast_path = fast_path
         self.adapter = adapter
+        schedule, branches, self._modules, self._source = _plan(model, adapter, schedule)
+        #: the schedule applied: keys named after another adapter's kinds read as this model's
         self.schedule = schedule
-        branches, self._modules, self._source = _plan(model, adapter, schedule)
         self._branches = branches
         everything = (1,) * schedule.num_steps
         rows = [
@@ -796,10 +797,25 @@ def model_branches(root: nn.Module, adapter: Adapter) -> list[tuple[Branch, nn.M
     return found
 
 
-def check_keys(schedule: Schedule, branches: list[Branch]) -> None:
+def with_model_kinds(schedule: Schedule, adapter: Adapter, branches: list[Branch]) -> Schedule:
+    """``schedule`` with every key's kind that the model lacks but the adapter lists in
+    ``kind_aliases`` renamed to the kind it maps to (a schedule made with another adapter of
+    the same network)."""
+    kinds = {b.kind for b in branches}
+    aliases = getattr(adapter, "kind_aliases", {}) or {}
+    rename = {
+        kind: aliases[kind]
+        for kind in {parse_key(key)[0] for key in schedule.rows}
+        if kind not in kinds and aliases.get(kind) in kinds
+    }
+    return schedule.renamed(rename) if rename else schedule
+
+
+def check_keys(schedule: Schedule, branches: list[Branch], adapter: Adapter | None = None) -> None:
     """Every schedule key must name a branch kind of the model, or a kind and an existing block."""
     kinds = {b.kind for b in branches}
     keys = {b.key for b in branches}
+    aliases = dict(getattr(adapter, "kind_aliases", {}) or {})
     for key in schedule.rows:
         kind, block = parse_key(key)
         if (block is None and kind in kinds) or key in keys:
@@ -810,26 +826,37 @@ def check_keys(schedule: Schedule, branches: list[Branch]) -> None:
             if blocks
             else f"the model's branch kinds are {sorted(kinds)}"
         )
+        mapped = (
+            f"; adapter {adapter.name!r} also reads "
+            f"{', '.join(f'{a!r} as {b!r}' for a, b in sorted(aliases.items()))}"
+            if adapter is not None and aliases
+            else f"; adapter {adapter.name!r} declares no other names for its kinds"
+            if adapter is not None
+            else ""
+        )
         raise ScheduleError(
-            f"schedule key {key!r} matches no branch of this model ({hint}); remove the key or "
-            "use a schedule made for this model"
+            f"schedule key {key!r} matches no branch of this model ({hint}{mapped}); rename or "
+            "remove the key, or use a schedule made for this model"
         )
 
 
 def _plan(
     model: nn.Module, adapter: Adapter, schedule: Schedule
-) -> tuple[list[Branch], list[nn.Module], tuple[str, Callable[..., Any]]]:
-    """Validate everything before touching the model; return branches, modules and source.
+) -> tuple[Schedule, list[Branch], list[nn.Module], tuple[str, Callable[..., Any]]]:
+    """Validate everything before touching the model; return the schedule in the model's kinds,
+    the branches, their modules and the timestep source.
 
     Scheduled branches come first; the others follow, to be wrapped as always-computing so
     that every declared branch marks the evaluation as having run branches.
     """
     pairs = model_branches(model, adapter)
-    check_keys(schedule, [b for b, _ in pairs])
+    schedule = with_model_kinds(schedule, adapter, [b for b, _ in pairs])
+    check_keys(schedule, [b for b, _ in pairs], adapter)
     scheduled = [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is not None]
     scheduled += [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is None]
     source = timestep_source(model, adapter)
-    return [b for b, _ in scheduled], [m for _, m in scheduled], (source.path, source.read)
+    branches, modules = [b for b, _ in scheduled], [m for _, m in scheduled]
+    return schedule, branches, modules, (source.path, source.read)
 
 
 def timestep_source(model: nn.Module, adapter: Adapter) -> TimestepSource:

@@ -191,6 +191,33 @@ class Schedule:
         """True when some skipped step is answered by a forecast (an order above 0)."""
         return bool(self.orders)
 
+    def renamed(self, kinds: Mapping[str, str]) -> Schedule:
+        """This schedule with the kinds of its keys renamed by ``kinds`` (others unchanged).
+
+        Raises :class:`ScheduleError` when two keys would become one (``attn`` and ``attn1``
+        both present when ``attn`` is renamed to ``attn1``).
+        """
+        names: dict[str, str] = {}
+        for key in self.rows:
+            kind, block = parse_key(key)
+            new_kind = kinds.get(kind, kind)
+            new = new_kind if block is None else f"{new_kind}-{block}"
+            if new in names.values():
+                first = next(k for k, v in names.items() if v == new)
+                raise ScheduleError(
+                    f"schedule keys {first!r} and {key!r} both mean {new!r} for this model "
+                    f"({', '.join(f'{a} = {b}' for a, b in kinds.items())}); keep one of them"
+                )
+            names[key] = new
+        if all(k == v for k, v in names.items()):
+            return self
+        renamed = {k: v for k, v in names.items() if k != v}
+        return Schedule(
+            {names[k]: v for k, v in self.rows.items()},
+            {**self.metadata, "renamed_keys": renamed},
+            {names[k]: v for k, v in self.orders.items()},
+        )
+
     def key_for(self, kind: str, block: int) -> str | None:
         """The key whose row applies to one branch: its per-block key, else its kind, else None."""
         key = f"{kind}-{block}"

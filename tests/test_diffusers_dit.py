@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import smoothcache
-from smoothcache import Schedule
+from smoothcache import Schedule, ScheduleError
 from tests.conftest import assert_same_state, count_original_calls, module_state
 from tests.models.original_dit import sample_original_dit
 from tests.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
@@ -136,3 +136,32 @@ def test_user_hooks_fire_as_without_caching(pipe):
     assert fired == {"norm3": STEPS, "ff": STEPS}
     assert len(ff_calls) == sum(ROW)  # the original forward ran only at computed steps
     assert session.stats.reused["transformer_blocks.0.ff"] == ROW.count(0)
+
+
+def test_a_schedule_made_for_the_original_dit_applies_to_diffusers_dit_by_name(pipe):
+    """Issue #15: the shipped DiT-XL/2 schedules use the original DiT's kinds (attn, mlp); the
+    diffusers-dit adapter reads them as attn1 and ff, each row for its own kind."""
+    name = "dit-xl-2-256/ddim-50/alpha-0.18"
+    shipped = Schedule.shipped(name)
+    call = {"class_labels": [1], "num_inference_steps": 50, "guidance_scale": 4.0}
+    explicit = {"attn1": shipped.rows["attn"], "ff": shipped.rows["mlp"]}
+    with smoothcache.enabled(pipe, explicit):
+        expected = dit_pipeline_latents(pipe, generator=torch.manual_seed(0), **call)
+    with smoothcache.enabled(pipe, name) as session:
+        got = dit_pipeline_latents(pipe, generator=torch.manual_seed(0), **call)
+    assert torch.equal(got, expected)
+    assert session.schedule.metadata["renamed_keys"] == {"attn": "attn1", "mlp": "ff"}
+    reused = session.stats.reused
+    assert reused["transformer_blocks.0.attn1"] == shipped.rows["attn"].count(0)
+    assert reused["transformer_blocks.0.ff"] == shipped.rows["mlp"].count(0)
+    with pytest.raises(ScheduleError, match="'attn' and 'attn1' both mean 'attn1'"):
+        smoothcache.enable(pipe, {"attn": shipped.rows["attn"], "attn1": shipped.rows["attn"]})
+    with pytest.raises(ScheduleError, match="also reads 'attn' as 'attn1', 'mlp' as 'ff'"):
+        smoothcache.enable(pipe, {"self_attn": shipped.rows["attn"]})
+
+
+def test_a_diffusers_schedule_applies_to_the_original_dit(original_dit):
+    row = [1, 0, 1, 1, 0, 1, 1, 0, 1, 1]
+    with smoothcache.enabled(original_dit, {"attn1": row, "ff-1": row}) as session:
+        sample_original_dit(original_dit, num_steps=10)
+    assert session.stats.reused == {"blocks.0.attn": 3, "blocks.1.attn": 3, "blocks.1.mlp": 3}
