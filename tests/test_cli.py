@@ -299,3 +299,15 @@ def test_hostile_arguments_give_one_error_line_before_any_work(
     assert code == 1
     assert "the pipeline raised during calibration run 1: IndexError" in error_line(err)
     assert not (tmp_path / "c.st").exists()
+
+
+def test_show_takes_shipped_names(capsys: pytest.CaptureFixture[str]) -> None:
+    """As in Python, a shipped schedule's name works where a file does (issue #15)."""
+    code, out, _ = run(capsys, "show", "dit-xl-2-256/ddim-50/alpha-0.18")
+    assert code == 0
+    assert out.startswith("schedule dit-xl-2-256/ddim-50/alpha-0.18: 50 steps, 2 rows")
+    assert "\nattn  #...#" in out
+    code, _, err = run(capsys, "show", "dit-xl-2-256/ddim-51")
+    assert code == 1
+    line = error_line(err)
+    assert "no shipped schedule has that name" in line and "dit-xl-2-256/ddim-50/fora-2" in line
