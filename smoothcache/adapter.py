@@ -26,11 +26,21 @@ class Branch:
     ``path`` is the dotted module path from the denoiser root (``transformer_blocks.3.attn1``),
     ``kind`` the schedule key shared by all blocks (``attn1``), ``block`` the block index used by
     per-block keys (``attn1-3``).
+
+    ``leader`` makes the branch a *member of a group* (fused or parallel branches whose outputs
+    meet in one module before the residual add, as FLUX's single-stream block feeds attention
+    and MLP into one ``proj_out``): it names the path of the group's leader, the module whose
+    output meets the residual and is cached. A member has the leader's kind and block, so it
+    computes exactly when the leader computes; at the leader's skipped steps it does not run
+    and answers a NaN-filled stand-in of its last output's shape (its value must reach the
+    block's output only through the leader, which is skipped too; the conformance kit checks
+    that the output stays finite). Members are not calibrated and never forecast.
     """
 
     path: str
     kind: str
     block: int
+    leader: str | None = None
 
     @property
     def key(self) -> str:

@@ -225,7 +225,8 @@ class Recorder:
         self._combo_weights = combo_weights(self._combos) if orders else None
         self._reaches = [reach(c) for c in self._combos]
         root, chosen = resolve(model, adapter)
-        pairs = model_branches(root, chosen)
+        # group members follow their leader's schedule and are not measured
+        pairs = [(b, m) for b, m in model_branches(root, chosen) if b.leader is None]
         source = timestep_source(root, chosen)
         source_module = root.get_submodule(source.path)
         self.model = root

@@ -866,6 +866,9 @@ def _check_factory(spec: str, origins: dict[str, str]) -> int:
     rows = [("path", "kind", "block", "module")]
     rows += [(b.path, b.kind, str(b.block), type(m).__name__) for b, m in pairs]
     lines += ["  " + line for line in _table(rows)]
+    describe = getattr(adapter, "describe", None)
+    if callable(describe):
+        lines += [f"{key}: {value}" for key, value in describe(root).items()]
     fast = list(registry.call_adapter(adapter, "fast_forwards", root))
     lines.append(f"fast path: {len(fast)} block(s)" if fast else "fast path: none")
     print("\n".join(lines))

@@ -46,7 +46,9 @@ _REUSE = 2  # skipped: return the last stored output
 _NO_CLOCK = 4  # the timestep source has not fired yet: the adapter is wrong
 _FORECAST = 8  # skipped: return a forecast from the last stored outputs
 _DROP = 16  # before this step, fewer stored outputs are needed than held: drop the oldest
-_SKIP = _REUSE | _FORECAST
+_STUB = 32  # skipped group member: answer a NaN stand-in shaped like its last output
+_LIKE = 64  # computing group member: remember its output's shape for the stand-in
+_SKIP = _REUSE | _FORECAST | _STUB
 
 #: One branch's action at one step: (flags, outputs the answer reads, earlier outputs kept
 #: when the step starts, forecast weights over the outputs read, oldest first).
@@ -77,6 +79,33 @@ def actions_for(row: tuple[int, ...], orders: tuple[int, ...] | None = None) -> 
         acts.append((flags, need, keep, weights))
         present = keep + (1 if flags & _STORE else 0)
     return acts
+
+
+def member_actions(row: tuple[int, ...]) -> list[Action]:
+    """The actions of a group member (see :class:`~smoothcache.adapter.Branch`): compute with
+    its leader, remembering its output's shape; stand in for it at the leader's skipped steps."""
+    return [((_LIKE if flag else _STUB), 0, 0, ()) for flag in row]
+
+
+def _like(output: Any) -> Any:
+    """The shapes, dtypes and devices of a branch output's tensors, in its structure."""
+    if isinstance(output, torch.Tensor):
+        return (output.shape, output.dtype, output.device)
+    if isinstance(output, (tuple, list)):
+        return type(output)(_like(o) for o in output)
+    return output
+
+
+def _stand_in(like: Any) -> Any:
+    """NaN-filled tensors in the structure :func:`_like` recorded."""
+    if isinstance(like, tuple) and len(like) == 3 and isinstance(like[1], torch.dtype):
+        shape, dtype, device = like
+        if dtype.is_floating_point or dtype.is_complex:
+            return torch.full(shape, float("nan"), dtype=dtype, device=device)
+        return torch.zeros(shape, dtype=dtype, device=device)
+    if isinstance(like, (tuple, list)):
+        return type(like)(_stand_in(x) for x in like)
+    return like
 
 
 def _input_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -159,6 +188,8 @@ def _branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     elif action & _NO_CLOCK:
         raise state["_sc_session"]._no_clock(self)
     output = state["_sc_original"](*args, **kwargs)
+    if action & _LIKE:
+        state["_sc_like"] = (_input_shape(args, kwargs), _like(output))
     if action & _STORE:
         shape = _input_shape(args, kwargs)
         if state["_sc_shape"] == shape:  # the older outputs a later step reads are kept
@@ -175,6 +206,9 @@ def _answer(state: dict[str, Any], action: int, input_shape: Any) -> Any:
     ``None`` when fewer outputs are stored than the answer reads (a new generation, a fallback
     before) or they were computed from inputs of another shape; the caller then computes.
     """
+    if action & _STUB:
+        like = state["_sc_like"]
+        return None if like is None or like[0] != input_shape else _stand_in(like[1])
     read = state["_sc_read"]  # chosen before the evaluation: [] if too few are stored
     if not read or state["_sc_shape"] != input_shape:
         return None
@@ -359,7 +393,9 @@ class Session:
         self._branches = branches
         everything = (1,) * schedule.num_steps
         rows = [
-            actions_for(
+            member_actions(schedule.row_for(b.kind, b.block) or everything)
+            if b.leader is not None
+            else actions_for(
                 schedule.row_for(b.kind, b.block) or everything,
                 schedule.orders_for(b.kind, b.block),
             )
@@ -439,6 +475,7 @@ class Session:
                 _sc_fell_back=False,
                 _sc_ran=False,
                 _sc_asked=None,
+                _sc_like=None,
             )
             self._patches.replace_forward(module, types.MethodType(_branch_forward, module))
         if self.fast_path:
@@ -542,7 +579,7 @@ class Session:
         """
         sizes = self._sizes[self._pass]
         for i, module in enumerate(self._modules):
-            module.__dict__.update(_sc_stored=[], _sc_read=[], _sc_shape=None)
+            module.__dict__.update(_sc_stored=[], _sc_read=[], _sc_shape=None, _sc_like=None)
             self.cache_bytes -= sizes[i]
             sizes[i] = 0
 
@@ -641,7 +678,9 @@ class Session:
             sizes[:] = [0] * len(sizes)
         self._last_step[:] = [-1] * len(self._last_step)
         for module in self._modules:
-            module.__dict__.update(_sc_stored=[], _sc_read=[], _sc_shape=None, _sc_action=_NO_CLOCK)
+            module.__dict__.update(
+                _sc_stored=[], _sc_read=[], _sc_shape=None, _sc_action=_NO_CLOCK, _sc_like=None
+            )
         self._loaded = -1
         self.cache_bytes = 0
 
@@ -792,6 +831,15 @@ def model_branches(root: nn.Module, adapter: Adapter) -> list[tuple[Branch, nn.M
                 f"{type(root).__name__} does not have; the adapter does not fit this model"
             ) from None
         found.append((branch, module))
+    leaders = {b.path: b for b, _ in found if b.leader is None}
+    for branch, _ in found:
+        leader = leaders.get(branch.leader) if branch.leader is not None else branch
+        if leader is None or (leader.kind, leader.block) != (branch.kind, branch.block):
+            raise AdapterError(
+                f"adapter {adapter.name!r} declares branch {branch.path!r} a member of the group "
+                f"led by {branch.leader!r}, which is not a declared branch of the same kind and "
+                "block (a leader is itself no member)"
+            )
     if not found:
         raise AdapterError(f"adapter {adapter.name!r} declares no branches for this model")
     return found

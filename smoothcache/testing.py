@@ -59,6 +59,7 @@ from torch import nn
 from smoothcache.adapter import Adapter, Branch
 from smoothcache.calibration import calibrating
 from smoothcache.engine import Session, enabled, model_branches, resolve
+from smoothcache.engine import _identical as _same_values
 from smoothcache.errors import SmoothCacheError
 from smoothcache.forecast import first_tensor, lagrange_weights
 from smoothcache.registry import REGISTRY
@@ -416,13 +417,14 @@ def _branches_exist(subject: _Subject) -> None:
                 f"{where}: kind {branch.kind!r} is not among the adapter's kinds "
                 f"{sorted(declared)}; list it in `kinds`",
             )
-        if branch.key in keys:
-            raise ConformanceError(
-                check,
-                f"{where} and {keys[branch.key]!r} share the schedule key {branch.key!r}; give "
-                "blocks of one kind distinct indices",
-            )
-        keys[branch.key] = branch.path
+        if branch.leader is None:  # group members share their leader's key
+            if branch.key in keys:
+                raise ConformanceError(
+                    check,
+                    f"{where} and {keys[branch.key]!r} share the schedule key {branch.key!r}; "
+                    "give blocks of one kind distinct indices",
+                )
+            keys[branch.key] = branch.path
         if id(module) in modules:
             raise ConformanceError(
                 check, f"{where} is the same module as branch {modules[id(module)]!r}"
@@ -539,7 +541,21 @@ def _branches_residual(subject: _Subject) -> None:
                     f"branch {branch.path!r} answered {computed + reused} calls in "
                     f"{fired[0]} model evaluations",
                 )
+        if isinstance(out, torch.Tensor) and not bool(torch.isfinite(out).all()):
+            members = [b.path for b, _ in chosen if b.leader is not None]
+            raise ConformanceError(
+                check,
+                f"reusing kind {kind!r} made the output NaN or inf"
+                + (
+                    f": a group member ({', '.join(members)}) reaches the output other than "
+                    "through its leader (members stand in with NaN at skipped steps)"
+                    if members
+                    else ""
+                ),
+            )
         change = _relative_change(out, base)
+        if change == 0 and _step_invariant(subject, [m for _, m in chosen]):
+            continue  # the branches see the same input at every step: reuse is exact
         if not change > subject.min_change:
             raise ConformanceError(
                 check,
@@ -548,6 +564,39 @@ def _branches_residual(subject: _Subject) -> None:
                 f"{subject.min_change:g}: the branch is not a residual branch, or its output "
                 "layer or gate is zero (re-randomise zero-initialised weights in the factory)",
             )
+
+
+def _step_invariant(subject: _Subject, modules: Sequence[nn.Module]) -> bool:
+    """Whether every module receives, at every step, one of the inputs it received at step 0.
+
+    Such a branch (a text refiner that takes no timestep) gives the same output at every step,
+    so reusing it changes nothing, rightly: its check passes without a change of the output.
+    """
+    seen: list[list[Any]] = [[] for _ in modules]
+    handles = [
+        module.register_forward_pre_hook(
+            lambda _m, args, kwargs, _s=store: _s.append((args, kwargs)), with_kwargs=True
+        )
+        for module, store in zip(modules, seen)
+    ]
+    try:
+        subject.run("branches_residual")
+    finally:
+        for handle in handles:
+            handle.remove()
+    per_step = max(len(calls) for calls in seen) // subject.num_steps
+    if per_step < 1:
+        return False
+    for calls in seen:
+        first = calls[:per_step]
+        for args, kwargs in calls:
+            if not any(
+                _same_values(list(args), list(a)) and kwargs.keys() == k.keys()
+                and all(_same_values(kwargs[n], k[n]) for n in kwargs)
+                for a, k in first
+            ):  # fmt: skip
+                return False
+    return True
 
 
 def _fast_path(subject: _Subject) -> None:
@@ -604,6 +653,14 @@ def _forecast(subject: _Subject) -> None:
         stats = session.stats
         passes = stats.passes
         for (branch, _), calls, outputs in zip(chosen, originals, recorded):
+            if branch.leader is not None:  # a group member stands in, never forecasts
+                if calls != stats.computed[branch.path] or stats.forecast[branch.path]:
+                    raise ConformanceError(
+                        check,
+                        f"group member {branch.path!r} ran {calls} times for "
+                        f"{stats.computed[branch.path]} computed steps",
+                    )
+                continue
             if stats.forecast[branch.path] == 0 or calls != stats.computed[branch.path]:
                 raise ConformanceError(
                     check,
@@ -620,7 +677,10 @@ def _forecast(subject: _Subject) -> None:
             _check_forecasts(check, branch.path, outputs, row, passes)
         with _as_failure(check), subject.enabled({kind: row}):
             reused = subject.run(check)
-        if not _relative_change(out, reused) > subject.min_change:
+        invariant = _relative_change(out, reused) == 0 and _step_invariant(
+            subject, [m for _, m in chosen]
+        )  # a branch with the same input at every step: its forecast is its reuse, rightly
+        if not invariant and not _relative_change(out, reused) > subject.min_change:
             raise ConformanceError(
                 check,
                 f"forecasting kind {kind!r} gave the output of plain reuse (relative change "
@@ -703,7 +763,9 @@ def _restore(subject: _Subject) -> None:
 
 def _calibration(subject: _Subject) -> None:
     check = "calibration"
-    pairs = subject.branches(check)
+    pairs = [
+        (b, m) for b, m in subject.branches(check) if b.leader is None
+    ]  # members: not measured
     subject.baseline(check)  # a model may create state lazily on its first call: not ours
     before = module_state(subject.root)
     with _as_failure(check):

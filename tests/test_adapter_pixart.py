@@ -39,7 +39,7 @@ def test_detection_picks_pixart_and_no_other(version):
     for obj in (pipe, pipe.transformer):
         assert smoothcache.detect(obj).name == "pixart"
         for adapter in smoothcache.adapters():
-            if adapter.name != "pixart":
+            if adapter.name not in ("pixart", "diffusers-generic"):  # the fallback ranks last
                 root = adapter.root(obj)
                 assert root is None or not adapter.matches(root), adapter.name
 

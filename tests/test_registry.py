@@ -436,6 +436,7 @@ def test_same_class_higher_priority_overrides_the_builtin(diffusers_dit):
     assert [m.adapter.name for m in registry.matching(diffusers_dit)] == [
         "dit-override",
         "diffusers-dit",
+        "diffusers-generic",  # structure only, lowest priority: always last
     ]
     tie = type("Tie", (_DiTOverride,), {"name": "dit-tie", "priority": 0})()
     with pytest.raises(AdapterError, match=r"equally well: 'diffusers-dit'.*'dit-tie'"):
@@ -459,8 +460,9 @@ def test_an_adapter_for_a_subclass_wins_over_one_for_its_base(diffusers_dit):
 def test_matching_by_structure_only_is_least_specific(diffusers_dit):
     registry = _registry(_StructureOnly())
     assert registry.detect(diffusers_dit).name == "diffusers-dit"
-    last = registry.matching(diffusers_dit)[-1]
-    assert last.adapter.name == "by-structure" and last.target is None
+    *_, structural, generic = registry.matching(diffusers_dit)
+    assert structural.adapter.name == "by-structure" and structural.target is None
+    assert generic.adapter.name == "diffusers-generic" and generic.target is None
 
 
 def test_naming_the_adapter_always_wins(diffusers_dit, monkeypatch):

@@ -1,0 +1,83 @@
+"""Adapters for dual-stream MMDiTs with fused single-stream blocks: FLUX.1 and HunyuanVideo.
+
+Both models run two block lists:
+
+- ``transformer_blocks`` (double stream): joint attention ``attn`` over image and text tokens,
+  returning ``(image, text)`` outputs with separate gates, then ``ff`` (image) and
+  ``ff_context`` (text): kinds ``attn``, ``ff``, ``ff_context``;
+- ``single_transformer_blocks`` (single stream, image and text tokens concatenated): attention
+  (``attn``, without an output projection; a tuple in HunyuanVideo) and an MLP (``proj_mlp``,
+  then the parameter-free ``act_mlp``) run side by side on one normalised input, and
+  ``proj_out`` projects their concatenation before the gated residual add. That is one branch
+  made of three modules: a *group* (see :class:`smoothcache.Branch`) led by ``proj_out``, with
+  ``attn`` and ``proj_mlp`` as members, kind ``single``. At a skipped step none of the three
+  runs; caching ``attn`` and ``proj_mlp`` apart would still run ``proj_out``, the largest Linear
+  of the block, at every step.
+
+The timestep source is the model itself (``timestep=``): the pipelines call it once per
+evaluation. ``time_text_embed.time_proj`` is not a source: it embeds the timestep and, in the
+guidance-distilled FLUX.1 [dev], the guidance too (twice per evaluation). Guidance: FLUX.1 [dev]
+is guidance-distilled (one call per step); true CFG (``true_cfg_scale``) makes two calls per
+step, each a pass with its own cache.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, block_branches
+from smoothcache.hookspecs import hookimpl
+
+DOUBLE, SINGLE = "transformer_blocks", "single_transformer_blocks"
+
+
+class DualStreamAdapter(Adapter):
+    """Shared by FLUX.1 and HunyuanVideo; subclasses name the class and the timestep position."""
+
+    kinds = ("attn", "ff", "ff_context", "single")
+    timestep_position = 0
+
+    def matches(self, model: nn.Module) -> bool:
+        double, single = getattr(model, DOUBLE, None), getattr(model, SINGLE, None)
+        return (
+            super().matches(model)
+            and isinstance(double, nn.ModuleList)
+            and isinstance(single, nn.ModuleList)
+            and all(hasattr(b, "proj_out") and hasattr(b, "proj_mlp") for b in single)
+        )
+
+    def branches(self, model: nn.Module) -> list[Branch]:
+        found = block_branches(model, DOUBLE, ("attn", "ff", "ff_context"))
+        for i in range(len(getattr(model, SINGLE))):
+            leader = f"{SINGLE}.{i}.proj_out"
+            found += [
+                Branch(f"{SINGLE}.{i}.attn", "single", i, leader=leader),
+                Branch(f"{SINGLE}.{i}.proj_mlp", "single", i, leader=leader),
+                Branch(leader, "single", i),
+            ]
+        return found
+
+    def timestep_source(self, model: nn.Module) -> TimestepSource:
+        return TimestepSource("", argument("timestep", self.timestep_position))
+
+
+class FluxAdapter(DualStreamAdapter):
+    """FLUX.1 [dev] / [schnell] / Kontext (``FluxTransformer2DModel``)."""
+
+    name = "flux"
+    model_classes = ("FluxTransformer2DModel",)
+    timestep_position = 3  # hidden_states, encoder_hidden_states, pooled_projections, timestep
+
+
+class HunyuanVideoAdapter(DualStreamAdapter):
+    """HunyuanVideo (``HunyuanVideoTransformer3DModel``)."""
+
+    name = "hunyuan-video"
+    model_classes = ("HunyuanVideoTransformer3DModel",)
+    timestep_position = 1  # hidden_states, timestep, ...
+
+
+@hookimpl
+def smoothcache_adapters() -> list[Adapter]:
+    """The FLUX.1 and HunyuanVideo adapters."""
+    return [FluxAdapter(), HunyuanVideoAdapter()]
