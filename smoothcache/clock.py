@@ -18,8 +18,8 @@ import torch
 
 from smoothcache.errors import ArgumentError, StepCountError
 
-#: Model calls allowed at step 0 when ``max_calls_per_step`` is not given (guidance as two
-#: calls needs 2, skip-layer guidance 3); later steps may make as many as step 0 made.
+#: Model calls allowed per step when ``max_calls_per_step`` is not given (guidance as two calls
+#: needs 2, skip-layer guidance 3; no sampler known here makes more than 4).
 DEFAULT_MAX_CALLS = 8
 
 
@@ -39,9 +39,10 @@ class StepClock:
     ``on_generation_end`` runs with the number of steps of a finished open-ended generation.
 
     Each call at a step opens a pass with its own cache, so the number of calls per step is
-    bounded: at most ``max_calls_per_step`` at every step when given; otherwise at most
-    :data:`DEFAULT_MAX_CALLS` at step 0 and, at later steps, as many as step 0 made. A call past
-    the bound is a :class:`StepCountError` at that call, not a cache that grows unseen.
+    bounded: at most ``max_calls_per_step`` (default :data:`DEFAULT_MAX_CALLS`) at every step. A
+    call past the bound is a :class:`StepCountError` at that call, not a cache that grows
+    unseen. A step may make more calls than step 0 (skip-layer guidance and guidance intervals
+    add calls after the first steps): the new pass computes until it has stored outputs.
     """
 
     def __init__(
@@ -76,7 +77,6 @@ class StepClock:
         self._prev: float | None = None
         self._direction = 0
         self._stamps: list[Any] = []
-        self._first_calls = 0  # calls made at step 0 of this generation, once it is over
 
     @property
     def timestep(self) -> float | None:
@@ -106,8 +106,6 @@ class StepClock:
             self._on_generation()
 
     def _next_step(self, value: float | None) -> None:
-        if self.step == 0:
-            self._first_calls = self.pass_idx + 1
         self.step += 1
         self.pass_idx = 0
         self._prev = value
@@ -149,19 +147,15 @@ class StepClock:
 
     def _check_calls(self, calls: int, value: float) -> None:
         """Refuse call number ``calls`` of the current step if it is past the bound."""
-        if self.max_calls_per_step is not None:
-            limit, why = self.max_calls_per_step, f"max_calls_per_step={self.max_calls_per_step}"
-        elif self.step == 0:
-            limit, why = DEFAULT_MAX_CALLS, f"the default bound of {DEFAULT_MAX_CALLS} at step 0"
-        else:
-            limit, why = self._first_calls, f"step 0 made {self._first_calls}"
+        given = self.max_calls_per_step is not None
+        limit = self.max_calls_per_step if given else DEFAULT_MAX_CALLS
         if calls > limit:
+            why = f"max_calls_per_step={limit}" if given else f"the default bound is {limit}"
             self._fail(
                 f"step {self.step} made {calls} model calls with timestep {value:g}, but {why}: "
                 "each call of a step keeps its own cache, so the calls per step are bounded. If "
-                "your sampler makes more calls at later steps than at step 0 (e.g. guidance that "
-                "starts after the first steps), pass max_calls_per_step=N; if these calls belong "
-                "to separate runs, call session.reset() between them"
+                "your sampler really makes that many calls per step, pass max_calls_per_step=N; "
+                "if these calls belong to separate runs, call session.reset() between them"
             )
 
     def _tick_count(self, timestep: Any) -> None:

@@ -939,7 +939,7 @@ def enable(
     preparation (the module-level wrappers alone give the same outputs, a little slower); they
     are installed only on blocks with a branch that the schedule reuses at some step.
     ``max_calls_per_step`` bounds the model calls of one step (each keeps its own cache; by
-    default step 0 may make up to 8 and later steps as many as step 0 made).
+    default 8).
 
     Every check (arguments, schedule, adapter, keys) happens before the model is touched: on
     any error the model is exactly as it was.

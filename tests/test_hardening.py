@@ -98,14 +98,20 @@ def test_repeated_calls_at_one_timestep_are_bounded(original_dit):
     assert len(session._values) <= 8  # the cache never grew past the bound
 
 
-def test_later_steps_may_not_make_more_calls_than_step_0_unless_allowed(original_dit):
+def test_calls_per_step_are_bounded_at_every_step_and_may_grow_after_step_0(original_dit):
     steps = ddim_timesteps(STEPS)
-    with pytest.raises(StepCountError, match="max_calls_per_step"):
-        with smoothcache.enabled(original_dit, {"attn": ROW}):
-            _loop(original_dit, steps, guided=range(2, STEPS))  # guidance starts at step 2
-    with smoothcache.enabled(original_dit, {"attn": ROW}, max_calls_per_step=2) as session:
-        _loop(original_dit, steps, guided=range(2, STEPS))
+    # guidance as a second call from step 2 on (as skip-layer guidance adds a call after the
+    # first steps): the new pass computes until it has stored outputs, then reuses
+    with count_original_calls(original_dit, [ATTN0]) as calls:
+        with smoothcache.enabled(original_dit, {"attn": ROW}) as session:
+            _loop(original_dit, steps, guided=range(2, STEPS))
     assert session.stats.passes == 2
+    # pass 0 reuses at steps 1 and 6; pass 1 (steps 2-7) computes at 2-5 and 7, reuses at 6
+    assert session.stats.reused[ATTN0] == 3
+    assert calls[ATTN0] == sum(ROW) + 5
+    with pytest.raises(StepCountError, match="max_calls_per_step=1"):
+        with smoothcache.enabled(original_dit, {"attn": ROW}, max_calls_per_step=1):
+            _loop(original_dit, steps, guided=range(2, STEPS))
 
 
 # -- 4. runs whose timesteps continue each other --------------------------------------------------
