@@ -38,6 +38,21 @@ def diffusers_dit() -> nn.Module:
     return tiny_dit_transformer(seed=0)
 
 
+def load_script(path: str) -> Any:
+    """Import a script of the repository that is not in a package (``benchmarks/x.py``)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    file = Path(__file__).resolve().parents[1] / path
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
 @pytest.fixture(scope="session")
 def curves_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real curves file (reuse and forecast errors, 5 steps) of a tiny original DiT."""

@@ -8,13 +8,9 @@ each class that does not pass says why.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import load_script
 
 #: The families the issue names, by class (their pipelines' call patterns are in the zoo).
 FAMILIES = (
@@ -28,13 +24,7 @@ FAMILIES = (
 
 @pytest.fixture(scope="module")
 def rows():
-    spec = importlib.util.spec_from_file_location(
-        "coverage_matrix", ROOT / "benchmarks/coverage_matrix.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return {row.name: row for row in module.matrix()}
+    return {row.name: row for row in load_script("benchmarks/coverage_matrix.py").matrix()}
 
 
 def test_at_least_45_classes_pass(rows):

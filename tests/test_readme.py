@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+from tests.conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _readme_blocks():
-    spec = importlib.util.spec_from_file_location(
-        "readme_blocks", ROOT / "benchmarks/readme_blocks.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/readme_blocks.py")
     return module.blocks((ROOT / "README.md").read_text(encoding="utf-8"))
 
 
