@@ -35,7 +35,13 @@ from torch import nn
 from smoothcache.adapter import Adapter
 from smoothcache.clock import StepClock
 from smoothcache.curves import ALL_BRANCHES, ErrorCurves, Sensitivity, all_but
-from smoothcache.engine import enabled, model_branches, resolve, timestep_source
+from smoothcache.engine import (
+    enabled,
+    model_branches,
+    resolve,
+    second_denoisers,
+    timestep_source,
+)
 from smoothcache.errors import AdapterError, CalibrationError, StepCountError
 from smoothcache.forecast_search import ForecastErrors, combo_weights, forecast_combos, reach
 from smoothcache.patching import Patches
@@ -225,6 +231,13 @@ class Recorder:
         self._combo_weights = combo_weights(self._combos) if orders else None
         self._reaches = [reach(c) for c in self._combos]
         root, chosen = resolve(model, adapter)
+        if second_denoisers(model, root, chosen):
+            raise CalibrationError(
+                "this pipeline hands the run over to a second denoiser (transformer_2) partway; "
+                "calibrating both with one clock is not supported yet. Calibrate with "
+                "boundary_ratio set so that one transformer runs every step, or use a uniform "
+                "schedule (Schedule.uniform), which smoothcache.enabled applies across both"
+            )
         # group members follow their leader's schedule and are not measured
         pairs = [(b, m) for b, m in model_branches(root, chosen) if b.leader is None]
         source = timestep_source(root, chosen)

@@ -11,11 +11,12 @@ drops each entry after its last use.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import types
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,13 +384,26 @@ class Session:
         *,
         max_calls_per_step: int | None = None,
         holder: Any = None,
+        extra_roots: Sequence[tuple[str, nn.Module]] = (),
     ) -> None:
         self.model = model
         self.fast_path = fast_path
         self.adapter = adapter
-        schedule, branches, self._modules, self._source = _plan(model, adapter, schedule)
+        #: the denoisers this session caches, by attribute name in the pipeline ("" for the
+        #: first): one step clock for all (Wan 2.2's second transformer takes over partway)
+        self.roots: list[tuple[str, nn.Module]] = [("", model), *extra_roots]
+        self._sources: list[tuple[nn.Module, str, Callable[..., Any]]] = []
+        branches, self._modules = [], []
+        self._root_members: list[list[int]] = []  # per root: its branches' indices
+        for name, root in self.roots:
+            planned, found, modules, (path, read) = _plan(root, adapter, schedule)
+            start = len(branches)
+            self._root_members.append(list(range(start, start + len(found))))
+            branches += [_prefixed(b, name) for b in found]
+            self._modules += modules
+            self._sources.append((root, path, read))
         #: the schedule applied: keys named after another adapter's kinds read as this model's
-        self.schedule = schedule
+        self.schedule = schedule = planned
         self._branches = branches
         everything = (1,) * schedule.num_steps
         rows = [
@@ -414,7 +428,9 @@ class Session:
         self._reusing = [[i for i, a in enumerate(p) if a[0] & _SKIP] for p in self._plans]
         self._touched = [[i for i, a in enumerate(p) if a[0]] for p in self._plans]
         self._weights: dict[tuple[tuple[float, ...], torch.device, torch.dtype], Any] = {}
-        self._runs = [0] * len(self._plans)  # evaluations run with each plan
+        # per root, evaluations run with each plan (a root's branches run in its evaluations)
+        self._runs = [[0] * len(self._plans) for _ in self.roots]
+        self._root = 0  # the root of the evaluation in progress
         self._current = -1  # plan index of the evaluation in progress; -1 between evaluations
         self._loaded = -1  # plan index whose actions the modules hold
         self._pass = 0
@@ -447,20 +463,22 @@ class Session:
     # -- installation ----------------------------------------------------------------------
 
     def _install(self, holder: Any) -> None:
-        source_path, read = self._source
-        source = self.model.get_submodule(source_path)
-        self._patches.hold([self.model, source, *self._modules])
-        self._watch = EvaluationWatch(
-            self._patches,
-            self.model,
-            TimestepSource(source_path, read),
-            self.clock,
-            self._branch_calls,
-            self.adapter.name,
-            before_tick=self._account,
-            after_tick=self._select,
-            on_failure=self._drop_failed,
-        )
+        sources = [root.get_submodule(path) for root, path, _ in self._sources]
+        self._patches.hold([*(root for _, root in self.roots), *sources, *self._modules])
+        self._watches = [
+            EvaluationWatch(
+                self._patches,
+                root,
+                TimestepSource(path, read),
+                self.clock,
+                self._branch_calls,
+                self.adapter.name,
+                before_tick=self._account,
+                after_tick=functools.partial(self._select, index),
+                on_failure=self._drop_failed,
+            )
+            for index, (root, path, read) in enumerate(self._sources)
+        ]
         watch_runs(self._patches, holder, self.model, self._new_run)
         for module in self._modules:
             self._patches.set_attributes(
@@ -478,11 +496,13 @@ class Session:
                 _sc_like=None,
             )
             self._patches.replace_forward(module, types.MethodType(_branch_forward, module))
-        if self.fast_path:
-            reusing = {i for plan in self._reusing for i in plan}  # reuse at some step
-            for path, forward in call_adapter(self.adapter, "fast_forwards", self.model).items():
-                block = self.model.get_submodule(path)
-                prefix = f"{path}."
+        if not self.fast_path:
+            return
+        reusing = {i for plan in self._reusing for i in plan}  # reuse at some step
+        for name, root in self.roots:
+            for path, forward in call_adapter(self.adapter, "fast_forwards", root).items():
+                block = root.get_submodule(path)
+                prefix = f"{name}.{path}." if name else f"{path}."
                 members = [i for i, b in enumerate(self._branches) if b.path.startswith(prefix)]
                 if reusing.isdisjoint(members):  # nothing to skip: keep its own forward
                     continue
@@ -505,7 +525,7 @@ class Session:
             self._call_marks += 1
         return self._call_marks
 
-    def _select(self) -> None:
+    def _select(self, root: int = 0) -> None:
         """After a tick: give each branch its action for this step and its pass's output."""
         clock = self.clock
         index = self._plan_of_step[clock.step]
@@ -535,6 +555,7 @@ class Session:
         for module in modules:
             module.__dict__["_sc_ran"] = False
         self._current = index
+        self._root = root
 
     def _weights_for(self, weights: tuple[float, ...], stored: list[Any]) -> Any:
         """Forecast weights as 0-dim tensors on the stored outputs' device, made once each.
@@ -597,7 +618,8 @@ class Session:
 
     def _new_run(self) -> None:
         """A pipeline run starts (its scheduler's ``set_timesteps`` was called)."""
-        self._watch.check_failed()
+        for watch in self._watches:
+            watch.check_failed()
         self._account()
         self.clock.finish()  # the previous run stopped partway: a StepCountError
         self.clock.reset()
@@ -631,7 +653,7 @@ class Session:
             modules[i].__dict__["_sc_fell_back"] = False
         for i in self._touched[index]:
             sizes[i] = nbytes(modules[i].__dict__["_sc_stored"])
-        self._runs[index] += 1
+        self._runs[self._root][index] += 1
         # An entry dropped during the evaluation was held until its branch ran; counting it
         # with what is held now bounds the peak from above (exact when drops follow stores).
         self.peak_cache_bytes = max(self.peak_cache_bytes, held + dropped)
@@ -643,12 +665,15 @@ class Session:
         n = len(self._modules)
         computed, reused, forecast = [0] * n, [0] * n, [0] * n
         pending, held, dropped = self._pending()
-        runs = list(self._runs)
-        if self._current >= 0:
-            runs[self._current] += 1
-        for plan, count in zip(self._plans, runs):
-            if count:
-                for i, (flags, *_) in enumerate(plan):
+        for root, members in enumerate(self._root_members):
+            runs = list(self._runs[root])
+            if self._current >= 0 and self._root == root:
+                runs[self._current] += 1
+            for plan, count in zip(self._plans, runs):
+                if not count:
+                    continue
+                for i in members:
+                    flags = plan[i][0]
                     if flags & _SKIP:
                         reused[i] += count
                         if flags & _FORECAST:
@@ -697,7 +722,8 @@ class Session:
         path = self._branches[self._modules.index(module)].path
         return AdapterError(
             f"adapter {self.adapter.name!r}: branch {path!r} ran before the "
-            f"timestep source {self._source[0] or '<root>'!r} was called, so the step is unknown. "
+            f"timestep source {self._sources[0][1] or '<root>'!r} was called, so the step is "
+            "unknown. "
             "The caller bypasses that module's __call__ (hooks do not fire); the adapter must "
             "name a module that is called through __call__ once per evaluation"
         )
@@ -708,12 +734,17 @@ class Session:
     def stats(self) -> CacheStats:
         """A snapshot of the counts since the session started (including the last evaluation)."""
         computed, reused, forecast, fallbacks, held, peak = self._counts()
-        paths = [b.path for b in self.branches]
+        scheduled = {b.path for b in self.branches}
+        shown = [(i, b.path) for i, b in enumerate(self._branches) if b.path in scheduled]
+
+        def by_path(values: list[int]) -> dict[str, int]:
+            return {path: values[i] for i, path in shown}
+
         return CacheStats(
-            computed=dict(zip(paths, computed)),
-            reused=dict(zip(paths, reused)),
-            forecast=dict(zip(paths, forecast)),
-            fallbacks=dict(zip(paths, fallbacks)),
+            computed=by_path(computed),
+            reused=by_path(reused),
+            forecast=by_path(forecast),
+            fallbacks=by_path(fallbacks),
             steps=self.clock.steps_seen,
             passes=self.clock.max_passes,
             generations=self.clock.generations,
@@ -733,7 +764,8 @@ class Session:
         self._account()
         self.clock.reset()
         self._clear()
-        self._watch.forget()
+        for watch in self._watches:
+            watch.forget()
 
     def disable(self) -> None:
         """Restore the model exactly, then raise if the last generation stopped partway.
@@ -888,6 +920,35 @@ def check_keys(schedule: Schedule, branches: list[Branch], adapter: Adapter | No
         )
 
 
+def _prefixed(branch: Branch, name: str) -> Branch:
+    """``branch`` of the denoiser held as ``name`` by the pipeline, with paths from there."""
+    if not name:
+        return branch
+    leader = f"{name}.{branch.leader}" if branch.leader is not None else None
+    return Branch(f"{name}.{branch.path}", branch.kind, branch.block, leader=leader)
+
+
+def second_denoisers(holder: Any, root: nn.Module, adapter: Adapter) -> list[tuple[str, nn.Module]]:
+    """Other denoisers of the pipeline ``holder`` that take over partway through a run.
+
+    Wan 2.2 A14B runs ``transformer`` for the high-noise steps and ``transformer_2`` for the
+    rest: one schedule spans both, with one step clock. A ``transformer_2`` that the adapter
+    does not fit is an error rather than a denoiser left uncached.
+    """
+    if holder is root:
+        return []
+    other = getattr(holder, "transformer_2", None)
+    if not isinstance(other, nn.Module) or other is root:
+        return []
+    if not call_adapter(adapter, "matches", other):
+        raise AdapterError(
+            f"the pipeline's transformer_2 is a {type(other).__name__}, which adapter "
+            f"{adapter.name!r} (chosen for its transformer) does not fit; both denoisers must "
+            "be one architecture to share a schedule"
+        )
+    return [("transformer_2", other)]
+
+
 def _plan(
     model: nn.Module, adapter: Adapter, schedule: Schedule
 ) -> tuple[Schedule, list[Branch], list[nn.Module], tuple[str, Callable[..., Any]]]:
@@ -957,6 +1018,7 @@ def enable(
         fast_path,
         max_calls_per_step=max_calls_per_step,
         holder=model,
+        extra_roots=second_denoisers(model, root, chosen),
     )
 
 
