@@ -21,6 +21,7 @@ once at the start of a run.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -149,6 +150,7 @@ def watch_runs(patches: Patches, holder: Any, root: nn.Module, on_run: Callable[
     if not callable(original) or not hasattr(scheduler, "__dict__"):
         return False
 
+    @functools.wraps(original)  # pipelines inspect its signature (retrieve_timesteps)
     def set_timesteps(*args: Any, **kwargs: Any) -> Any:
         on_run()
         return original(*args, **kwargs)
