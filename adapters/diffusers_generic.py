@@ -9,8 +9,9 @@ and refuses with an :class:`~smoothcache.AdapterError` saying what it could not 
   ``Attention`` or deriving from diffusers' ``AttentionModuleMixin``: ``attn``, ``attn1``,
   ``attn2``, joint attention returning (image, text) tuples) or feed-forward modules (a class
   deriving from diffusers' ``FeedForward``, or a child named ``ff``, ``ffn``, ``ff_context``,
-  ``mlp``, ``img_mlp``, ``txt_mlp`` or ``feed_forward``). The kind is the child's name, prefixed
-  with the block list's name when the model has several lists
+  ``mlp``, ``img_mlp``, ``txt_mlp``, ``feed_forward``, ``ff_i`` or ``ff_t``); a block that only
+  wraps one module (HiDream's ``blocks.N.block``) is looked into. The kind is the child's name,
+  prefixed with the block list's name when the model has several lists
   (``single_transformer_blocks.attn``);
 - **timestep source**: the model itself, whose ``forward`` takes a ``timestep`` (or ``timesteps``,
   ``t``) argument: every diffusers pipeline calls the transformer once per evaluation, through
@@ -38,7 +39,9 @@ from smoothcache.errors import AdapterError
 from smoothcache.hookspecs import hookimpl
 
 #: Child names taken as feed-forward branches whatever their class.
-FEED_FORWARD_NAMES = ("ff", "ffn", "ff_context", "mlp", "img_mlp", "txt_mlp", "feed_forward")
+FEED_FORWARD_NAMES = (
+    "ff", "ffn", "ff_context", "mlp", "img_mlp", "txt_mlp", "feed_forward", "ff_i", "ff_t",
+)  # fmt: skip
 #: Forward argument names taken as the timestep, in order of preference.
 TIMESTEP_NAMES = ("timestep", "timesteps", "t")
 
@@ -51,12 +54,22 @@ def is_branch(name: str, module: nn.Module) -> bool:
     return "FeedForward" in names or name in FEED_FORWARD_NAMES
 
 
+def inner_block(block: nn.Module) -> tuple[str, nn.Module]:
+    """The module holding a block's branches, and its path below the block: the block itself,
+    or its only child when the block merely wraps one (HiDream's ``blocks.N.block``)."""
+    if not any(is_branch(n, m) for n, m in block.named_children()):
+        children = list(block.named_children())
+        if len(children) == 1:
+            return f"{children[0][0]}.", children[0][1]
+    return "", block
+
+
 def block_lists(model: nn.Module) -> list[tuple[str, nn.ModuleList]]:
     """The model's ``ModuleList`` children whose blocks hold at least one branch."""
     found = []
     for name, child in model.named_children():
         if isinstance(child, nn.ModuleList) and any(
-            is_branch(n, m) for block in child for n, m in block.named_children()
+            is_branch(n, m) for block in child for n, m in inner_block(block)[1].named_children()
         ):
             found.append((name, child))
     return found
@@ -102,9 +115,11 @@ class GenericDiffusersAdapter(Adapter):
         for list_name, blocks in lists:
             prefix = f"{list_name}." if len(lists) > 1 else ""
             for index, block in enumerate(blocks):
-                for name, child in block.named_children():
+                below, inner = inner_block(block)
+                for name, child in inner.named_children():
                     if is_branch(name, child):
-                        found.append(Branch(f"{list_name}.{index}.{name}", prefix + name, index))
+                        path = f"{list_name}.{index}.{below}{name}"
+                        found.append(Branch(path, prefix + name, index))
         return found
 
     def timestep_source(self, model: nn.Module) -> TimestepSource:
