@@ -23,9 +23,14 @@ step, each a pass with its own cache.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import torch
 from torch import nn
 
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, block_branches
+from smoothcache.engine import reused_output
 from smoothcache.hookspecs import hookimpl
 
 DOUBLE, SINGLE = "transformer_blocks", "single_transformer_blocks"
@@ -62,11 +67,56 @@ class DualStreamAdapter(Adapter):
 
 
 class FluxAdapter(DualStreamAdapter):
-    """FLUX.1 [dev] / [schnell] / Kontext (``FluxTransformer2DModel``)."""
+    """FLUX.1 [dev] / [schnell] / Kontext (``FluxTransformer2DModel``).
+
+    Fast path: a single-stream block whose group is skipped computes only its gate (one Linear
+    on the time embedding) and the residual add: no LayerNorm, modulation, MLP input, stand-ins
+    for the members or concatenation (:func:`flux_single_forward`).
+    """
 
     name = "flux"
     model_classes = ("FluxTransformer2DModel",)
     timestep_position = 3  # hidden_states, encoder_hidden_states, pooled_projections, timestep
+
+    def fast_forwards(self, model: nn.Module) -> dict[str, Callable[..., Any]]:
+        return {
+            f"{SINGLE}.{i}": flux_single_forward
+            for i, block in enumerate(getattr(model, SINGLE))
+            if type(block).__name__ == "FluxSingleTransformerBlock"
+            and type(getattr(block, "norm", None)).__name__ == "AdaLayerNormZeroSingle"
+        }
+
+
+def flux_single_forward(
+    block: nn.Module,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    temb: torch.Tensor,
+    image_rotary_emb: Any = None,
+    joint_attention_kwargs: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``FluxSingleTransformerBlock.forward`` that asks for the group's output first."""
+    text_seq_len = encoder_hidden_states.shape[1]
+    hidden_states = torch.cat([encoder_hidden_states, hidden_states], dim=1)
+    residual = hidden_states
+    projected = reused_output(
+        block.proj_out, torch.Size((*residual.shape[:-1], block.proj_out.in_features))
+    )
+    if projected is None:
+        norm_hidden_states, gate = block.norm(hidden_states, emb=temb)
+        mlp_hidden_states = block.act_mlp(block.proj_mlp(norm_hidden_states))
+        attn_output = block.attn(
+            hidden_states=norm_hidden_states,
+            image_rotary_emb=image_rotary_emb,
+            **(joint_attention_kwargs or {}),
+        )
+        projected = block.proj_out(torch.cat([attn_output, mlp_hidden_states], dim=2))
+    else:  # the gate is the third chunk of the norm's modulation (AdaLayerNormZeroSingle)
+        gate = block.norm.linear(block.norm.silu(temb)).chunk(3, dim=1)[2]
+    hidden_states = residual + gate.unsqueeze(1) * projected
+    if hidden_states.dtype == torch.float16:
+        hidden_states = hidden_states.clip(-65504, 65504)
+    return hidden_states[:, :text_seq_len], hidden_states[:, text_seq_len:]
 
 
 class HunyuanVideoAdapter(DualStreamAdapter):

@@ -166,7 +166,7 @@ def test_builtin_adapter_passes_the_kit(name: str) -> None:
     assert report.passed, str(report)
     statuses = {r.check: r.status for r in report.results}
     assert list(statuses) == list(CHECKS)
-    expected_fast = "passed" if name in ("dit", "diffusers-dit") else "skipped"
+    expected_fast = "passed" if name in ("dit", "diffusers-dit", "flux") else "skipped"
     assert statuses.pop("fast_path") == expected_fast
     assert set(statuses.values()) == {"passed"}
 

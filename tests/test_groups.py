@@ -146,3 +146,21 @@ def test_members_are_not_calibrated_and_follow_the_schedule_made_for_leaders():
         run(model)
     assert session.stats.reused["blocks.1.proj_mlp"] == session.stats.reused["blocks.1.proj_out"]
     assert session.stats.reused["blocks.1.proj_out"] > 0
+
+
+def test_the_flux_fast_path_skips_the_group_with_less_work():
+    """FLUX's single-stream fast path: same output, fewer aten ops (counted, not timed)."""
+    from tests.conftest import load_script
+    from tests.models.diffusers_zoo import ZOO
+    from tests.models.diffusers_zoo import run as zoo_run
+
+    ops = load_script("benchmarks/fast_path_ops.py")
+    assert ops.count("FluxTransformer2DModel", True) < ops.count("FluxTransformer2DModel", False)
+    entry = ZOO["FluxTransformer2DModel"]
+    model = entry.factory()
+    outputs = []
+    for fast in (True, False):
+        with smoothcache.enabled(model, {"single": ops.ROW}, fast_path=fast) as session:
+            outputs.append(zoo_run(entry, model, num_steps=ops.STEPS))
+        assert session.stats.reused["single_transformer_blocks.0.proj_out"] == ops.ROW.count(0)
+    assert torch.equal(*outputs)

@@ -1,0 +1,59 @@
+"""Counted work of the adapters' fast paths: aten ops per sampler run, with and without.
+
+A fast path skips a reused branch's input preparation (and, for a group, the stand-ins of its
+members and the merge). Work is counted, not timed: every aten op dispatched during a run of
+the tiny random model (``tests/models/diffusers_zoo.py``, or the tiny DiT) under a schedule
+that reuses the fast-pathed kind at every other step, with ``fast_path=True`` and ``False``.
+
+    python benchmarks/fast_path_ops.py
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import smoothcache  # noqa: E402
+from benchmarks.forecast_cost import OpCounter  # noqa: E402
+from tests.models.diffusers_zoo import ZOO, run  # noqa: E402
+
+STEPS = 8
+ROW = [1, 0] * (STEPS // 2 - 1) + [1, 1]
+#: class -> schedule: the kinds whose blocks have a fast path
+CASES = {
+    "FluxTransformer2DModel": {"single": ROW},
+    "DiTTransformer2DModel": {"attn1": ROW, "ff": ROW},
+}
+
+
+def count(name: str, fast_path: bool) -> int:
+    """Aten ops of one cached run of ``name``'s tiny instance."""
+    entry = ZOO[name]
+    model = entry.factory()
+    with smoothcache.enabled(model, CASES[name], fast_path=fast_path):
+        run(entry, model, num_steps=STEPS)  # step 0 checks the fast path; not counted
+        with OpCounter() as counter:
+            run(entry, model, num_steps=STEPS)
+    return counter.ops
+
+
+def main() -> int:
+    torch.set_num_threads(1)
+    print(f"aten ops per {STEPS}-step run, reuse at every other step (torch {torch.__version__})")
+    print("| model | schedule | fast path off | fast path on | saved |")
+    print("|---|---|---:|---:|---:|")
+    for name, schedule in CASES.items():
+        off, on = count(name, False), count(name, True)
+        keys = ", ".join(schedule)
+        print(f"| {name} | {keys} | {off} | {on} | {off - on} ({(off - on) / off:.1%}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
