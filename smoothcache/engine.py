@@ -439,6 +439,12 @@ class Session:
         self._sizes: list[list[int]] = [[0] * n]
         self._call_marks = 0
         self._fallbacks = [0] * n
+        # Per branch, evaluations of its plan in which it did not run (a block skipped by
+        # skip-layer guidance, a pass without it): its plan counted it, so these are taken off.
+        self._absent = [[0, 0, 0] for _ in range(n)]  # computed, reused, forecast
+        paths = {b.path: i for i, b in enumerate(self._branches)}
+        # whose call says whether a branch ran: its own, or its group's leader's
+        self._ran_by = [paths.get(b.leader, i) for i, b in enumerate(self._branches)]
         self._forecast_fallbacks = [0] * n  # of the fallbacks, those at forecast steps
         self._last_step = [-1]  # per pass: the last step it ran in this generation
         self.cache_bytes = 0
@@ -654,11 +660,24 @@ class Session:
         for i in self._touched[index]:
             sizes[i] = nbytes(modules[i].__dict__["_sc_stored"])
         self._runs[self._root][index] += 1
+        for i in self._not_run(index):
+            absent = self._absent[i]
+            flags = plan[i][0]
+            absent[1 if flags & _SKIP else 0] += 1
+            absent[2] += 1 if flags & _FORECAST else 0
         # An entry dropped during the evaluation was held until its branch ran; counting it
         # with what is held now bounds the peak from above (exact when drops follow stores).
         self.peak_cache_bytes = max(self.peak_cache_bytes, held + dropped)
         self.cache_bytes = held
         self._current = -1
+
+    def _not_run(self, index: int) -> list[int]:
+        """The branches of the current root that did not run in the evaluation of plan
+        ``index`` (group members run when their leader does)."""
+        modules, ran_by = self._modules, self._ran_by
+        return [
+            i for i in self._root_members[self._root] if not modules[ran_by[i]].__dict__["_sc_ran"]
+        ]
 
     def _counts(self) -> tuple[list[int], list[int], list[int], list[int], int, int]:
         """Computed, reused, forecast and fallback counts per branch, bytes held and peak."""
@@ -680,6 +699,17 @@ class Session:
                             forecast[i] += count
                     else:
                         computed[i] += count
+        absent = [list(a) for a in self._absent]
+        if self._current >= 0:
+            plan = self._plans[self._current]
+            for i in self._not_run(self._current):
+                flags = plan[i][0]
+                absent[i][1 if flags & _SKIP else 0] += 1
+                absent[i][2] += 1 if flags & _FORECAST else 0
+        for i, (gone_computed, gone_reused, gone_forecast) in enumerate(absent):
+            computed[i] -= gone_computed
+            reused[i] -= gone_reused
+            forecast[i] -= gone_forecast
         fallbacks = list(self._fallbacks)
         forecast_fallbacks = list(self._forecast_fallbacks)
         for i in pending:

@@ -351,3 +351,35 @@ def test_wan_2_2_hands_over_to_the_second_expert_under_one_schedule():
     assert reused["blocks.0.attn1"] == 2 and reused["transformer_2.blocks.0.attn1"] == 2
     assert session.stats.steps == STEPS and session.stats.generations == 1
     assert not torch.equal(out, base)
+
+
+def test_sd3_skip_layer_guidance_adds_a_pass_that_skips_blocks():
+    """SD3.5's skip-layer guidance: a third call at some steps (a new pass) in which chosen
+    blocks do not run. The counts say what ran: block 1 is not in the guidance pass."""
+    pipe, _ = sd3()
+    pipe.set_progress_bar_config(disable=True)
+    config = pipe.transformer.config
+    prompt, pooled = (
+        _embeds(1, 8, config.joint_attention_dim),
+        _embeds(1, config.pooled_projection_dim),
+    )
+
+    def run() -> torch.Tensor:
+        return pipe(
+            prompt_embeds=prompt, pooled_prompt_embeds=pooled,
+            negative_prompt_embeds=0.3 * prompt, negative_pooled_prompt_embeds=0.3 * pooled,
+            num_inference_steps=STEPS, height=32, width=32, output_type="latent",
+            generator=torch.Generator().manual_seed(0), skip_guidance_layers=[1],
+            skip_layer_guidance_start=0.2, skip_layer_guidance_stop=0.8,
+        ).images  # fmt: skip
+
+    base = run()
+    with smoothcache.enabled(pipe, {"attn": [1] * STEPS}):
+        assert torch.equal(run(), base)
+    with smoothcache.enabled(pipe, {"attn": ROW}) as session:  # guidance pass at steps 2-4
+        out = run()
+    assert session.stats.passes == 2
+    reused = session.stats.reused  # reuse at steps 1 and 3; at 3 also in the guidance pass
+    assert reused["transformer_blocks.0.attn"] == 3
+    assert reused["transformer_blocks.1.attn"] == 2  # skipped in the guidance pass
+    assert not torch.equal(out, base)
