@@ -146,6 +146,8 @@ BUILTIN_CASES: dict[str, Case] = {
     "diffusers-generic": _zoo_case("WanTransformer3DModel"),  # no specific adapter
     "flux": _zoo_case("FluxTransformer2DModel"),
     "hunyuan-video": _zoo_case("HunyuanVideoTransformer3DModel"),
+    "cogview4": _zoo_case("CogView4Transformer2DModel"),
+    "glm-image": _zoo_case("GlmImageTransformer2DModel"),
 }
 #: Tiny random text streams move the image output little: reusing a joint model's text
 #: feed-forward (``ff_context``) changes it by about 1e-6 relative (see coverage_matrix.py).
