@@ -38,6 +38,7 @@ from smoothcache.curves import ALL_BRANCHES, ErrorCurves, Sensitivity, all_but
 from smoothcache.engine import (
     enabled,
     model_branches,
+    prefixed_branch,
     resolve,
     second_denoisers,
     timestep_source,
@@ -231,17 +232,16 @@ class Recorder:
         self._combo_weights = combo_weights(self._combos) if orders else None
         self._reaches = [reach(c) for c in self._combos]
         root, chosen = resolve(model, adapter)
-        if second_denoisers(model, root, chosen):
-            raise CalibrationError(
-                "this pipeline hands the run over to a second denoiser (transformer_2) partway; "
-                "calibrating both with one clock is not supported yet. Calibrate with "
-                "boundary_ratio set so that one transformer runs every step, or use a uniform "
-                "schedule (Schedule.uniform), which smoothcache.enabled applies across both"
-            )
-        # group members follow their leader's schedule and are not measured
-        pairs = [(b, m) for b, m in model_branches(root, chosen) if b.leader is None]
-        source = timestep_source(root, chosen)
-        source_module = root.get_submodule(source.path)
+        # Every denoiser of the pipeline (Wan 2.2's second expert takes over partway), one clock;
+        # group members follow their leader's schedule and are not measured.
+        roots = [("", root), *second_denoisers(model, root, chosen)]
+        pairs = [
+            (prefixed_branch(b, name), m)
+            for name, denoiser in roots
+            for b, m in model_branches(denoiser, chosen)
+            if b.leader is None
+        ]
+        sources = [(denoiser, timestep_source(denoiser, chosen)) for _, denoiser in roots]
         self.model = root
         self.adapter = chosen
         self.branches = [b for b, _ in pairs]
@@ -261,17 +261,26 @@ class Recorder:
         self._patches = Patches(owner=f"calibration with adapter {chosen.name!r}")
         self.active = False
         try:
-            self._patches.hold([root, source_module, *(m for _, m in pairs)])
-            self._watch = EvaluationWatch(
-                self._patches,
-                root,
-                source,
-                self.clock,
-                self._branch_calls,
-                chosen.name,
-                after_tick=self._after_tick,
-                on_failure=self._drop_run,
+            self._patches.hold(
+                [
+                    *(denoiser for _, denoiser in roots),
+                    *(denoiser.get_submodule(source.path) for denoiser, source in sources),
+                    *(m for _, m in pairs),
+                ]
             )
+            self._watches = [
+                EvaluationWatch(
+                    self._patches,
+                    denoiser,
+                    source,
+                    self.clock,
+                    self._branch_calls,
+                    chosen.name,
+                    after_tick=self._after_tick,
+                    on_failure=self._drop_run,
+                )
+                for denoiser, source in sources
+            ]
             watch_runs(self._patches, model, root, self._new_run)
             for index, (_, module) in enumerate(pairs):
                 self._patches.add_hook(module, module.register_forward_hook(self._hook(index)))
@@ -374,7 +383,8 @@ class Recorder:
 
     def _new_run(self) -> None:
         """A pipeline run starts: end the one in progress (its step count is checked)."""
-        self._watch.check_failed()
+        for watch in self._watches:
+            watch.check_failed()
         self._close_run()
 
     def _close_run(self) -> None:

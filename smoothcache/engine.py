@@ -399,7 +399,7 @@ class Session:
             planned, found, modules, (path, read) = _plan(root, adapter, schedule)
             start = len(branches)
             self._root_members.append(list(range(start, start + len(found))))
-            branches += [_prefixed(b, name) for b in found]
+            branches += [prefixed_branch(b, name) for b in found]
             self._modules += modules
             self._sources.append((root, path, read))
         #: the schedule applied: keys named after another adapter's kinds read as this model's
@@ -950,7 +950,7 @@ def check_keys(schedule: Schedule, branches: list[Branch], adapter: Adapter | No
         )
 
 
-def _prefixed(branch: Branch, name: str) -> Branch:
+def prefixed_branch(branch: Branch, name: str) -> Branch:
     """``branch`` of the denoiser held as ``name`` by the pipeline, with paths from there."""
     if not name:
         return branch

@@ -7,11 +7,9 @@ hand-over rule (``t >= boundary`` runs ``transformer``), driving two tiny Wan tr
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 import smoothcache
-from smoothcache.errors import CalibrationError
 from tests.conftest import count_original_calls
 from tests.models.diffusers_zoo import ZOO, timestep_tensor
 
@@ -78,8 +76,22 @@ def test_the_second_denoisers_first_step_computes():
     assert session.stats.fallbacks["transformer_2.blocks.0.attn1"] == 1
 
 
-def test_calibrating_two_denoisers_is_refused_explicitly():
+def test_calibration_spans_both_denoisers_and_its_schedules_apply():
     pipe = TwoStagePipeline()
-    with pytest.raises(CalibrationError, match="transformer_2"):
-        with smoothcache.calibrating(pipe):
+    with smoothcache.calibrating(pipe, lookahead=2) as recorder:
+        pipe()
+        pipe()
+    curves = recorder.curves()
+    paths = [b.path for b in curves.branches]
+    assert "blocks.0.attn1" in paths and "transformer_2.blocks.0.attn1" in paths
+    assert curves.num_steps == STEPS and curves.metadata["runs"] == 2
+    first = paths.index("blocks.0.attn1")
+    second = paths.index("transformer_2.blocks.0.attn1")
+    # each expert's errors exist at its own steps only (steps 0-3 and 4-7, lag 1)
+    assert (curves.count[first, 0, 0, 1:4] > 0).all() and not curves.count[first, 0, 0, 4:].any()
+    assert (curves.count[second, 0, 0, 5:] > 0).all() and not curves.count[second, 0, 0, :5].any()
+    for method in ("paper", "forecast"):
+        schedule = curves.schedule(compute_fraction=0.75, method=method)
+        with smoothcache.enabled(pipe, schedule) as session:
             pipe()
+        assert sum(session.stats.reused.values()) > 0
