@@ -1,4 +1,5 @@
-"""Adapters for dual-stream MMDiTs with fused single-stream blocks: FLUX.1 and HunyuanVideo.
+"""Adapters for dual-stream MMDiTs with fused single-stream blocks: FLUX.1, Chroma and the
+HunyuanVideo family (HunyuanVideo, its Framepack variant, HunyuanImage).
 
 Both models run two block lists:
 
@@ -119,15 +120,27 @@ def flux_single_forward(
     return hidden_states[:, :text_seq_len], hidden_states[:, text_seq_len:]
 
 
+class ChromaAdapter(DualStreamAdapter):
+    """Chroma (``ChromaTransformer2DModel``): FLUX.1 [schnell]'s blocks, pruned modulation."""
+
+    name = "chroma"
+    model_classes = ("ChromaTransformer2DModel",)
+    timestep_position = 2  # hidden_states, encoder_hidden_states, timestep
+
+
 class HunyuanVideoAdapter(DualStreamAdapter):
-    """HunyuanVideo (``HunyuanVideoTransformer3DModel``)."""
+    """HunyuanVideo, HunyuanVideo Framepack and HunyuanImage: the same two block lists."""
 
     name = "hunyuan-video"
-    model_classes = ("HunyuanVideoTransformer3DModel",)
+    model_classes = (
+        "HunyuanVideoTransformer3DModel",
+        "HunyuanVideoFramepackTransformer3DModel",
+        "HunyuanImageTransformer2DModel",
+    )
     timestep_position = 1  # hidden_states, timestep, ...
 
 
 @hookimpl
 def smoothcache_adapters() -> list[Adapter]:
-    """The FLUX.1 and HunyuanVideo adapters."""
-    return [FluxAdapter(), HunyuanVideoAdapter()]
+    """The FLUX.1, Chroma and HunyuanVideo adapters."""
+    return [FluxAdapter(), ChromaAdapter(), HunyuanVideoAdapter()]

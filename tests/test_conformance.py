@@ -146,12 +146,13 @@ BUILTIN_CASES: dict[str, Case] = {
     "diffusers-generic": _zoo_case("WanTransformer3DModel"),  # no specific adapter
     "flux": _zoo_case("FluxTransformer2DModel"),
     "hunyuan-video": _zoo_case("HunyuanVideoTransformer3DModel"),
+    "chroma": _zoo_case("ChromaTransformer2DModel"),
     "cogview4": _zoo_case("CogView4Transformer2DModel"),
     "glm-image": _zoo_case("GlmImageTransformer2DModel"),
 }
 #: Tiny random text streams move the image output little: reusing a joint model's text
 #: feed-forward (``ff_context``) changes it by about 1e-6 relative (see coverage_matrix.py).
-MIN_CHANGE = {"flux": 1e-7, "hunyuan-video": 1e-7}
+MIN_CHANGE = {"flux": 1e-7, "hunyuan-video": 1e-7, "chroma": 1e-7}
 
 
 def test_every_builtin_adapter_has_a_case() -> None:
