@@ -383,3 +383,33 @@ def test_sd3_skip_layer_guidance_adds_a_pass_that_skips_blocks():
     assert reused["transformer_blocks.0.attn"] == 3
     assert reused["transformer_blocks.1.attn"] == 2  # skipped in the guidance pass
     assert not torch.equal(out, base)
+
+
+def test_lumina2_cfg_truncation_drops_the_second_call_partway():
+    """Lumina2's CFG truncation: after ``cfg_trunc_ratio`` of the steps the unconditional call
+    stops; the second pass simply stops running, and nothing is counted for it there."""
+    pipe, _ = lumina2()
+    pipe.set_progress_bar_config(disable=True)
+    config = pipe.transformer.config
+    prompt = _embeds(1, 8, config.cap_feat_dim)
+    mask = _mask(8, torch.bool)
+
+    def run() -> torch.Tensor:
+        return pipe(
+            prompt_embeds=prompt, prompt_attention_mask=mask,
+            negative_prompt_embeds=0.3 * prompt, negative_prompt_attention_mask=mask,
+            num_inference_steps=STEPS, height=64, width=64, output_type="latent",
+            generator=_seed(), cfg_trunc_ratio=0.5,
+        ).images  # fmt: skip
+
+    base = run()
+    with smoothcache.enabled(pipe, {"layers.attn": [1] * STEPS}):
+        assert torch.equal(run(), base)
+    path = "layers.0.attn"
+    with count_original_calls(pipe.transformer, [path]) as calls:
+        with smoothcache.enabled(pipe, {"layers.attn": ROW}) as session:
+            out = run()
+    # two calls at steps 0-2, one at 3-5; reuse at steps 1 (both passes) and 3 (one)
+    assert session.stats.reused[path] == 3
+    assert calls[path] == 2 * 2 + 2  # computed: steps 0 and 2 twice, 4 and 5 once
+    assert not torch.equal(out, base)
