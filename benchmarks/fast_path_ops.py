@@ -29,6 +29,7 @@ ROW = [1, 0] * (STEPS // 2 - 1) + [1, 1]
 CASES = {
     "FluxTransformer2DModel": {"single": ROW},
     "DiTTransformer2DModel": {"attn1": ROW, "ff": ROW},
+    "WanTransformer3DModel": {"attn1": ROW, "attn2": ROW, "ffn": ROW},
 }
 
 

@@ -143,7 +143,8 @@ BUILTIN_CASES: dict[str, Case] = {
         lambda model: rflow_sample(model, STEPS, condition_frames=1),
     ),
     "opensora-stdit2": (lambda: tiny_stdit2(seed=1), lambda model: iddpm_sample(model, STEPS)),
-    "diffusers-generic": _zoo_case("WanTransformer3DModel"),  # no specific adapter
+    "diffusers-generic": _zoo_case("SD3Transformer2DModel"),  # no specific adapter
+    "wan": _zoo_case("WanTransformer3DModel"),
     "flux": _zoo_case("FluxTransformer2DModel"),
     "hunyuan-video": _zoo_case("HunyuanVideoTransformer3DModel"),
     "chroma": _zoo_case("ChromaTransformer2DModel"),
@@ -152,7 +153,7 @@ BUILTIN_CASES: dict[str, Case] = {
 }
 #: Tiny random text streams move the image output little: reusing a joint model's text
 #: feed-forward (``ff_context``) changes it by about 1e-6 relative (see coverage_matrix.py).
-MIN_CHANGE = {"flux": 1e-7, "hunyuan-video": 1e-7, "chroma": 1e-7}
+MIN_CHANGE = {"flux": 1e-7, "hunyuan-video": 1e-7, "chroma": 1e-7, "diffusers-generic": 1e-7}
 
 
 def test_every_builtin_adapter_has_a_case() -> None:
@@ -169,7 +170,7 @@ def test_builtin_adapter_passes_the_kit(name: str) -> None:
     assert report.passed, str(report)
     statuses = {r.check: r.status for r in report.results}
     assert list(statuses) == list(CHECKS)
-    expected_fast = "passed" if name in ("dit", "diffusers-dit", "flux") else "skipped"
+    expected_fast = "passed" if name in ("dit", "diffusers-dit", "flux", "wan") else "skipped"
     assert statuses.pop("fast_path") == expected_fast
     assert set(statuses.values()) == {"passed"}
 

@@ -295,7 +295,7 @@ def flux2() -> tuple[Any, Callable[[], torch.Tensor]]:
 CASES = {
     "flux": (flux, "flux", {"attn": ROW, "single": ROW}, "transformer_blocks.0.attn", 2),
     "sd3": (sd3, "diffusers-generic", {"attn": ROW}, "transformer_blocks.0.attn", 1),
-    "wan": (wan, "diffusers-generic", {"attn1": ROW}, "blocks.0.attn1", 2),
+    "wan": (wan, "wan", {"attn1": ROW}, "blocks.0.attn1", 2),
     "cogvideox": (cogvideox, "diffusers-generic", {"attn1": ROW}, "transformer_blocks.0.attn1", 1),
     "ltx": (ltx, "diffusers-generic", {"attn1": ROW}, "transformer_blocks.0.attn1", 1),
     "sana": (sana, "diffusers-generic", {"attn1": ROW}, "transformer_blocks.0.attn1", 1),
