@@ -24,6 +24,7 @@ import smoothcache
 from smoothcache.adapter import TimestepSource, argument
 from smoothcache.adapters.diffusers_dit import DiffusersDiTAdapter
 from smoothcache.adapters.dit import OriginalDiTAdapter
+from smoothcache.adapters.families import FAMILIES
 from smoothcache.adapters.opensora import STDiT3Adapter
 from smoothcache.testing import (
     CHECKS,
@@ -143,17 +144,24 @@ BUILTIN_CASES: dict[str, Case] = {
         lambda model: rflow_sample(model, STEPS, condition_frames=1),
     ),
     "opensora-stdit2": (lambda: tiny_stdit2(seed=1), lambda model: iddpm_sample(model, STEPS)),
-    "diffusers-generic": _zoo_case("SD3Transformer2DModel"),  # no specific adapter
+    "diffusers-generic": _zoo_case("MochiTransformer3DModel"),  # no specific adapter
     "wan": _zoo_case("WanTransformer3DModel"),
     "flux": _zoo_case("FluxTransformer2DModel"),
     "hunyuan-video": _zoo_case("HunyuanVideoTransformer3DModel"),
     "chroma": _zoo_case("ChromaTransformer2DModel"),
     "cogview4": _zoo_case("CogView4Transformer2DModel"),
     "glm-image": _zoo_case("GlmImageTransformer2DModel"),
+    **{
+        family.name: _zoo_case(family.model_class)
+        for family in FAMILIES
+        if family.model_class in ZOO
+    },
 }
 #: Tiny random text streams move the image output little: reusing a joint model's text
 #: feed-forward (``ff_context``) changes it by about 1e-6 relative (see coverage_matrix.py).
-MIN_CHANGE = {"flux": 1e-7, "hunyuan-video": 1e-7, "chroma": 1e-7, "diffusers-generic": 1e-7}
+MIN_CHANGE = dict.fromkeys(
+    ["flux", "hunyuan-video", "chroma", "diffusers-generic", *(f.name for f in FAMILIES)], 1e-7
+)
 
 
 def test_every_builtin_adapter_has_a_case() -> None:

@@ -41,6 +41,7 @@ def test_specific_adapters_win_and_every_failure_says_why(rows):
     assert rows["FluxTransformer2DModel"].adapter == "flux"
     assert rows["HunyuanVideoTransformer3DModel"].adapter == "hunyuan-video"
     assert rows["DiTTransformer2DModel"].adapter == "diffusers-dit"
-    assert rows["SD3Transformer2DModel"].adapter == "diffusers-generic"
+    assert rows["SD3Transformer2DModel"].adapter == "sd3"
+    assert rows["MochiTransformer3DModel"].adapter == "diffusers-generic"
     for name, row in rows.items():
         assert row.passed or len(row.reason) > 10, name

@@ -294,14 +294,14 @@ def flux2() -> tuple[Any, Callable[[], torch.Tensor]]:
 
 CASES = {
     "flux": (flux, "flux", {"attn": ROW, "single": ROW}, "transformer_blocks.0.attn", 2),
-    "sd3": (sd3, "diffusers-generic", {"attn": ROW}, "transformer_blocks.0.attn", 1),
+    "sd3": (sd3, "sd3", {"attn": ROW}, "transformer_blocks.0.attn", 1),
     "wan": (wan, "wan", {"attn1": ROW}, "blocks.0.attn1", 2),
-    "cogvideox": (cogvideox, "diffusers-generic", {"attn1": ROW}, "transformer_blocks.0.attn1", 1),
-    "ltx": (ltx, "diffusers-generic", {"attn1": ROW}, "transformer_blocks.0.attn1", 1),
-    "sana": (sana, "diffusers-generic", {"attn1": ROW}, "transformer_blocks.0.attn1", 1),
-    "qwen-image": (qwen_image, "diffusers-generic", {"attn": ROW}, "transformer_blocks.0.attn", 2),
-    "lumina2": (lumina2, "diffusers-generic", {"layers.attn": ROW}, "layers.0.attn", 2),
-    "hunyuan-dit": (hunyuan_dit, "diffusers-generic", {"attn1": ROW}, "blocks.0.attn1", 1),
+    "cogvideox": (cogvideox, "cogvideox", {"attn1": ROW}, "transformer_blocks.0.attn1", 1),
+    "ltx": (ltx, "ltx-video", {"attn1": ROW}, "transformer_blocks.0.attn1", 1),
+    "sana": (sana, "sana", {"attn1": ROW}, "transformer_blocks.0.attn1", 1),
+    "qwen-image": (qwen_image, "qwen-image", {"attn": ROW}, "transformer_blocks.0.attn", 2),
+    "lumina2": (lumina2, "lumina2", {"attn": ROW}, "layers.0.attn", 2),
+    "hunyuan-dit": (hunyuan_dit, "hunyuandit", {"attn1": ROW}, "blocks.0.attn1", 1),
     "hunyuan-video": (
         hunyuan_video,
         "hunyuan-video",
@@ -311,8 +311,8 @@ CASES = {
     ),
     "flux2": (
         flux2,
-        "diffusers-generic",
-        {"transformer_blocks.attn": ROW, "single_transformer_blocks.attn": ROW},
+        "flux2",
+        {"attn": ROW, "single": ROW},
         "transformer_blocks.0.attn",
         1,
     ),
@@ -403,11 +403,11 @@ def test_lumina2_cfg_truncation_drops_the_second_call_partway():
         ).images  # fmt: skip
 
     base = run()
-    with smoothcache.enabled(pipe, {"layers.attn": [1] * STEPS}):
+    with smoothcache.enabled(pipe, {"attn": [1] * STEPS}):
         assert torch.equal(run(), base)
     path = "layers.0.attn"
     with count_original_calls(pipe.transformer, [path]) as calls:
-        with smoothcache.enabled(pipe, {"layers.attn": ROW}) as session:
+        with smoothcache.enabled(pipe, {"attn": ROW}) as session:
             out = run()
     # two calls at steps 0-2, one at 3-5; reuse at steps 1 (both passes) and 3 (one)
     assert session.stats.reused[path] == 3

@@ -80,7 +80,8 @@ def test_the_entry_point_is_discovered_with_its_distribution(on_path: None) -> N
     model = tiny_hunyuan_dit()
     assert registry.detect(model).name == "hunyuan-dit"
     names = [m.adapter.name for m in registry.matching(model)]
-    assert names == ["hunyuan-dit", "diffusers-generic"]  # the plugin's class match wins
+    # the plugin and the built-in name the same class; the plugin's higher priority wins
+    assert names == ["hunyuan-dit", "hunyuandit", "diffusers-generic"]
 
 
 def test_autoload_off_skips_the_plugin(on_path: None, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,125 @@
+"""Specific adapters for the diffusers DiT families whose blocks need nothing but naming.
+
+Each family is a row of :data:`FAMILIES`: the transformer class, its block lists, the branch
+children of each list with the schedule kind each gets, and the position of ``timestep`` in the
+model's forward (the pipelines call the model once per evaluation with it). Compared with the
+structural ``diffusers-generic`` adapter, a family adapter matches by class (so it wins
+detection), checks the structure it expects, and names kinds for the model rather than for the
+heuristic (FLUX.2's fused single-stream attention is ``single``; Lumina2's text and noise
+refiners are kinds of their own).
+
+No fast path: in these blocks a branch's input preparation is fused into the adaLN
+normalisation module, whose other outputs (the gates, the MLP's shift and scale) are needed at
+reuse steps too, so skipping it saves at most one LayerNorm per branch. The fast paths that do
+pay (DiT, Wan, FLUX.1's single-stream group) are counted in ``benchmarks/fast_path_ops.py``.
+
+Facts per family (diffusers 0.42.1):
+
+- **SD3 / SD3.5** (``SD3Transformer2DModel``): joint attention ``attn`` returns (image, text);
+  ``attn2`` only in SD3.5's dual-attention blocks; the last block is ``context_pre_only`` (no
+  ``ff_context``). Skip-layer guidance is a third call at some steps that skips chosen blocks.
+- **FLUX.2** (``Flux2Transformer2DModel``): its single-stream block fuses attention and MLP inside
+  one ``attn`` module, so that module is the whole branch (kind ``single``); modulation is
+  computed once at the model level.
+- **HunyuanVideo 1.5**, **CogVideoX**, **LTX-Video**, **Sana**, **HunyuanDiT**: one block list;
+  Sana's ``ff`` is convolutional, LTX's and Sana's ``attn2`` has no gate, HunyuanDiT has no gates
+  and long skip connections (caching is still per branch output).
+- **Qwen-Image**: image and text MLPs ``img_mlp`` / ``txt_mlp`` around joint attention ``attn``.
+- **Lumina2**: ``layers`` (kinds ``attn``, ``feed_forward``), ``noise_refiner`` and
+  ``context_refiner`` (text only, no timestep: the same output at every step, so caching it is
+  exact). CFG truncation drops the second call after a ratio of the steps.
+- **LTX-2** (``LTX2VideoTransformer3DModel``): video and audio streams with cross-modal attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from torch import nn
+
+from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
+from smoothcache.hookspecs import hookimpl
+
+
+@dataclass(frozen=True)
+class Family:
+    """One DiT family: ``lists`` maps each block list to {branch child: schedule kind}."""
+
+    name: str
+    model_class: str
+    lists: Mapping[str, Mapping[str, str]]
+    timestep_position: int
+    priority: int = 0
+
+
+def _same(*children: str) -> dict[str, str]:
+    return {child: child for child in children}
+
+
+FAMILIES = (
+    Family("sd3", "SD3Transformer2DModel",
+           {"transformer_blocks": _same("attn", "attn2", "ff", "ff_context")}, 3),
+    Family("flux2", "Flux2Transformer2DModel",
+           {"transformer_blocks": _same("attn", "ff", "ff_context"),
+            "single_transformer_blocks": {"attn": "single"}}, 2),
+    Family("hunyuan-video-1.5", "HunyuanVideo15Transformer3DModel",
+           {"transformer_blocks": _same("attn", "ff", "ff_context")}, 1),
+    Family("cogvideox", "CogVideoXTransformer3DModel",
+           {"transformer_blocks": _same("attn1", "ff")}, 2),
+    Family("ltx-video", "LTXVideoTransformer3DModel",
+           {"transformer_blocks": _same("attn1", "attn2", "ff")}, 2),
+    Family("ltx2", "LTX2VideoTransformer3DModel",
+           {"transformer_blocks": _same(
+               "attn1", "audio_attn1", "attn2", "audio_attn2", "audio_to_video_attn",
+               "video_to_audio_attn", "ff", "audio_ff")}, 4),
+    Family("qwen-image", "QwenImageTransformer2DModel",
+           {"transformer_blocks": _same("attn", "img_mlp", "txt_mlp")}, 3),
+    Family("sana", "SanaTransformer2DModel",
+           {"transformer_blocks": _same("attn1", "attn2", "ff")}, 2),
+    Family("lumina2", "Lumina2Transformer2DModel",
+           {"noise_refiner": {"attn": "noise_refiner.attn",
+                              "feed_forward": "noise_refiner.feed_forward"},
+            "context_refiner": {"attn": "context_refiner.attn",
+                                "feed_forward": "context_refiner.feed_forward"},
+            "layers": _same("attn", "feed_forward")}, 1),
+    # priority -1: the example HunyuanDiT plugin (examples/third_party_adapter), when installed,
+    # names the same class at priority 0 and wins; without it, this one serves
+    Family("hunyuandit", "HunyuanDiT2DModel", {"blocks": _same("attn1", "attn2", "ff")}, 1, -1),
+)  # fmt: skip
+
+
+class FamilyAdapter(Adapter):
+    """The adapter of one :class:`Family`."""
+
+    def __init__(self, family: Family) -> None:
+        self.family = family
+        self.name = family.name
+        self.model_classes = (family.model_class,)
+        self.priority = family.priority
+        self.kinds = tuple(
+            dict.fromkeys(k for kids in family.lists.values() for k in kids.values())
+        )
+
+    def matches(self, model: nn.Module) -> bool:
+        return super().matches(model) and all(
+            isinstance(getattr(model, name, None), nn.ModuleList) for name in self.family.lists
+        )
+
+    def branches(self, model: nn.Module) -> list[Branch]:
+        found = []
+        for list_name, children in self.family.lists.items():
+            for index, block in enumerate(getattr(model, list_name)):
+                for child, kind in children.items():
+                    if isinstance(getattr(block, child, None), nn.Module):
+                        found.append(Branch(f"{list_name}.{index}.{child}", kind, index))
+        return found
+
+    def timestep_source(self, model: nn.Module) -> TimestepSource:
+        return TimestepSource("", argument("timestep", self.family.timestep_position))
+
+
+@hookimpl
+def smoothcache_adapters() -> list[Adapter]:
+    """One adapter per row of :data:`FAMILIES`."""
+    return [FamilyAdapter(family) for family in FAMILIES]
