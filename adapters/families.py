@@ -8,10 +8,12 @@ detection), checks the structure it expects, and names kinds for the model rathe
 heuristic (FLUX.2's fused single-stream attention is ``single``; Lumina2's text and noise
 refiners are kinds of their own).
 
-No fast path: in these blocks a branch's input preparation is fused into the adaLN
+No fast path yet: in these blocks a branch's input preparation is fused into the adaLN
 normalisation module, whose other outputs (the gates, the MLP's shift and scale) are needed at
-reuse steps too, so skipping it saves at most one LayerNorm per branch. The fast paths that do
-pay (DiT, Wan, FLUX.1's single-stream group) are counted in ``benchmarks/fast_path_ops.py``.
+reuse steps too, so a fast path saves only the LayerNorm and modulation. The upper bound of that
+is counted in ``benchmarks/fast_path_ops.py`` (docs/performance.md): 1-2% of the ops for FLUX.2,
+Sana and Qwen-Image, 14-35% for SD3, Lumina2 and CogVideoX (mostly the gates' Linear), where a
+measured fast path is the next step.
 
 Facts per family (diffusers 0.42.1):
 

@@ -1,5 +1,9 @@
 """Counted work of the adapters' fast paths: aten ops per sampler run, with and without.
 
+The second table bounds what a fast path could gain for the families that have none: the aten
+ops spent inside the blocks' normalisation modules outside every branch (adaLN modules compute
+the gates too, which a reuse step needs, so the real gain is a fraction of it).
+
 A fast path skips a reused branch's input preparation (and, for a group, the stand-ins of its
 members and the merge). Work is counted, not timed: every aten op dispatched during a run of
 the tiny random model (``tests/models/diffusers_zoo.py``, or the tiny DiT) under a schedule
@@ -14,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -44,6 +49,45 @@ def count(name: str, fast_path: bool) -> int:
     return counter.ops
 
 
+#: Families without a fast path, for the bound of :func:`norm_ops`.
+WITHOUT = (
+    "SD3Transformer2DModel", "CogVideoXTransformer3DModel", "LTXVideoTransformer3DModel",
+    "QwenImageTransformer2DModel", "SanaTransformer2DModel", "Lumina2Transformer2DModel",
+    "HunyuanDiT2DModel", "Flux2Transformer2DModel",
+)  # fmt: skip
+
+
+def norm_ops(name: str) -> tuple[str, int, int]:
+    """Adapter, aten ops of one uncached run, and of them those inside the blocks' norm modules
+    that sit outside every branch (input preparation a fast path could at most skip)."""
+    entry = ZOO[name]
+    model = entry.factory()
+    adapter = smoothcache.detect(model)
+    inside = {
+        id(module)
+        for branch in adapter.branches(model)
+        for module in model.get_submodule(branch.path).modules()
+    }
+    tally = [0]
+
+    def counted(forward):
+        def wrapper(*args, **kwargs):
+            with OpCounter() as counter:
+                out = forward(*args, **kwargs)
+            tally[0] += counter.ops
+            return out
+
+        return wrapper
+
+    for blocks in (c for c in model.children() if isinstance(c, nn.ModuleList)):
+        for module in blocks.modules():
+            if id(module) not in inside and "Norm" in type(module).__name__:
+                module.forward = counted(module.forward)
+    with OpCounter() as total:
+        run(entry, model, num_steps=STEPS)
+    return adapter.name, total.ops, tally[0]
+
+
 def main() -> int:
     torch.set_num_threads(1)
     print(f"aten ops per {STEPS}-step run, reuse at every other step (torch {torch.__version__})")
@@ -53,6 +97,12 @@ def main() -> int:
         off, on = count(name, False), count(name, True)
         keys = ", ".join(schedule)
         print(f"| {name} | {keys} | {off} | {on} | {off - on} ({(off - on) / off:.1%}) |")
+    print(f"\nno fast path: aten ops per uncached {STEPS}-step run, and inside block norms")
+    print("| model | adapter | all | in norm modules outside branches |")
+    print("|---|---|---:|---:|")
+    for name in WITHOUT:
+        adapter, total, norms = norm_ops(name)
+        print(f"| {name} | {adapter} | {total} | {norms} ({norms / total:.1%}) |")
     return 0
 
 

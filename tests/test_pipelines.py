@@ -1,10 +1,13 @@
 """Families of issue #16 through their real diffusers pipeline classes, with tiny transformers.
 
 The pipelines get the zoo's tiny transformer, no VAE and no text encoders (prompt embeddings
-are passed directly; ``output_type="latent"``). Each test checks what a user relies on: the
-adapter detection picks, a compute-everything schedule bit-identical to no caching, reuse that
-skips the branch's forward and changes the output, and the call pattern (passes) of the
-pipeline's guidance.
+are passed directly; ``output_type="latent"``). Where a pipeline needs more even for latent
+output (LTX-2's text connectors and VAE statistics, HunyuanVideo 1.5's VAE config and its
+9-channel transformer input), it gets tiny real diffusers modules built from small configs.
+
+Each test checks what a user relies on: the adapter detection picks, a compute-everything
+schedule bit-identical to no caching, reuse that skips the branch's forward and changes the
+output, and the call pattern (passes) of the pipeline's guidance.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ from typing import Any
 import pytest
 import torch
 from diffusers import (
+    AutoencoderKLHunyuanVideo15,
+    AutoencoderKLLTX2Audio,
+    AutoencoderKLLTX2Video,
     CogVideoXDDIMScheduler,
     CogVideoXPipeline,
     DDPMScheduler,
@@ -22,7 +28,10 @@ from diffusers import (
     Flux2Pipeline,
     FluxPipeline,
     HunyuanDiTPipeline,
+    HunyuanVideo15Pipeline,
+    HunyuanVideo15Transformer3DModel,
     HunyuanVideoPipeline,
+    LTX2Pipeline,
     LTXPipeline,
     Lumina2Pipeline,
     QwenImagePipeline,
@@ -31,10 +40,12 @@ from diffusers import (
     UniPCMultistepScheduler,
     WanPipeline,
 )
+from diffusers.guiders import ClassifierFreeGuidance
+from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
 import smoothcache
 from tests.conftest import count_original_calls
-from tests.models.diffusers_zoo import ZOO
+from tests.models.diffusers_zoo import ZOO, randomize_zeros_
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 1, 1]
@@ -50,6 +61,14 @@ def _mask(length: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
 
 def _seed() -> torch.Generator:
     return torch.Generator().manual_seed(0)
+
+
+def _tiny(cls: type, **config: Any) -> Any:
+    """A real diffusers module from a tiny config: seeded, all-zero weights re-drawn, eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = cls(**config)
+    return randomize_zeros_(module).float().eval()
 
 
 def flux() -> tuple[Any, Callable[[], torch.Tensor]]:
@@ -279,17 +298,84 @@ def flux2() -> tuple[Any, Callable[[], torch.Tensor]]:
     return pipe, run
 
 
-# Left out (each needs a component the no-VAE, no-text-encoder setup does not have; diffusers
-# 0.42.1):
-# - LTX2Pipeline: `__call__` runs the learned text connectors unconditionally
-#   (pipelines/ltx2/pipeline_ltx2.py:1251, `self.connectors(prompt_embeds, ...)`), and, even for
-#   output_type="latent", reads `self.audio_vae.latents_mean` (:1623-1624) and
-#   `self.vae.latents_mean` (:1630) to denormalise.
-# - HunyuanVideo15Pipeline: `__init__` reads `self.vae.config.latent_channels` whenever the
-#   attribute exists, so vae=None fails at construction
-#   (pipelines/hunyuan_video1_5/pipeline_hunyuan_video1_5.py:225, `hasattr(self, "vae")` is
-#   true for a None component); the zoo transformer (in_channels=4) would not fit anyway: the
-#   pipeline feeds cat([latents, cond_latents, mask]), 2 * latent_channels + 1 channels (:737).
+def ltx2() -> tuple[Any, Callable[[], torch.Tensor]]:
+    # The pipeline always runs the text connectors and reads both VAEs' latent statistics and
+    # compression ratios, so it gets tiny real ones. Video VAE: patch 4 and three 2x
+    # spatio-temporal stages, i.e. 32x spatial and 8x temporal as in LTX-2; 4 latent channels
+    # (the zoo transformer's in_channels). Audio VAE: 2 latent channels x 8 / 4 mel bins = 4,
+    # the zoo transformer's audio_in_channels, and its statistics have that many entries.
+    transformer = ZOO["LTX2VideoTransformer3DModel"].factory()
+    vae = _tiny(
+        AutoencoderKLLTX2Video, latent_channels=4, block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1, 1), spatio_temporal_scaling=(True, True, True, False),
+    )  # fmt: skip
+    audio_vae = _tiny(
+        AutoencoderKLLTX2Audio, base_channels=4, ch_mult=(1, 2), num_res_blocks=1,
+        latent_channels=2, mel_bins=8,
+    )  # fmt: skip
+    caption = transformer.config.caption_channels  # the connectors' width: 2 heads x 8
+    connectors = _tiny(
+        LTX2TextConnectors, caption_channels=caption, text_proj_in_factor=2,
+        video_connector_num_attention_heads=2, video_connector_attention_head_dim=caption // 2,
+        video_connector_num_layers=1, video_connector_num_learnable_registers=8,
+        audio_connector_num_attention_heads=2, audio_connector_attention_head_dim=caption // 2,
+        audio_connector_num_layers=1, audio_connector_num_learnable_registers=8,
+        rope_double_precision=False,
+    )  # fmt: skip
+    pipe = LTX2Pipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, audio_vae=audio_vae,
+        text_encoder=None, tokenizer=None, connectors=connectors, transformer=transformer,
+        vocoder=None,
+    )  # fmt: skip
+    prompt = _embeds(1, 8, 2 * caption)  # stacked text-encoder layers: caption x proj_in_factor
+
+    def run() -> torch.Tensor:  # 128 px / 32 = 4x4, 9 frames -> 2 latent, 9 audio latents
+        # default guidance, three calls per step: CFG as one doubled batch, then the
+        # spatio-temporal-guidance call and the modality-isolation call at batch 1
+        return pipe(
+            prompt_embeds=prompt, prompt_attention_mask=_mask(8),
+            negative_prompt_embeds=0.3 * prompt, negative_prompt_attention_mask=_mask(8),
+            num_inference_steps=STEPS, height=128, width=128, num_frames=9,
+            output_type="latent", generator=_seed(),
+        ).frames  # fmt: skip
+
+    return pipe, run
+
+
+def hunyuan_video_1_5() -> tuple[Any, Callable[[], torch.Tensor]]:
+    # The pipeline reads the VAE's latent channels and compression ratios in __init__ and feeds
+    # the transformer cat([latents, cond_latents, mask]): 2 * 4 + 1 = 9 channels in, 4 out.
+    # (default ratios: 16x spatial, 4x temporal)
+    vae = _tiny(
+        AutoencoderKLHunyuanVideo15, latent_channels=4, block_out_channels=(8,) * 5,
+        layers_per_block=1,
+    )  # fmt: skip
+    transformer = _tiny(
+        HunyuanVideo15Transformer3DModel, in_channels=9, out_channels=4, num_attention_heads=2,
+        attention_head_dim=8, num_layers=2, num_refiner_layers=1, mlp_ratio=2.0,
+        text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=12, rope_axes_dim=(2, 2, 4),
+        target_size=16, task_type="t2v",
+    )  # fmt: skip
+    pipe = HunyuanVideo15Pipeline(
+        text_encoder=None, tokenizer=None, transformer=transformer, vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(), text_encoder_2=None, tokenizer_2=None,
+        guider=ClassifierFreeGuidance(guidance_scale=6.0),
+    )  # fmt: skip
+    prompt = _embeds(1, 6, transformer.config.text_embed_dim)
+    glyphs = _embeds(1, 4, transformer.config.text_embed_2_dim)
+
+    def run() -> torch.Tensor:  # guider CFG: two calls per step; 128 px / 16 = 8x8, 5 frames -> 2
+        return pipe(
+            prompt_embeds=prompt, prompt_embeds_mask=_mask(6),
+            negative_prompt_embeds=0.3 * prompt, negative_prompt_embeds_mask=_mask(6),
+            prompt_embeds_2=glyphs, prompt_embeds_mask_2=_mask(4),
+            negative_prompt_embeds_2=0.3 * glyphs, negative_prompt_embeds_mask_2=_mask(4),
+            num_inference_steps=STEPS, height=128, width=128, num_frames=5,
+            output_type="latent", generator=_seed(),
+        ).frames  # fmt: skip
+
+    return pipe, run
 
 
 CASES = {
@@ -315,6 +401,14 @@ CASES = {
         {"attn": ROW, "single": ROW},
         "transformer_blocks.0.attn",
         1,
+    ),
+    "ltx2": (ltx2, "ltx2", {"attn1": ROW}, "transformer_blocks.0.attn1", 3),
+    "hunyuan-video-1.5": (
+        hunyuan_video_1_5,
+        "hunyuan-video-1.5",
+        {"attn": ROW},
+        "transformer_blocks.0.attn",
+        2,
     ),
 }
 
