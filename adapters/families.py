@@ -8,7 +8,8 @@ detection), checks the structure it expects, and names kinds for the model rathe
 heuristic (FLUX.2's fused single-stream attention is ``single``; Lumina2's text and noise
 refiners are kinds of their own).
 
-No fast path yet: in these blocks a branch's input preparation is fused into the adaLN
+Fast path: CogVideoX (its blocks' LayerNorms and modulations skipped for a reused branch).
+Not yet for the others: in these blocks a branch's input preparation is fused into the adaLN
 normalisation module, whose other outputs (the gates, the MLP's shift and scale) are needed at
 reuse steps too, so a fast path saves only the LayerNorm and modulation. The upper bound of that
 is counted in ``benchmarks/fast_path_ops.py`` (docs/performance.md): 1-2% of the ops for FLUX.2,
@@ -35,12 +36,15 @@ Facts per family (diffusers 0.42.1):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from torch import nn
 
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
+from smoothcache.engine import reused_output
 from smoothcache.hookspecs import hookimpl
 
 
@@ -53,6 +57,55 @@ class Family:
     lists: Mapping[str, Mapping[str, str]]
     timestep_position: int
     priority: int = 0
+    #: (block class name, block forward) for the blocks of the first list that have one
+    fast: tuple[str, Callable[..., Any]] | None = None
+
+
+def _gates(norm: nn.Module, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image and text gates of a ``CogVideoXLayerNormZero``, without its LayerNorms."""
+    _, _, gate, _, _, enc_gate = norm.linear(norm.silu(temb)).chunk(6, dim=1)
+    return gate[:, None, :], enc_gate[:, None, :]
+
+
+def cogvideox_block_forward(
+    block: nn.Module,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    temb: torch.Tensor,
+    image_rotary_emb: Any = None,
+    attention_kwargs: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``CogVideoXBlock.forward`` that asks for each branch's output first: a reused branch
+    skips its two LayerNorms and modulations (and, for ``ff``, the concatenation)."""
+    text_seq_length = encoder_hidden_states.size(1)
+    attention = reused_output(block.attn1, hidden_states.shape)
+    if attention is None:
+        norm_hidden, norm_text, gate, text_gate = block.norm1(
+            hidden_states, encoder_hidden_states, temb
+        )
+        attention = block.attn1(
+            hidden_states=norm_hidden,
+            encoder_hidden_states=norm_text,
+            image_rotary_emb=image_rotary_emb,
+            **(attention_kwargs or {}),
+        )
+    else:
+        gate, text_gate = _gates(block.norm1, temb)
+    hidden_states = hidden_states + gate * attention[0]
+    encoder_hidden_states = encoder_hidden_states + text_gate * attention[1]
+
+    batch, tokens, width = hidden_states.shape
+    ff_output = reused_output(block.ff, torch.Size((batch, text_seq_length + tokens, width)))
+    if ff_output is None:
+        norm_hidden, norm_text, gate, text_gate = block.norm2(
+            hidden_states, encoder_hidden_states, temb
+        )
+        ff_output = block.ff(torch.cat([norm_text, norm_hidden], dim=1))
+    else:
+        gate, text_gate = _gates(block.norm2, temb)
+    hidden_states = hidden_states + gate * ff_output[:, text_seq_length:]
+    encoder_hidden_states = encoder_hidden_states + text_gate * ff_output[:, :text_seq_length]
+    return hidden_states, encoder_hidden_states
 
 
 def _same(*children: str) -> dict[str, str]:
@@ -68,7 +121,8 @@ FAMILIES = (
     Family("hunyuan-video-1.5", "HunyuanVideo15Transformer3DModel",
            {"transformer_blocks": _same("attn", "ff", "ff_context")}, 1),
     Family("cogvideox", "CogVideoXTransformer3DModel",
-           {"transformer_blocks": _same("attn1", "ff")}, 2),
+           {"transformer_blocks": _same("attn1", "ff")}, 2,
+           fast=("CogVideoXBlock", cogvideox_block_forward)),
     Family("ltx-video", "LTXVideoTransformer3DModel",
            {"transformer_blocks": _same("attn1", "attn2", "ff")}, 2),
     Family("ltx2", "LTX2VideoTransformer3DModel",
@@ -119,6 +173,17 @@ class FamilyAdapter(Adapter):
 
     def timestep_source(self, model: nn.Module) -> TimestepSource:
         return TimestepSource("", argument("timestep", self.family.timestep_position))
+
+    def fast_forwards(self, model: nn.Module) -> dict[str, Callable[..., Any]]:
+        if self.family.fast is None:
+            return {}
+        block_class, forward = self.family.fast
+        list_name = next(iter(self.family.lists))
+        return {
+            f"{list_name}.{i}": forward
+            for i, block in enumerate(getattr(model, list_name))
+            if type(block).__name__ == block_class
+        }
 
 
 @hookimpl

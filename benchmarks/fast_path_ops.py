@@ -35,6 +35,7 @@ CASES = {
     "FluxTransformer2DModel": {"single": ROW},
     "DiTTransformer2DModel": {"attn1": ROW, "ff": ROW},
     "WanTransformer3DModel": {"attn1": ROW, "attn2": ROW, "ffn": ROW},
+    "CogVideoXTransformer3DModel": {"attn1": ROW, "ff": ROW},
 }
 
 
@@ -51,7 +52,7 @@ def count(name: str, fast_path: bool) -> int:
 
 #: Families without a fast path, for the bound of :func:`norm_ops`.
 WITHOUT = (
-    "SD3Transformer2DModel", "CogVideoXTransformer3DModel", "LTXVideoTransformer3DModel",
+    "SD3Transformer2DModel", "LTXVideoTransformer3DModel",
     "QwenImageTransformer2DModel", "SanaTransformer2DModel", "Lumina2Transformer2DModel",
     "HunyuanDiT2DModel", "Flux2Transformer2DModel",
 )  # fmt: skip

@@ -178,7 +178,8 @@ def test_builtin_adapter_passes_the_kit(name: str) -> None:
     assert report.passed, str(report)
     statuses = {r.check: r.status for r in report.results}
     assert list(statuses) == list(CHECKS)
-    expected_fast = "passed" if name in ("dit", "diffusers-dit", "flux", "wan") else "skipped"
+    fast = ("dit", "diffusers-dit", "flux", "wan", "cogvideox")
+    expected_fast = "passed" if name in fast else "skipped"
     assert statuses.pop("fast_path") == expected_fast
     assert set(statuses.values()) == {"passed"}
 
