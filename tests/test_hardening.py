@@ -167,6 +167,7 @@ def test_an_exception_before_any_branch_does_not_poison_the_session(original_dit
         out = _loop(original_dit, steps)
     assert torch.equal(out, expected)
     assert session.stats.reused == clean.stats.reused
+    assert clean.stats.reused[ATTN0] == 2 * ROW.count(0)  # both runs did reuse
     with smoothcache.calibrating(original_dit) as recorder:
         with pytest.raises(IndexError):
             original_dit(x, t, torch.tensor([0, 10**6]))
@@ -196,6 +197,7 @@ def test_an_exception_mid_run_drops_that_run(original_dit):
         handle.remove()
     assert torch.equal(out, expected)
     assert session.stats.generations == 2
+    assert session.stats.reused[ATTN0] > 0 and not torch.equal(out, _loop(original_dit, steps))
 
 
 def test_direct_forward_failure_is_cleared_by_reset(original_dit):
@@ -310,6 +312,7 @@ def test_deepcopy_inside_a_session_gives_a_clean_model(original_dit):
     expected_plain = _loop(original_dit, steps)
     with smoothcache.enabled(original_dit, {"attn": ROW}):
         cached = _loop(original_dit, steps)
+        assert not torch.equal(cached, expected_plain)  # the session does cache
         clone = copy.deepcopy(original_dit)
         assert_same_state(pristine, module_state(clone))
         assert torch.equal(_loop(clone, steps), expected_plain)  # the clone does not cache
