@@ -8,7 +8,8 @@ detection), checks the structure it expects, and names kinds for the model rathe
 heuristic (FLUX.2's fused single-stream attention is ``single``; Lumina2's text and noise
 refiners are kinds of their own).
 
-Fast path: CogVideoX (its blocks' LayerNorms and modulations skipped for a reused branch).
+Fast paths: Wan (:mod:`smoothcache.adapters.wan`) and CogVideoX (their blocks' LayerNorms and
+modulations skipped for a reused branch).
 Not yet for the others: in these blocks a branch's input preparation is fused into the adaLN
 normalisation module, whose other outputs (the gates, the MLP's shift and scale) are needed at
 reuse steps too, so a fast path saves only the LayerNorm and modulation. The upper bound of that
@@ -18,6 +19,13 @@ measured fast path is the next step.
 
 Facts per family (diffusers 0.42.1):
 
+- **Wan 2.1 / 2.2** (``WanTransformer3DModel``): ``attn1`` (gated), ``attn2`` over the text (no
+  gate), ``ffn`` (gated); guidance as two calls per step; Wan 2.2 A14B's second expert
+  (``transformer_2``) is cached under the same schedule and clock by the engine.
+- **CogView4**, **GLM-Image**: joint attention ``attn1``, then the *same* ``ff`` module called
+  twice, on the image and on the text tokens. One cached output cannot stand for two calls, so
+  only the attention is a branch (the structural adapter, which takes ``ff``, is refused there
+  by the engine).
 - **SD3 / SD3.5** (``SD3Transformer2DModel``): joint attention ``attn`` returns (image, text);
   ``attn2`` only in SD3.5's dual-attention blocks; the last block is ``context_pre_only`` (no
   ``ff_context``). Skip-layer guidance is a third call at some steps that skips chosen blocks.
@@ -44,6 +52,7 @@ import torch
 from torch import nn
 
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
+from smoothcache.adapters.wan import wan_block_forward
 from smoothcache.engine import reused_output
 from smoothcache.hookspecs import hookimpl
 
@@ -120,6 +129,10 @@ FAMILIES = (
             "single_transformer_blocks": {"attn": "single"}}, 2),
     Family("hunyuan-video-1.5", "HunyuanVideo15Transformer3DModel",
            {"transformer_blocks": _same("attn", "ff", "ff_context")}, 1),
+    Family("wan", "WanTransformer3DModel", {"blocks": _same("attn1", "attn2", "ffn")}, 1,
+           fast=("WanTransformerBlock", wan_block_forward)),
+    Family("cogview4", "CogView4Transformer2DModel", {"transformer_blocks": _same("attn1")}, 2),
+    Family("glm-image", "GlmImageTransformer2DModel", {"transformer_blocks": _same("attn1")}, 4),
     Family("cogvideox", "CogVideoXTransformer3DModel",
            {"transformer_blocks": _same("attn1", "ff")}, 2,
            fast=("CogVideoXBlock", cogvideox_block_forward)),

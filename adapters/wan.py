@@ -1,4 +1,4 @@
-"""Adapter for Wan 2.1 / 2.2 (diffusers ``WanTransformer3DModel``).
+"""Wan 2.1 / 2.2's block fast path (the ``wan`` row of :mod:`smoothcache.adapters.families`).
 
 Each ``WanTransformerBlock`` in ``blocks`` runs self-attention ``attn1`` (gated), cross-attention
 ``attn2`` over the text (no gate) and the feed-forward ``ffn`` (gated): kinds ``attn1``,
@@ -12,44 +12,10 @@ Fast path: a reused branch skips its LayerNorm (computed in float32) and modulat
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, block_branches
 from smoothcache.engine import reused_output
-from smoothcache.hookspecs import hookimpl
-
-
-class WanAdapter(Adapter):
-    """Wan 2.1 / 2.2: kinds ``attn1``, ``attn2`` and ``ffn``."""
-
-    name = "wan"
-    kinds = ("attn1", "attn2", "ffn")
-    model_classes = ("WanTransformer3DModel",)
-
-    def matches(self, model: nn.Module) -> bool:
-        blocks = getattr(model, "blocks", None)
-        return (
-            super().matches(model)
-            and isinstance(blocks, nn.ModuleList)
-            and all(all(hasattr(b, k) for k in self.kinds) for b in blocks)
-        )
-
-    def branches(self, model: nn.Module) -> list[Branch]:
-        return block_branches(model, "blocks", self.kinds)
-
-    def timestep_source(self, model: nn.Module) -> TimestepSource:
-        return TimestepSource("", argument("timestep", 1))
-
-    def fast_forwards(self, model: nn.Module) -> dict[str, Callable[..., Any]]:
-        return {
-            f"blocks.{i}": wan_block_forward
-            for i, block in enumerate(model.blocks)
-            if type(block).__name__ == "WanTransformerBlock"
-        }
 
 
 def _modulation(block: nn.Module, temb: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -86,9 +52,3 @@ def wan_block_forward(
         normed = block.norm3(hidden_states.float()) * (1 + c_scale_msa) + c_shift_msa
         ff_output = block.ffn(normed.type_as(hidden_states))
     return (hidden_states.float() + ff_output.float() * c_gate_msa).type_as(hidden_states)
-
-
-@hookimpl
-def smoothcache_adapters() -> list[Adapter]:
-    """The Wan adapter."""
-    return [WanAdapter()]

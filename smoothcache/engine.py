@@ -11,7 +11,6 @@ drops each entry after its last use.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import types
@@ -218,6 +217,13 @@ def _answer(state: dict[str, Any], action: int, input_shape: Any) -> Any:
     return read[-1]
 
 
+# While a fast path's first call runs in the shadow check (rarely), the ``input_shape`` each
+# branch was asked with, by ``id(module)``; ``_checking`` counts checks in progress, so the
+# per-call path pays one global read otherwise.
+_asked: dict[int, Any] = {}
+_checking = 0
+
+
 def reused_output(module: nn.Module, input_shape: Any) -> Any:
     """For adapter fast paths: the output to substitute for ``module`` at this step, else ``None``.
 
@@ -230,8 +236,8 @@ def reused_output(module: nn.Module, input_shape: Any) -> Any:
     """
     state = module.__dict__
     action = state.get("_sc_action", 0)
-    if "_sc_asked" in state:
-        state["_sc_asked"] = input_shape  # checked by the fast path's first call
+    if _checking:  # a fast path's first call is being checked: keep what it asked
+        _asked[id(module)] = input_shape
     if action & _SKIP:
         value = _answer(state, action, input_shape)
         if value is not None:
@@ -273,6 +279,8 @@ def _fast_block_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     self._sc_checked = True
     for module in branches:
         module.forward = types.MethodType(_replaying_forward(records), module)
+    global _checking
+    _checking += 1
     try:
         got = self._sc_fast(self, *args, **kwargs)
         left = [type(m).__name__ for m in branches if records.get(id(m))]
@@ -284,9 +292,10 @@ def _fast_block_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     except Exception as exc:  # the block's own forward ran on these inputs: the fast one is wrong
         problem = f"its forward raised {exc!r}"
     finally:
+        _checking -= 1
         for module in branches:
             module.forward = types.MethodType(_branch_forward, module)
-            module.__dict__["_sc_asked"] = None
+            _asked.pop(id(module), None)
     if problem:
         warnings.warn(
             f"smoothcache: the fast path of adapter {self._sc_session.adapter.name!r} does not "
@@ -333,13 +342,12 @@ def _replaying_forward(records: dict[int, list[Any]]) -> Callable[..., Any]:
         )
         if not (_identical(list(args), list(seen_args)) and same_kwargs):
             raise _Mismatch(f"input of {name}")
-        asked = module.__dict__["_sc_asked"]
+        asked = _asked.pop(id(module), None)
         if asked is not None and asked != _input_shape(args, kwargs):
             raise _Mismatch(
                 f"input_shape {tuple(asked)} given to reused_output for {name}, whose input "
                 f"has shape {tuple(_input_shape(args, kwargs) or ())}"
             )
-        module.__dict__["_sc_asked"] = None
         return output
 
     return forward
@@ -394,11 +402,8 @@ class Session:
         self.roots: list[tuple[str, nn.Module]] = [("", model), *extra_roots]
         self._sources: list[tuple[nn.Module, str, Callable[..., Any]]] = []
         branches, self._modules = [], []
-        self._root_members: list[list[int]] = []  # per root: its branches' indices
         for name, root in self.roots:
             planned, found, modules, (path, read) = _plan(root, adapter, schedule)
-            start = len(branches)
-            self._root_members.append(list(range(start, start + len(found))))
             branches += [prefixed_branch(b, name) for b in found]
             self._modules += modules
             self._sources.append((root, path, read))
@@ -428,9 +433,6 @@ class Session:
         self._reusing = [[i for i, a in enumerate(p) if a[0] & _SKIP] for p in self._plans]
         self._touched = [[i for i, a in enumerate(p) if a[0]] for p in self._plans]
         self._weights: dict[tuple[tuple[float, ...], torch.device, torch.dtype], Any] = {}
-        # per root, evaluations run with each plan (a root's branches run in its evaluations)
-        self._runs = [[0] * len(self._plans) for _ in self.roots]
-        self._root = 0  # the root of the evaluation in progress
         self._current = -1  # plan index of the evaluation in progress; -1 between evaluations
         self._loaded = -1  # plan index whose actions the modules hold
         self._pass = 0
@@ -439,9 +441,9 @@ class Session:
         self._sizes: list[list[int]] = [[0] * n]
         self._call_marks = 0
         self._fallbacks = [0] * n
-        # Per branch, evaluations of its plan in which it did not run (a block skipped by
-        # skip-layer guidance, a pass without it): its plan counted it, so these are taken off.
-        self._absent = [[0, 0, 0] for _ in range(n)]  # computed, reused, forecast
+        # Per branch, the calls that computed, skipped and forecast: only branches that ran in
+        # an evaluation count (a block skipped by skip-layer guidance, another denoiser's).
+        self._done = [[0, 0, 0] for _ in range(n)]
         paths = {b.path: i for i, b in enumerate(self._branches)}
         # whose call says whether a branch ran: its own, or its group's leader's
         self._ran_by = [paths.get(b.leader, i) for i, b in enumerate(self._branches)]
@@ -480,10 +482,10 @@ class Session:
                 self._branch_calls,
                 self.adapter.name,
                 before_tick=self._account,
-                after_tick=functools.partial(self._select, index),
+                after_tick=self._select,
                 on_failure=self._drop_failed,
             )
-            for index, (root, path, read) in enumerate(self._sources)
+            for root, path, read in self._sources
         ]
         watch_runs(self._patches, holder, self.model, self._new_run)
         for module in self._modules:
@@ -498,7 +500,6 @@ class Session:
                 _sc_shape=None,
                 _sc_fell_back=False,
                 _sc_ran=False,
-                _sc_asked=None,
                 _sc_like=None,
             )
             self._patches.replace_forward(module, types.MethodType(_branch_forward, module))
@@ -531,7 +532,7 @@ class Session:
             self._call_marks += 1
         return self._call_marks
 
-    def _select(self, root: int = 0) -> None:
+    def _select(self) -> None:
         """After a tick: give each branch its action for this step and its pass's output."""
         clock = self.clock
         index = self._plan_of_step[clock.step]
@@ -561,7 +562,6 @@ class Session:
         for module in modules:
             module.__dict__["_sc_ran"] = False
         self._current = index
-        self._root = root
 
     def _weights_for(self, weights: tuple[float, ...], stored: list[Any]) -> Any:
         """Forecast weights as 0-dim tensors on the stored outputs' device, made once each.
@@ -659,57 +659,30 @@ class Session:
             modules[i].__dict__["_sc_fell_back"] = False
         for i in self._touched[index]:
             sizes[i] = nbytes(modules[i].__dict__["_sc_stored"])
-        self._runs[self._root][index] += 1
-        for i in self._not_run(index):
-            absent = self._absent[i]
-            flags = plan[i][0]
-            absent[1 if flags & _SKIP else 0] += 1
-            absent[2] += 1 if flags & _FORECAST else 0
+        self._tally(index, self._done)
         # An entry dropped during the evaluation was held until its branch ran; counting it
         # with what is held now bounds the peak from above (exact when drops follow stores).
         self.peak_cache_bytes = max(self.peak_cache_bytes, held + dropped)
         self.cache_bytes = held
         self._current = -1
 
-    def _not_run(self, index: int) -> list[int]:
-        """The branches of the current root that did not run in the evaluation of plan
-        ``index`` (group members run when their leader does)."""
-        modules, ran_by = self._modules, self._ran_by
-        return [
-            i for i in self._root_members[self._root] if not modules[ran_by[i]].__dict__["_sc_ran"]
-        ]
+    def _tally(self, index: int, done: list[list[int]]) -> None:
+        """Add the evaluation of plan ``index`` to ``done``: each branch that ran (a group
+        member runs when its leader does) as computed or skipped (and forecast) by its plan."""
+        modules, ran_by, plan = self._modules, self._ran_by, self._plans[index]
+        for i, leader in enumerate(ran_by):
+            if modules[leader].__dict__["_sc_ran"]:
+                flags = plan[i][0]
+                done[i][1 if flags & _SKIP else 0] += 1
+                done[i][2] += 1 if flags & _FORECAST else 0
 
     def _counts(self) -> tuple[list[int], list[int], list[int], list[int], int, int]:
         """Computed, reused, forecast and fallback counts per branch, bytes held and peak."""
-        n = len(self._modules)
-        computed, reused, forecast = [0] * n, [0] * n, [0] * n
         pending, held, dropped = self._pending()
-        for root, members in enumerate(self._root_members):
-            runs = list(self._runs[root])
-            if self._current >= 0 and self._root == root:
-                runs[self._current] += 1
-            for plan, count in zip(self._plans, runs):
-                if not count:
-                    continue
-                for i in members:
-                    flags = plan[i][0]
-                    if flags & _SKIP:
-                        reused[i] += count
-                        if flags & _FORECAST:
-                            forecast[i] += count
-                    else:
-                        computed[i] += count
-        absent = [list(a) for a in self._absent]
-        if self._current >= 0:
-            plan = self._plans[self._current]
-            for i in self._not_run(self._current):
-                flags = plan[i][0]
-                absent[i][1 if flags & _SKIP else 0] += 1
-                absent[i][2] += 1 if flags & _FORECAST else 0
-        for i, (gone_computed, gone_reused, gone_forecast) in enumerate(absent):
-            computed[i] -= gone_computed
-            reused[i] -= gone_reused
-            forecast[i] -= gone_forecast
+        done = [list(counts) for counts in self._done]
+        if self._current >= 0:  # the evaluation in progress counts too
+            self._tally(self._current, done)
+        computed, reused, forecast = (list(column) for column in zip(*done))
         fallbacks = list(self._fallbacks)
         forecast_fallbacks = list(self._forecast_fallbacks)
         for i in pending:

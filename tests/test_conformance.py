@@ -145,12 +145,9 @@ BUILTIN_CASES: dict[str, Case] = {
     ),
     "opensora-stdit2": (lambda: tiny_stdit2(seed=1), lambda model: iddpm_sample(model, STEPS)),
     "diffusers-generic": _zoo_case("MochiTransformer3DModel"),  # no specific adapter
-    "wan": _zoo_case("WanTransformer3DModel"),
     "flux": _zoo_case("FluxTransformer2DModel"),
     "hunyuan-video": _zoo_case("HunyuanVideoTransformer3DModel"),
     "chroma": _zoo_case("ChromaTransformer2DModel"),
-    "cogview4": _zoo_case("CogView4Transformer2DModel"),
-    "glm-image": _zoo_case("GlmImageTransformer2DModel"),
     **{
         family.name: _zoo_case(family.model_class)
         for family in FAMILIES
@@ -159,8 +156,12 @@ BUILTIN_CASES: dict[str, Case] = {
 }
 #: Tiny random text streams move the image output little: reusing a joint model's text
 #: feed-forward (``ff_context``) changes it by about 1e-6 relative (see coverage_matrix.py).
+#: Families whose reuse moves the output by more than the kit's default 1e-5.
+STRICT = ("wan", "cogview4", "glm-image")
 MIN_CHANGE = dict.fromkeys(
-    ["flux", "hunyuan-video", "chroma", "diffusers-generic", *(f.name for f in FAMILIES)], 1e-7
+    ["flux", "hunyuan-video", "chroma", "diffusers-generic"]
+    + [f.name for f in FAMILIES if f.name not in STRICT],
+    1e-7,
 )
 
 
