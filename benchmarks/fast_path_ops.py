@@ -91,7 +91,10 @@ def norm_ops(name: str) -> tuple[str, int, int]:
 
 def main() -> int:
     torch.set_num_threads(1)
-    print(f"aten ops per {STEPS}-step run, reuse at every other step (torch {torch.__version__})")
+    print(
+        f"aten ops per {STEPS}-step run, reuse at every other step; CPU, float32, batch 1, "
+        f"one thread, torch {torch.__version__}"
+    )
     print("| model | schedule | fast path off | fast path on | saved |")
     print("|---|---|---:|---:|---:|")
     for name, schedule in CASES.items():
