@@ -8,14 +8,14 @@ detection), checks the structure it expects, and names kinds for the model rathe
 heuristic (FLUX.2's fused single-stream attention is ``single``; Lumina2's text and noise
 refiners are kinds of their own).
 
-Fast paths: Wan (:mod:`smoothcache.adapters.wan`) and CogVideoX (their blocks' LayerNorms and
-modulations skipped for a reused branch).
-Not yet for the others: in these blocks a branch's input preparation is fused into the adaLN
-normalisation module, whose other outputs (the gates, the MLP's shift and scale) are needed at
-reuse steps too, so a fast path saves only the LayerNorm and modulation. The upper bound of that
-is counted in ``benchmarks/fast_path_ops.py`` (docs/performance.md): 1-2% of the ops for FLUX.2,
-Sana and Qwen-Image, 14-35% for SD3, Lumina2 and CogVideoX (mostly the gates' Linear), where a
-measured fast path is the next step.
+Fast paths (a reused branch skips its LayerNorm and modulation; the gates, which the residual
+adds need, are still computed): Wan (:mod:`smoothcache.adapters.wan`), CogVideoX, SD3 / SD3.5
+and Lumina2 (every block list), counted in ``benchmarks/fast_path_ops.py`` (docs/performance.md:
+2.6-9.1% of a tiny run's aten ops). Not for the others: in their blocks a branch's input
+preparation is fused into the adaLN module whose other outputs a reuse step needs too, and the
+counted upper bound of what a fast path could skip is 1-5% of the ops (FLUX.2, Sana, Qwen-Image,
+LTX-Video, HunyuanDiT). A block called with feed-forward chunking on calls ``ff`` once per chunk,
+which the engine refuses (one cached output cannot stand for several calls).
 
 Facts per family (diffusers 0.42.1):
 
@@ -66,7 +66,7 @@ class Family:
     lists: Mapping[str, Mapping[str, str]]
     timestep_position: int
     priority: int = 0
-    #: (block class name, block forward) for the blocks of the first list that have one
+    #: (block class name, block forward) for the blocks of that class in any of the lists
     fast: tuple[str, Callable[..., Any]] | None = None
 
 
@@ -117,13 +117,124 @@ def cogvideox_block_forward(
     return hidden_states, encoder_hidden_states
 
 
+def _modulation(norm: nn.Module, temb: torch.Tensor, chunks: int) -> tuple[torch.Tensor, ...]:
+    """An adaLN module's shifts, scales and gates (``linear(silu(temb))`` in ``chunks``), as it
+    computes them, without its normalisation of the tokens."""
+    return norm.linear(norm.silu(temb)).chunk(chunks, dim=1)
+
+
+def _modulated(normed: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    return normed * (1 + scale[:, None]) + shift[:, None]
+
+
+def sd3_block_forward(
+    block: nn.Module,
+    hidden_states: torch.Tensor,
+    encoder_hidden_states: torch.Tensor,
+    temb: torch.Tensor,
+    joint_attention_kwargs: dict[str, Any] | None = None,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """``JointTransformerBlock.forward`` (SD3 / SD3.5) that asks for each branch's output first:
+    a reused branch skips its LayerNorm and modulation (the gates are still computed: the
+    residual adds need them). The joint attention's LayerNorms of image and text are skipped
+    together; SD3.5's ``attn2`` shares the image LayerNorm with ``attn``."""
+    kwargs = joint_attention_kwargs or {}
+    dual = block.use_dual_attention
+    image = _modulation(block.norm1, temb, 9 if dual else 6)
+    shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = image[:6]
+    if not block.context_pre_only:
+        c_shift_msa, c_scale_msa, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = _modulation(
+            block.norm1_context, temb, 6
+        )
+    attention = reused_output(block.attn, hidden_states.shape)
+    second = reused_output(block.attn2, hidden_states.shape) if dual else None
+    if attention is None or (dual and second is None):
+        normed = block.norm1.norm(hidden_states)
+    if attention is None:
+        if block.context_pre_only:
+            normed_text = block.norm1_context(encoder_hidden_states, temb)
+        else:
+            normed_text = block.norm1_context.norm(encoder_hidden_states)
+            normed_text = _modulated(normed_text, c_scale_msa, c_shift_msa)
+        attention = block.attn(
+            hidden_states=_modulated(normed, scale_msa, shift_msa),
+            encoder_hidden_states=normed_text,
+            **kwargs,
+        )
+    hidden_states = hidden_states + gate_msa.unsqueeze(1) * attention[0]
+    if dual:
+        if second is None:
+            shift_msa2, scale_msa2 = image[6:8]
+            second = block.attn2(hidden_states=_modulated(normed, scale_msa2, shift_msa2), **kwargs)
+        hidden_states = hidden_states + image[8].unsqueeze(1) * second
+
+    ff_output = reused_output(block.ff, hidden_states.shape)
+    if ff_output is None:
+        normed = _modulated(block.norm2(hidden_states), scale_mlp, shift_mlp)
+        ff_output = block.ff(normed)
+    hidden_states = hidden_states + gate_mlp.unsqueeze(1) * ff_output
+    if block.context_pre_only:
+        return None, hidden_states
+
+    encoder_hidden_states = encoder_hidden_states + c_gate_msa.unsqueeze(1) * attention[1]
+    text_ff = reused_output(block.ff_context, encoder_hidden_states.shape)
+    if text_ff is None:
+        normed = _modulated(block.norm2_context(encoder_hidden_states), c_scale_mlp, c_shift_mlp)
+        text_ff = block.ff_context(normed)
+    encoder_hidden_states = encoder_hidden_states + c_gate_mlp.unsqueeze(1) * text_ff
+    return encoder_hidden_states, hidden_states
+
+
+def lumina2_block_forward(
+    block: nn.Module,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor,
+    image_rotary_emb: torch.Tensor,
+    temb: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``Lumina2TransformerBlock.forward`` that asks for each branch's output first: a reused
+    branch skips its RMSNorm and modulation (the gates are still computed). The post-norms of the
+    branch outputs (``norm2``, ``ffn_norm2``) run as in the block: they sit outside the branch."""
+    modulation = block.modulation
+    if modulation:
+        scale_msa, gate_msa, scale_mlp, gate_mlp = _modulation(block.norm1, temb, 4)
+    attention = reused_output(block.attn, hidden_states.shape)
+    if attention is None:
+        if modulation:
+            normed = block.norm1.norm(hidden_states) * (1 + scale_msa[:, None])
+        else:
+            normed = block.norm1(hidden_states)
+        attention = block.attn(
+            hidden_states=normed,
+            encoder_hidden_states=normed,
+            attention_mask=attention_mask,
+            image_rotary_emb=image_rotary_emb,
+        )
+    attention = block.norm2(attention)
+    if modulation:
+        attention = gate_msa.unsqueeze(1).tanh() * attention
+    hidden_states = hidden_states + attention
+
+    mlp = reused_output(block.feed_forward, hidden_states.shape)
+    if mlp is None:
+        normed = block.ffn_norm1(hidden_states)
+        if modulation:
+            normed = normed * (1 + scale_mlp.unsqueeze(1))
+        mlp = block.feed_forward(normed)
+    mlp = block.ffn_norm2(mlp)
+    if modulation:
+        mlp = gate_mlp.unsqueeze(1).tanh() * mlp
+    return hidden_states + mlp
+
+
 def _same(*children: str) -> dict[str, str]:
     return {child: child for child in children}
 
 
 FAMILIES = (
     Family("sd3", "SD3Transformer2DModel",
-           {"transformer_blocks": _same("attn", "attn2", "ff", "ff_context")}, 3),
+           {"transformer_blocks": _same("attn", "attn2", "ff", "ff_context")}, 3,
+           fast=("JointTransformerBlock", sd3_block_forward)),
     Family("flux2", "Flux2Transformer2DModel",
            {"transformer_blocks": _same("attn", "ff", "ff_context"),
             "single_transformer_blocks": {"attn": "single"}}, 2),
@@ -151,7 +262,8 @@ FAMILIES = (
                               "feed_forward": "noise_refiner.feed_forward"},
             "context_refiner": {"attn": "context_refiner.attn",
                                 "feed_forward": "context_refiner.feed_forward"},
-            "layers": _same("attn", "feed_forward")}, 1),
+            "layers": _same("attn", "feed_forward")}, 1,
+           fast=("Lumina2TransformerBlock", lumina2_block_forward)),
     # priority -1: the example HunyuanDiT plugin (examples/third_party_adapter), when installed,
     # names the same class at priority 0 and wins; without it, this one serves
     Family("hunyuandit", "HunyuanDiT2DModel", {"blocks": _same("attn1", "attn2", "ff")}, 1, -1),
@@ -191,9 +303,9 @@ class FamilyAdapter(Adapter):
         if self.family.fast is None:
             return {}
         block_class, forward = self.family.fast
-        list_name = next(iter(self.family.lists))
         return {
             f"{list_name}.{i}": forward
+            for list_name in self.family.lists
             for i, block in enumerate(getattr(model, list_name))
             if type(block).__name__ == block_class
         }

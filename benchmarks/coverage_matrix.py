@@ -121,6 +121,8 @@ def markdown(rows: list[Row], seconds: float) -> str:
         others = ", ".join(
             f"{c} {mark[s]}" for c, s in row.checks.items() if c not in REQUIRED and s != "passed"
         )
+        if not row.checks:
+            others = "-"  # nothing was run: no adapter or no instance
         adapter = f"`{row.adapter}` ({row.kind})" if row.adapter else "none"
         why = row.reason.replace("|", "/").replace("\n", " ")[:300]
         lines.append(

@@ -36,6 +36,8 @@ CASES = {
     "DiTTransformer2DModel": {"attn1": ROW, "ff": ROW},
     "WanTransformer3DModel": {"attn1": ROW, "attn2": ROW, "ffn": ROW},
     "CogVideoXTransformer3DModel": {"attn1": ROW, "ff": ROW},
+    "SD3Transformer2DModel": {"attn": ROW, "attn2": ROW, "ff": ROW, "ff_context": ROW},
+    "Lumina2Transformer2DModel": {"attn": ROW, "feed_forward": ROW},
 }
 
 
@@ -52,8 +54,7 @@ def count(name: str, fast_path: bool) -> int:
 
 #: Families without a fast path, for the bound of :func:`norm_ops`.
 WITHOUT = (
-    "SD3Transformer2DModel", "LTXVideoTransformer3DModel",
-    "QwenImageTransformer2DModel", "SanaTransformer2DModel", "Lumina2Transformer2DModel",
+    "LTXVideoTransformer3DModel", "QwenImageTransformer2DModel", "SanaTransformer2DModel",
     "HunyuanDiT2DModel", "Flux2Transformer2DModel",
 )  # fmt: skip
 

@@ -179,7 +179,7 @@ def test_builtin_adapter_passes_the_kit(name: str) -> None:
     assert report.passed, str(report)
     statuses = {r.check: r.status for r in report.results}
     assert list(statuses) == list(CHECKS)
-    fast = ("dit", "diffusers-dit", "flux", "wan", "cogvideox")
+    fast = ("dit", "diffusers-dit", "flux", "wan", "cogvideox", "sd3", "lumina2")
     expected_fast = "passed" if name in fast else "skipped"
     assert statuses.pop("fast_path") == expected_fast
     assert set(statuses.values()) == {"passed"}
@@ -324,6 +324,37 @@ def test_an_adapter_that_changes_the_model_fails_restore() -> None:
         check_restore(
             original_dit, run_original_dit, adapter=_HookLeavingAdapter(), num_steps=STEPS
         )
+
+
+def _dit_with_buffer(swaps: bool = False) -> nn.Module:
+    """The tiny DiT with a buffer ``table``; with ``swaps``, the model itself assigns a new
+    (equal) tensor to it on every call, as OmniGen's rotary embedding does with ``inv_freq``."""
+    model = original_dit()
+    model.register_buffer("table", torch.arange(3.0))
+    if swaps:
+        model.register_forward_pre_hook(
+            lambda module, _args: setattr(module, "table", module.table.clone())
+        )
+    return model
+
+
+class _BufferSwappingAdapter(OriginalDiTAdapter):
+    """Wrong: ``branches`` replaces a buffer with an equal tensor (a new object)."""
+
+    name = "dit-swaps-buffers"
+
+    def branches(self, model: nn.Module) -> list[smoothcache.Branch]:
+        model.table = model.table.clone()
+        return super().branches(model)
+
+
+def test_restore_tells_the_models_own_buffer_swaps_from_the_adapters() -> None:
+    with pytest.raises(ConformanceError, match=r"\[restore\].*tensor table"):
+        check_restore(
+            _dit_with_buffer, run_original_dit, adapter=_BufferSwappingAdapter(), num_steps=STEPS
+        )
+    # the model swapping its own buffer on every call (values unchanged) is not a leftover
+    check_restore(lambda: _dit_with_buffer(swaps=True), run_original_dit, num_steps=STEPS)
 
 
 class _Rival(DiffusersDiTAdapter):
