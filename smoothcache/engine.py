@@ -513,6 +513,12 @@ class Session:
                 members = [i for i, b in enumerate(self._branches) if b.path.startswith(prefix)]
                 if reusing.isdisjoint(members):  # nothing to skip: keep its own forward
                     continue
+                if "forward" in block.__dict__:
+                    # another library wrapped this block's forward (diffusers' hooks, e.g. the
+                    # input split of context parallelism; accelerate): the adapter's forward
+                    # would bypass that wrapper, so the block keeps it
+                    logger.info("block %s keeps its wrapped forward: no fast path", path)
+                    continue
                 inside = [self._modules[i] for i in members]
                 self._patches.set_attributes(
                     block,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -136,6 +138,28 @@ def test_user_hooks_fire_as_without_caching(pipe):
     assert fired == {"norm3": STEPS, "ff": STEPS}
     assert len(ff_calls) == sum(ROW)  # the original forward ran only at computed steps
     assert session.stats.reused["transformer_blocks.0.ff"] == ROW.count(0)
+
+
+def test_a_block_wrapped_by_another_library_keeps_its_wrapper(pipe):
+    """A block whose ``forward`` another library replaced (diffusers' hooks, e.g. the input
+    split of context parallelism; accelerate) keeps it: the fast path would bypass the wrapper.
+    The wrapper runs at every step, nothing warns, and the result is the plain wrappers'."""
+    block = pipe.transformer.transformer_blocks[0]
+    calls = []
+    _count_calls(block, calls)
+    try:
+        outputs = {}
+        for fast in (True, False):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                with smoothcache.enabled(pipe, {"attn1": ROW, "ff": ROW}, fast_path=fast) as s:
+                    outputs[fast] = _latents(pipe)
+            assert s.stats.reused["transformer_blocks.0.ff"] == ROW.count(0)
+            assert "forward" in block.__dict__  # the other library's wrapper is still there
+    finally:
+        del block.forward
+    assert len(calls) == 2 * STEPS
+    assert torch.equal(outputs[True], outputs[False])
 
 
 def test_a_schedule_made_for_the_original_dit_applies_to_diffusers_dit_by_name(pipe):

@@ -1,0 +1,66 @@
+"""Communication and memory of cached generation on 2 CPU processes (gloo), counted.
+
+Runs the scenarios of ``tests/distributed_scenarios.py`` on a spawned group of 2 and prints, per
+model and rank: the ``torch.distributed`` calls of an uncached and a cached 6-step run (Python
+API and dispatcher, see ``CollectiveCounter``), the cache bytes per rank against one process,
+and the largest difference of the cached output from a single process's cached run. Counts do
+not depend on the machine's speed.
+
+    python benchmarks/distributed_counts.py
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.distributed_scenarios import ROW, STEPS, worker  # noqa: E402
+
+WORLD = 2
+
+
+def main() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as folder:
+        mp.start_processes(worker, args=(WORLD, port, folder), nprocs=WORLD, start_method="spawn")
+        ranks = [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for rank, result in enumerate(ranks):
+        if "failure" in result:
+            print(f"rank {rank} failed:\n{result['failure']}")
+            return 1
+    print(
+        f"{WORLD} processes, gloo, CPU, float32, batch 1, torch {torch.__version__}; "
+        f"{STEPS} steps, every kind computing at steps {[i for i, c in enumerate(ROW) if c]}"
+    )
+    print("| run | rank | collectives uncached | cached | of them in branches, uncached | "
+          "cache bytes per rank | one process | largest difference from one process |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for rank, result in enumerate(ranks):
+        data = result["data"]
+        print(f"| data parallel, tiny DiT | {rank} | {data['plain calls']} | "
+              f"{data['cached calls']} | 0 | - | - | - |")  # fmt: skip
+    for name in ("WanTransformer3DModel", "FluxTransformer2DModel"):
+        for rank, result in enumerate(ranks):
+            run = result[name]
+            difference = (run["cached"] - run["single"]).abs().max().item()
+            print(
+                f"| Ulysses context parallel, tiny {name} | {rank} | {run['plain calls']} | "
+                f"{run['cached calls']} | {sum(run['plain by branch'].values())} | "
+                f"{run['bytes']:,} | {run['single bytes']:,} | {difference:.2g} |"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""What each rank of ``tests/test_distributed.py``'s process group runs (issue #17).
+
+One spawned process per rank (gloo, CPU) runs every scenario below in turn and saves what it
+measured to ``<folder>/rank<r>.pt``; the tests read those files. Scenarios:
+
+- ``data``: data parallel, each rank its own samples of a tiny diffusers DiT: collectives
+  counted around an uncached and a cached generation.
+- ``context``: diffusers' own context parallelism (Ulysses, native attention) on tiny Wan and
+  FLUX transformers, smoothcache applied after the split: collectives of an uncached run
+  attributed to the branch modules (forward hooks), collectives of a cached run, the cached
+  output beside a single-process cached run of the same model, and the cache bytes.
+- ``more steps``: under context parallelism rank 1's sampler runs one step more than the
+  schedule while rank 0's stops on time; rank 1 must get a StepCountError before its model
+  issues a collective of the extra step (else it would wait forever for rank 0).
+- ``fewer steps``: data parallel, rank 1 stops one step early: a StepCountError when its
+  session ends, rank 0 unaffected.
+
+Every scenario ends with a barrier of the test's own: a rank stuck in a collective would make
+the parent's join time out.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import torch
+import torch.distributed as dist
+import torch.distributed._functional_collectives as funcol
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+STEPS = 6
+ROW = [1, 0, 1, 0, 1, 1]
+#: every collective and point-to-point function of torch.distributed (those this torch has)
+DIST_FUNCTIONS = (
+    "all_reduce", "all_reduce_coalesced", "all_gather", "all_gather_into_tensor",
+    "all_gather_coalesced", "all_gather_object", "all_to_all", "all_to_all_single",
+    "broadcast", "broadcast_object_list", "reduce", "reduce_scatter", "reduce_scatter_tensor",
+    "gather", "gather_object", "scatter", "scatter_object_list", "send", "recv", "isend",
+    "irecv", "batch_isend_irecv", "send_object_list", "recv_object_list", "barrier",
+    "monitored_barrier",
+)  # fmt: skip
+#: the functional collectives (what diffusers' context parallelism calls)
+FUNCOL_FUNCTIONS = (
+    "all_reduce", "all_reduce_coalesced", "all_gather_tensor", "all_gather_tensor_autograd",
+    "all_gather_into_tensor_coalesced", "all_to_all_single", "all_to_all_single_autograd",
+    "broadcast", "reduce_scatter_tensor", "reduce_scatter_tensor_autograd",
+    "reduce_scatter_tensor_coalesced", "permute_tensor",
+)  # fmt: skip
+
+
+class _Ops(TorchDispatchMode):
+    """Every c10d op that reaches the dispatcher (``c10d::*``, ``_c10d_functional::*``)."""
+
+    def __init__(self, record: Callable[[str], None]) -> None:
+        super().__init__()
+        self._record = record
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if "c10d" in func.namespace:
+            self._record(f"op {func}")
+        return func(*args, **(kwargs or {}))
+
+
+class CollectiveCounter:
+    """Counts torch.distributed communication at two levels: the Python functions of
+    ``torch.distributed`` and of its functional collectives (wrapped), and the c10d ops that
+    reach the dispatcher (a dispatch mode), which also sees calls that skip the Python API.
+
+    ``where`` names the branch module running when a call was made (set by hooks of the
+    caller), so an uncached run's communication can be attributed to branches.
+    """
+
+    def __init__(self) -> None:
+        self.calls: collections.Counter[tuple[str, str | None]] = collections.Counter()
+        self.where: str | None = None
+
+    def _record(self, name: str) -> None:
+        self.calls[(name, self.where)] += 1
+
+    def _wrap(self, module: Any, name: str) -> Callable[..., Any]:
+        original = getattr(module, name)
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self._record(f"{module.__name__}.{name}")
+            return original(*args, **kwargs)
+
+        return counted
+
+    @contextmanager
+    def counting(self) -> Iterator[CollectiveCounter]:
+        with ExitStack() as stack:
+            for module, names in ((dist, DIST_FUNCTIONS), (funcol, FUNCOL_FUNCTIONS)):
+                for name in names:
+                    if hasattr(module, name):
+                        wrapped = self._wrap(module, name)
+                        stack.enter_context(mock.patch.object(module, name, wrapped))
+            stack.enter_context(_Ops(self._record))
+            yield self
+
+    def total(self, where: str | None = None, *, anywhere: bool = True) -> int:
+        return sum(n for (_, w), n in self.calls.items() if anywhere or w == where)
+
+    def by_branch(self) -> dict[str, int]:
+        tally: collections.Counter[str] = collections.Counter()
+        for (_, where), n in self.calls.items():
+            if where is not None:
+                tally[where] += n
+        return dict(tally)
+
+
+def _attribute(counter: CollectiveCounter, model: nn.Module, paths: list[str]) -> list[Any]:
+    """Hooks that name the branch running while ``counter`` counts (uncached runs only)."""
+    handles = []
+    for path in paths:
+        module = model.get_submodule(path)
+
+        def enter(_module: nn.Module, _args: Any, path: str = path) -> None:
+            counter.where = path
+
+        def leave(_module: nn.Module, _args: Any, _output: Any) -> None:
+            counter.where = None
+
+        handles += [module.register_forward_pre_hook(enter), module.register_forward_hook(leave)]
+    return handles
+
+
+def _parallel(model: nn.Module, world: int) -> None:
+    from diffusers import ContextParallelConfig
+
+    # diffusers 0.42 divides by torch.accelerator.device_count(), 0 on a CPU-only machine
+    with mock.patch.object(torch.accelerator, "device_count", return_value=1):
+        model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world))
+
+
+def _data(rank: int, out: dict[str, Any]) -> None:
+    import smoothcache
+    from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
+
+    entry = ZOO["DiTTransformer2DModel"]
+    model = randomize_zeros_(entry.factory())
+    schedule = {"attn1": ROW, "ff": ROW}
+    plain, cached = CollectiveCounter(), CollectiveCounter()
+    with plain.counting():
+        reference = run(entry, model, num_steps=STEPS, seed=rank)
+    with cached.counting(), smoothcache.enabled(model, schedule) as session:
+        output = run(entry, model, num_steps=STEPS, seed=rank)
+    out["data"] = {
+        "plain calls": plain.total(),
+        "cached calls": cached.total(),
+        "reused": session.stats.total_reused,
+        "changed": not torch.equal(output, reference),
+    }
+
+
+def _context(name: str, kinds: list[str], world: int, out: dict[str, Any]) -> None:
+    import smoothcache
+    from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
+
+    entry = ZOO[name]
+    schedule = {kind: ROW for kind in kinds}
+    single = randomize_zeros_(entry.factory())
+    with smoothcache.enabled(single, schedule) as session:
+        single_out = run(entry, single, num_steps=STEPS)
+    single_bytes = session.stats.peak_cache_bytes
+
+    model = randomize_zeros_(entry.factory())
+    _parallel(model, world)
+    paths = [branch.path for branch in smoothcache.detect(model).branches(model)]
+    plain = CollectiveCounter()
+    handles = _attribute(plain, model, paths)
+    try:
+        with plain.counting():
+            plain_out = run(entry, model, num_steps=STEPS)
+    finally:
+        for handle in handles:
+            handle.remove()
+    cached = CollectiveCounter()
+    with cached.counting(), smoothcache.enabled(model, schedule) as session:
+        cached_out = run(entry, model, num_steps=STEPS)
+    out[name] = {
+        "kinds": kinds,
+        "plain calls": plain.total(),
+        "plain by branch": plain.by_branch(),
+        "branch kinds": {b.path: b.kind for b in smoothcache.detect(model).branches(model)},
+        "cached calls": cached.total(),
+        "reused": session.stats.total_reused,
+        "cached": cached_out,
+        "single": single_out,
+        "plain": plain_out,
+        "bytes": session.stats.peak_cache_bytes,
+        "single bytes": single_bytes,
+    }
+
+
+def _more_steps(rank: int, world: int, out: dict[str, Any]) -> None:
+    import smoothcache
+    from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
+
+    entry = ZOO["WanTransformer3DModel"]
+    model = randomize_zeros_(entry.factory())
+    _parallel(model, world)
+    schedule = {kind: ROW for kind in ("attn1", "attn2", "ffn")}
+    counter = CollectiveCounter()
+    steps = STEPS + 1 if rank == 1 else STEPS
+    result: dict[str, Any] = {"steps": steps, "error": None}
+    try:
+        with counter.counting(), smoothcache.enabled(model, schedule):
+            run(entry, model, num_steps=steps)
+    except smoothcache.StepCountError as exc:
+        result["error"] = str(exc)
+    result["calls"] = counter.total()
+    out["more steps"] = result
+
+
+def _fewer_steps(rank: int, out: dict[str, Any]) -> None:
+    import smoothcache
+    from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
+
+    entry = ZOO["DiTTransformer2DModel"]
+    model = randomize_zeros_(entry.factory())
+    result: dict[str, Any] = {"error": None}
+    try:
+        with smoothcache.enabled(model, {"attn1": ROW, "ff": ROW}):
+            run(entry, model, num_steps=STEPS - 1 if rank == 1 else STEPS)
+    except smoothcache.StepCountError as exc:
+        result["error"] = str(exc)
+    out["fewer steps"] = result
+
+
+def worker(rank: int, world: int, port: int, folder: str) -> None:
+    """One rank: join the gloo group, run every scenario, save what was measured."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    out: dict[str, Any] = {}
+    try:
+        _data(rank, out)
+        dist.barrier()
+        _context("WanTransformer3DModel", ["attn1", "attn2", "ffn"], world, out)
+        dist.barrier()
+        _context("FluxTransformer2DModel", ["attn", "ff", "ff_context", "single"], world, out)
+        dist.barrier()
+        _more_steps(rank, world, out)
+        dist.barrier()
+        _fewer_steps(rank, out)
+        dist.barrier()
+    except Exception:
+        out["failure"] = traceback.format_exc()
+    finally:
+        torch.save(out, Path(folder) / f"rank{rank}.pt")
+        dist.destroy_process_group()
