@@ -68,6 +68,23 @@ def make_schedule(mode: str, path: str | None, steps: int, every: int) -> smooth
     return smoothcache.Schedule.uniform(steps, every, KINDS[mode])
 
 
+def check_same_schedule(schedule: smoothcache.Schedule, world: int) -> None:
+    """Refuse to start unless every rank applies the same schedule.
+
+    smoothcache never communicates, so it cannot see a rank that loaded another file: under
+    context parallelism that rank would skip a different attention call and leave the others
+    waiting in its all-to-all. One small collective of the example's own, before generating,
+    turns that hang into an error.
+    """
+    prints: list[str | None] = [None] * world
+    dist.all_gather_object(prints, schedule.fingerprint())
+    if len(set(prints)) != 1:
+        raise RuntimeError(
+            f"the ranks apply different schedules (fingerprints {prints}): give every rank the "
+            "same --schedule file"
+        )
+
+
 def describe(rank: int, stats: CacheStats) -> str:
     """One line per rank: what its session skipped and how much cache it held."""
     return (
@@ -104,6 +121,7 @@ def data_parallel(args: argparse.Namespace, rank: int, world: int, device: torch
 
     model = load_reference_model(device=device)
     schedule = make_schedule("data", args.schedule, args.steps, args.every)
+    check_same_schedule(schedule, world)
     labels = torch.arange(args.samples) % 10
     noise = initial_noise(model, args.samples, seed=args.seed)  # a CPU draw: equal on every rank
     mine = shares(args.samples, world)[rank]
@@ -206,6 +224,7 @@ def enable_context_parallel(model: nn.Module, world: int) -> None:
 def context_parallel(args: argparse.Namespace, rank: int, world: int, device: torch.device) -> int:
     heads = 2 * world  # Ulysses gives every rank heads / world heads
     schedule = make_schedule("context", args.schedule, args.steps, args.every)
+    check_same_schedule(schedule, world)
     latent, text = context_inputs(args.seed, device)
     model = tiny_wan(heads).to(device)
     enable_context_parallel(model, world)  # first the split, then the cache on its shards

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import functools
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -47,6 +48,8 @@ class _Changed:
         self.obj = obj
         self.previous: dict[str, Any] = {}
         self.hooks: list[RemovableHandle] = []
+        #: the ``forward`` smoothcache set, to tell at undo whether someone replaced it since
+        self.forward: Any = _MISSING
 
 
 class Patches:
@@ -92,8 +95,14 @@ class Patches:
                 changed.previous[name] = obj.__dict__.get(name, _MISSING)
 
     def replace_forward(self, module: nn.Module, forward: Callable[..., Any]) -> None:
-        """Set ``module.forward`` to ``forward`` as an instance attribute, reversibly."""
+        """Set ``module.forward`` to ``forward`` as an instance attribute, reversibly.
+
+        If another library replaces it in turn while the session lasts (diffusers'
+        ``enable_parallelism`` or hooks, accelerate), undo still restores the ``forward`` from
+        before the session, which drops that replacement, and warns that it did.
+        """
         self.set_attributes(module, forward=forward)
+        self._changed[id(module)].forward = forward
 
     def set_attributes(self, obj: Any, **values: Any) -> None:
         """Set plain instance attributes on ``obj``; undo restores or removes each one."""
@@ -152,6 +161,19 @@ class Patches:
 def _put_back(state: dict[str, Any], name: str, changed: _Changed) -> None:
     """Restore one attribute to its value before the session (idempotent)."""
     value = changed.previous.get(name, _MISSING)
+    if name == "forward":
+        current = state.get(name, _MISSING)
+        ours = changed.forward  # the engine may rebind it: bound methods compare by == only
+        if current is not _MISSING and current != ours and current != value:
+            warnings.warn(
+                f"smoothcache: the forward of a {type(changed.obj).__name__} was replaced while "
+                "smoothcache was enabled (by another library: diffusers' enable_parallelism, "
+                "hooks or offloading, accelerate?). Leaving the session restores the forward it "
+                "had before the session, which drops that replacement: apply other libraries' "
+                "wrappers before smoothcache.enabled(...), or after the session ends",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     if value is _MISSING:
         state.pop(name, None)
     else:

@@ -162,6 +162,23 @@ def test_a_block_wrapped_by_another_library_keeps_its_wrapper(pipe):
     assert torch.equal(outputs[True], outputs[False])
 
 
+def test_a_forward_replaced_during_a_session_is_dropped_with_a_warning(pipe):
+    """Another library wrapping a branch after smoothcache did: leaving the session restores
+    the forward from before the session (no trace of the session), and says it dropped the
+    other wrapper rather than doing so silently."""
+    block = pipe.transformer.transformer_blocks[0]
+    with pytest.warns(RuntimeWarning, match="was replaced while smoothcache was enabled"):
+        with smoothcache.enabled(pipe, {"attn1": ROW, "ff": ROW}):
+            _latents(pipe)
+            wrapped = block.ff.forward
+            block.ff.forward = lambda *args, **kwargs: wrapped(*args, **kwargs)
+    assert "forward" not in block.ff.__dict__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the engine's own rebinding of forward is not foreign
+        with smoothcache.enabled(pipe, {"attn1": ROW, "ff": ROW}):
+            _latents(pipe)
+
+
 def test_a_schedule_made_for_the_original_dit_applies_to_diffusers_dit_by_name(pipe):
     """Issue #15: the shipped DiT-XL/2 schedules use the original DiT's kinds (attn, mlp); the
     diffusers-dit adapter reads them as attn1 and ff, each row for its own kind."""

@@ -155,3 +155,17 @@ def test_as_schedule_accepts_every_form(tmp_path):
     assert as_schedule("dit-xl-2-256/ddim-30/fora-2").num_steps == 30
     with pytest.raises(ScheduleError, match="expected a Schedule"):
         as_schedule(42)  # type: ignore[arg-type]
+
+
+def test_fingerprint_says_what_a_schedule_decides(tmp_path):
+    """Issue #17: ranks compare fingerprints; metadata and key order do not change them, any
+    changed flag or forecast order does, and a saved file keeps them."""
+    base = Schedule.uniform(10, 3, ["attn", "mlp"])
+    same = Schedule(rows=dict(reversed(list(base.rows.items()))), metadata={"other": 1})
+    assert same.fingerprint() == base.fingerprint()
+    flipped = Schedule(rows={**base.rows, "mlp": (1,) * 10})
+    assert flipped.fingerprint() != base.fingerprint()
+    assert base.forecasting(1).fingerprint() != base.fingerprint()
+    base.forecasting(1).save(tmp_path / "s.json")
+    loaded = Schedule.load(tmp_path / "s.json")
+    assert loaded.fingerprint() == base.forecasting(1).fingerprint()
