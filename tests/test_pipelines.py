@@ -71,45 +71,63 @@ def _tiny(cls: type, **config: Any) -> Any:
     return randomize_zeros_(module).float().eval()
 
 
+def _pipe(cls: type, transformer: Any, *absent: str, scheduler: Any = None, **parts: Any) -> Any:
+    """``cls`` around the tiny ``transformer``: ``None`` for each ``absent`` component (text
+    encoders, tokenizers, VAE), flow-matching Euler unless another ``scheduler`` is given."""
+    scheduler = scheduler or FlowMatchEulerDiscreteScheduler()
+    return cls(transformer=transformer, scheduler=scheduler, **dict.fromkeys(absent), **parts)
+
+
+def _prompts(
+    prompt: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    mask_key: str = "prompt_attention_mask",
+    suffix: str = "",
+    pooled: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Prompt embeddings and a negative prompt (0.3 x them), with masks and pooled embeddings
+    under the pipeline's names (``suffix`` ``"_2"`` for a second text encoder)."""
+    call = {f"prompt_embeds{suffix}": prompt, f"negative_prompt_embeds{suffix}": 0.3 * prompt}
+    if mask is not None:
+        call.update({f"{mask_key}{suffix}": mask, f"negative_{mask_key}{suffix}": mask})
+    if pooled is not None:
+        call.update(pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=0.3 * pooled)
+    return call
+
+
+def _runner(pipe: Any, field: str = "images", **call: Any) -> Callable[[], torch.Tensor]:
+    """One seeded run of ``pipe`` at :data:`STEPS` steps with latent output: ``call`` holds the
+    family's own arguments; ``field`` names the output (``images`` or ``frames``)."""
+
+    def run() -> torch.Tensor:
+        out = pipe(num_inference_steps=STEPS, output_type="latent", generator=_seed(), **call)
+        return getattr(out, field)
+
+    return run
+
+
+_ENCODERS = ("text_encoder", "tokenizer")
+_TWO_ENCODERS = (*_ENCODERS, "text_encoder_2", "tokenizer_2")
+
+
 def flux() -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["FluxTransformer2DModel"].factory()
-    pipe = FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None,
-        tokenizer=None, text_encoder_2=None, tokenizer_2=None, transformer=transformer,
-    )  # fmt: skip
+    pipe = _pipe(FluxPipeline, transformer, "vae", *_TWO_ENCODERS)
     prompt = _embeds(1, 8, transformer.config.joint_attention_dim)
     pooled = _embeds(1, transformer.config.pooled_projection_dim)
-
-    def run() -> torch.Tensor:  # true CFG: two calls per step
-        return pipe(
-            prompt_embeds=prompt, pooled_prompt_embeds=pooled,
-            negative_prompt_embeds=0.5 * prompt, negative_pooled_prompt_embeds=0.5 * pooled,
-            true_cfg_scale=3.0, num_inference_steps=STEPS, height=32, width=32,
-            output_type="latent", generator=torch.Generator().manual_seed(0),
-        ).images  # fmt: skip
-
-    return pipe, run
+    # true CFG: two calls per step
+    call = _prompts(prompt, pooled=pooled)
+    return pipe, _runner(pipe, true_cfg_scale=3.0, height=32, width=32, **call)
 
 
-def sd3() -> tuple[Any, Callable[[], torch.Tensor]]:
+def sd3(**extra: Any) -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["SD3Transformer2DModel"].factory()
-    pipe = StableDiffusion3Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None,
-        tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None,
-        tokenizer_3=None, transformer=transformer,
-    )  # fmt: skip
+    absent = ("vae", *_TWO_ENCODERS, "text_encoder_3", "tokenizer_3")
+    pipe = _pipe(StableDiffusion3Pipeline, transformer, *absent)
     prompt = _embeds(1, 8, transformer.config.joint_attention_dim)
     pooled = _embeds(1, transformer.config.pooled_projection_dim)
-
-    def run() -> torch.Tensor:  # CFG as one doubled batch
-        return pipe(
-            prompt_embeds=prompt, pooled_prompt_embeds=pooled,
-            negative_prompt_embeds=0.3 * prompt, negative_pooled_prompt_embeds=0.3 * pooled,
-            num_inference_steps=STEPS, height=32, width=32, output_type="latent",
-            generator=torch.Generator().manual_seed(0),
-        ).images  # fmt: skip
-
-    return pipe, run
+    # CFG as one doubled batch
+    return pipe, _runner(pipe, height=32, width=32, **_prompts(prompt, pooled=pooled), **extra)
 
 
 def wan(two_experts: bool = False) -> tuple[Any, Callable[[], torch.Tensor]]:
@@ -124,178 +142,96 @@ def wan(two_experts: bool = False) -> tuple[Any, Callable[[], torch.Tensor]]:
     scheduler = UniPCMultistepScheduler(
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
     )
-    pipe = WanPipeline(
-        tokenizer=None, text_encoder=None, vae=None, scheduler=scheduler,
-        transformer=transformer, **extra,
-    )  # fmt: skip
+    pipe = _pipe(WanPipeline, transformer, "vae", *_ENCODERS, scheduler=scheduler, **extra)
     prompt = _embeds(1, 8, transformer.config.text_dim)
-
-    def run() -> torch.Tensor:  # guidance as two calls per step
-        return pipe(
-            prompt_embeds=prompt, negative_prompt_embeds=0.3 * prompt,
-            num_inference_steps=STEPS, height=16, width=16, num_frames=5,
-            output_type="latent", generator=torch.Generator().manual_seed(0),
-        ).frames  # fmt: skip
-
-    return pipe, run
+    # guidance as two calls per step
+    call = _prompts(prompt)
+    return pipe, _runner(pipe, "frames", height=16, width=16, num_frames=5, **call)
 
 
 def cogvideox() -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["CogVideoXTransformer3DModel"].factory()
-    pipe = CogVideoXPipeline(
-        tokenizer=None, text_encoder=None, vae=None, transformer=transformer,
-        scheduler=CogVideoXDDIMScheduler(),
-    )  # fmt: skip
+    scheduler = CogVideoXDDIMScheduler()
+    pipe = _pipe(CogVideoXPipeline, transformer, "vae", *_ENCODERS, scheduler=scheduler)
     prompt = _embeds(1, 8, transformer.config.text_embed_dim)
-
-    def run() -> torch.Tensor:  # CFG as one doubled batch; 64 px / 8 = 8x8, 5 frames -> 2 latent
-        return pipe(
-            prompt_embeds=prompt, negative_prompt_embeds=0.3 * prompt,
-            num_inference_steps=STEPS, height=64, width=64, num_frames=5,
-            output_type="latent", generator=_seed(),
-        ).frames  # fmt: skip
-
-    return pipe, run
+    # CFG as one doubled batch; 64 px / 8 = 8x8, 5 frames -> 2 latent
+    call = _prompts(prompt)
+    return pipe, _runner(pipe, "frames", height=64, width=64, num_frames=5, **call)
 
 
 def ltx() -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["LTXVideoTransformer3DModel"].factory()
-    pipe = LTXPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None,
-        tokenizer=None, transformer=transformer,
-    )  # fmt: skip
+    pipe = _pipe(LTXPipeline, transformer, "vae", *_ENCODERS)
     prompt = _embeds(1, 8, transformer.config.caption_channels)
-
-    def run() -> torch.Tensor:  # CFG as one doubled batch; 128 px / 32 = 4x4, 9 frames -> 2
-        return pipe(
-            prompt_embeds=prompt, prompt_attention_mask=_mask(8),
-            negative_prompt_embeds=0.3 * prompt, negative_prompt_attention_mask=_mask(8),
-            num_inference_steps=STEPS, height=128, width=128, num_frames=9,
-            output_type="latent", generator=_seed(),
-        ).frames  # fmt: skip
-
-    return pipe, run
+    # CFG as one doubled batch; 128 px / 32 = 4x4, 9 frames -> 2
+    call = _prompts(prompt, _mask(8))
+    return pipe, _runner(pipe, "frames", height=128, width=128, num_frames=9, **call)
 
 
 def sana() -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["SanaTransformer2DModel"].factory()
-    pipe = SanaPipeline(
-        tokenizer=None, text_encoder=None, vae=None, transformer=transformer,
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-    )  # fmt: skip
+    pipe = _pipe(SanaPipeline, transformer, "vae", *_ENCODERS)
     prompt = _embeds(1, 8, transformer.config.caption_channels)
-
-    def run() -> torch.Tensor:  # CFG as one doubled batch; 256 px / 32 = 8x8
-        # no resolution binning: it only knows sample sizes 16-128
-        return pipe(
-            prompt_embeds=prompt, prompt_attention_mask=_mask(8), negative_prompt=None,
-            negative_prompt_embeds=0.3 * prompt, negative_prompt_attention_mask=_mask(8),
-            num_inference_steps=STEPS, height=256, width=256, use_resolution_binning=False,
-            output_type="latent", generator=_seed(),
-        ).images  # fmt: skip
-
-    return pipe, run
+    # CFG as one doubled batch; 256 px / 32 = 8x8; no resolution binning: it only knows sample
+    # sizes 16-128
+    call = _prompts(prompt, _mask(8))
+    return pipe, _runner(
+        pipe, negative_prompt=None, height=256, width=256, use_resolution_binning=False, **call
+    )
 
 
 def qwen_image() -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["QwenImageTransformer2DModel"].factory()
-    pipe = QwenImagePipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None,
-        tokenizer=None, transformer=transformer,
-    )  # fmt: skip
+    pipe = _pipe(QwenImagePipeline, transformer, "vae", *_ENCODERS)
     prompt = _embeds(1, 8, transformer.config.joint_attention_dim)
-
-    def run() -> torch.Tensor:  # true CFG: two calls per step; 64 px / 8 = 8x8 -> 4x4 packed
-        return pipe(
-            prompt_embeds=prompt, prompt_embeds_mask=_mask(8),
-            negative_prompt_embeds=0.3 * prompt, negative_prompt_embeds_mask=_mask(8),
-            true_cfg_scale=4.0, guidance_scale=None, num_inference_steps=STEPS,
-            height=64, width=64, output_type="latent", generator=_seed(),
-        ).images  # fmt: skip
-
-    return pipe, run
+    # true CFG: two calls per step; 64 px / 8 = 8x8 -> 4x4 packed
+    call = _prompts(prompt, _mask(8), "prompt_embeds_mask")
+    return pipe, _runner(pipe, true_cfg_scale=4.0, guidance_scale=None, height=64, width=64, **call)
 
 
-def lumina2() -> tuple[Any, Callable[[], torch.Tensor]]:
+def lumina2(**extra: Any) -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["Lumina2Transformer2DModel"].factory()
-    pipe = Lumina2Pipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), vae=None,
-        text_encoder=None, tokenizer=None,
-    )  # fmt: skip
+    pipe = _pipe(Lumina2Pipeline, transformer, "vae", *_ENCODERS)
     prompt = _embeds(1, 8, transformer.config.cap_feat_dim)
-    mask = _mask(8, torch.bool)
-
-    def run() -> torch.Tensor:  # guidance as two calls per step (cond, then uncond); 64 px / 8
-        return pipe(
-            prompt_embeds=prompt, prompt_attention_mask=mask,
-            negative_prompt_embeds=0.3 * prompt, negative_prompt_attention_mask=mask,
-            num_inference_steps=STEPS, height=64, width=64, output_type="latent",
-            generator=_seed(),
-        ).images  # fmt: skip
-
-    return pipe, run
+    # guidance as two calls per step (cond, then uncond); 64 px / 8
+    call = _prompts(prompt, _mask(8, torch.bool))
+    return pipe, _runner(pipe, height=64, width=64, **call, **extra)
 
 
 def hunyuan_dit() -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["HunyuanDiT2DModel"].factory()
-    pipe = HunyuanDiTPipeline(
-        vae=None, text_encoder=None, tokenizer=None, transformer=transformer,
-        scheduler=DDPMScheduler(), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False, text_encoder_2=None, tokenizer_2=None,
+    absent = ("vae", *_TWO_ENCODERS, "safety_checker", "feature_extractor")
+    scheduler = DDPMScheduler()
+    pipe = _pipe(
+        HunyuanDiTPipeline, transformer, *absent, scheduler=scheduler,
+        requires_safety_checker=False,
     )  # fmt: skip
     clip = _embeds(1, 4, transformer.config.cross_attention_dim)  # BERT-like encoder
     t5 = _embeds(1, 4, transformer.config.cross_attention_dim_t5, seed=1)
-
-    def run() -> torch.Tensor:  # CFG as one doubled batch; 64 px / 8 = 8x8
-        # no resolution binning: it maps every size onto its 1024-px shapes
-        return pipe(
-            prompt_embeds=clip, prompt_attention_mask=_mask(4),
-            negative_prompt_embeds=0.3 * clip, negative_prompt_attention_mask=_mask(4),
-            prompt_embeds_2=t5, prompt_attention_mask_2=_mask(4),
-            negative_prompt_embeds_2=0.3 * t5, negative_prompt_attention_mask_2=_mask(4),
-            num_inference_steps=STEPS, height=64, width=64, use_resolution_binning=False,
-            output_type="latent", generator=_seed(),
-        ).images  # fmt: skip
-
-    return pipe, run
+    # CFG as one doubled batch; 64 px / 8 = 8x8; no resolution binning: it maps every size
+    # onto its 1024-px shapes
+    call = {**_prompts(clip, _mask(4)), **_prompts(t5, _mask(4), suffix="_2")}
+    return pipe, _runner(pipe, height=64, width=64, use_resolution_binning=False, **call)
 
 
 def hunyuan_video() -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["HunyuanVideoTransformer3DModel"].factory()
-    pipe = HunyuanVideoPipeline(
-        text_encoder=None, tokenizer=None, transformer=transformer, vae=None,
-        scheduler=FlowMatchEulerDiscreteScheduler(), text_encoder_2=None, tokenizer_2=None,
-    )  # fmt: skip
+    pipe = _pipe(HunyuanVideoPipeline, transformer, "vae", *_TWO_ENCODERS)
     prompt = _embeds(1, 8, transformer.config.text_embed_dim)
     pooled = _embeds(1, transformer.config.pooled_projection_dim)
-
-    def run() -> torch.Tensor:  # true CFG: two calls per step; 32 px / 8 = 4x4, 5 frames -> 2
-        return pipe(
-            prompt_embeds=prompt, pooled_prompt_embeds=pooled, prompt_attention_mask=_mask(8),
-            negative_prompt_embeds=0.3 * prompt, negative_pooled_prompt_embeds=0.3 * pooled,
-            negative_prompt_attention_mask=_mask(8), true_cfg_scale=3.0,
-            num_inference_steps=STEPS, height=32, width=32, num_frames=5,
-            output_type="latent", generator=_seed(),
-        ).frames  # fmt: skip
-
-    return pipe, run
+    # true CFG: two calls per step; 32 px / 8 = 4x4, 5 frames -> 2
+    call = _prompts(prompt, _mask(8), pooled=pooled)
+    return pipe, _runner(
+        pipe, "frames", true_cfg_scale=3.0, height=32, width=32, num_frames=5, **call
+    )
 
 
 def flux2() -> tuple[Any, Callable[[], torch.Tensor]]:
     transformer = ZOO["Flux2Transformer2DModel"].factory()
-    pipe = Flux2Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None,
-        tokenizer=None, transformer=transformer,
-    )  # fmt: skip
+    pipe = _pipe(Flux2Pipeline, transformer, "vae", *_ENCODERS)
     prompt = _embeds(1, 8, transformer.config.joint_attention_dim)
-
-    def run() -> torch.Tensor:  # guidance-distilled, no CFG: one call per step; 64 px -> 4x4
-        return pipe(
-            prompt_embeds=prompt, guidance_scale=4.0, num_inference_steps=STEPS,
-            height=64, width=64, output_type="latent", generator=_seed(),
-        ).images  # fmt: skip
-
-    return pipe, run
+    # guidance-distilled, no CFG: one call per step; 64 px -> 4x4
+    return pipe, _runner(pipe, prompt_embeds=prompt, guidance_scale=4.0, height=64, width=64)
 
 
 def ltx2() -> tuple[Any, Callable[[], torch.Tensor]]:
@@ -323,24 +259,16 @@ def ltx2() -> tuple[Any, Callable[[], torch.Tensor]]:
         audio_connector_num_layers=1, audio_connector_num_learnable_registers=8,
         rope_double_precision=False,
     )  # fmt: skip
-    pipe = LTX2Pipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, audio_vae=audio_vae,
-        text_encoder=None, tokenizer=None, connectors=connectors, transformer=transformer,
-        vocoder=None,
+    pipe = _pipe(
+        LTX2Pipeline, transformer, *_ENCODERS, "vocoder", vae=vae, audio_vae=audio_vae,
+        connectors=connectors,
     )  # fmt: skip
     prompt = _embeds(1, 8, 2 * caption)  # stacked text-encoder layers: caption x proj_in_factor
-
-    def run() -> torch.Tensor:  # 128 px / 32 = 4x4, 9 frames -> 2 latent, 9 audio latents
-        # default guidance, three calls per step: CFG as one doubled batch, then the
-        # spatio-temporal-guidance call and the modality-isolation call at batch 1
-        return pipe(
-            prompt_embeds=prompt, prompt_attention_mask=_mask(8),
-            negative_prompt_embeds=0.3 * prompt, negative_prompt_attention_mask=_mask(8),
-            num_inference_steps=STEPS, height=128, width=128, num_frames=9,
-            output_type="latent", generator=_seed(),
-        ).frames  # fmt: skip
-
-    return pipe, run
+    # 128 px / 32 = 4x4, 9 frames -> 2 latent, 9 audio latents; default guidance, three calls
+    # per step: CFG as one doubled batch, then the spatio-temporal-guidance call and the
+    # modality-isolation call at batch 1
+    call = _prompts(prompt, _mask(8))
+    return pipe, _runner(pipe, "frames", height=128, width=128, num_frames=9, **call)
 
 
 def hunyuan_video_1_5() -> tuple[Any, Callable[[], torch.Tensor]]:
@@ -357,25 +285,18 @@ def hunyuan_video_1_5() -> tuple[Any, Callable[[], torch.Tensor]]:
         text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=12, rope_axes_dim=(2, 2, 4),
         target_size=16, task_type="t2v",
     )  # fmt: skip
-    pipe = HunyuanVideo15Pipeline(
-        text_encoder=None, tokenizer=None, transformer=transformer, vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(), text_encoder_2=None, tokenizer_2=None,
+    pipe = _pipe(
+        HunyuanVideo15Pipeline, transformer, *_TWO_ENCODERS, vae=vae,
         guider=ClassifierFreeGuidance(guidance_scale=6.0),
     )  # fmt: skip
     prompt = _embeds(1, 6, transformer.config.text_embed_dim)
     glyphs = _embeds(1, 4, transformer.config.text_embed_2_dim)
-
-    def run() -> torch.Tensor:  # guider CFG: two calls per step; 128 px / 16 = 8x8, 5 frames -> 2
-        return pipe(
-            prompt_embeds=prompt, prompt_embeds_mask=_mask(6),
-            negative_prompt_embeds=0.3 * prompt, negative_prompt_embeds_mask=_mask(6),
-            prompt_embeds_2=glyphs, prompt_embeds_mask_2=_mask(4),
-            negative_prompt_embeds_2=0.3 * glyphs, negative_prompt_embeds_mask_2=_mask(4),
-            num_inference_steps=STEPS, height=128, width=128, num_frames=5,
-            output_type="latent", generator=_seed(),
-        ).frames  # fmt: skip
-
-    return pipe, run
+    # guider CFG: two calls per step; 128 px / 16 = 8x8, 5 frames -> 2
+    call = {
+        **_prompts(prompt, _mask(6), "prompt_embeds_mask"),
+        **_prompts(glyphs, _mask(4), "prompt_embeds_mask", "_2"),
+    }
+    return pipe, _runner(pipe, "frames", height=128, width=128, num_frames=5, **call)
 
 
 CASES = {
@@ -450,23 +371,10 @@ def test_wan_2_2_hands_over_to_the_second_expert_under_one_schedule():
 def test_sd3_skip_layer_guidance_adds_a_pass_that_skips_blocks():
     """SD3.5's skip-layer guidance: a third call at some steps (a new pass) in which chosen
     blocks do not run. The counts say what ran: block 1 is not in the guidance pass."""
-    pipe, _ = sd3()
-    pipe.set_progress_bar_config(disable=True)
-    config = pipe.transformer.config
-    prompt, pooled = (
-        _embeds(1, 8, config.joint_attention_dim),
-        _embeds(1, config.pooled_projection_dim),
+    pipe, run = sd3(
+        skip_guidance_layers=[1], skip_layer_guidance_start=0.2, skip_layer_guidance_stop=0.8
     )
-
-    def run() -> torch.Tensor:
-        return pipe(
-            prompt_embeds=prompt, pooled_prompt_embeds=pooled,
-            negative_prompt_embeds=0.3 * prompt, negative_pooled_prompt_embeds=0.3 * pooled,
-            num_inference_steps=STEPS, height=32, width=32, output_type="latent",
-            generator=torch.Generator().manual_seed(0), skip_guidance_layers=[1],
-            skip_layer_guidance_start=0.2, skip_layer_guidance_stop=0.8,
-        ).images  # fmt: skip
-
+    pipe.set_progress_bar_config(disable=True)
     base = run()
     with smoothcache.enabled(pipe, {"attn": [1] * STEPS}):
         assert torch.equal(run(), base)
@@ -482,20 +390,8 @@ def test_sd3_skip_layer_guidance_adds_a_pass_that_skips_blocks():
 def test_lumina2_cfg_truncation_drops_the_second_call_partway():
     """Lumina2's CFG truncation: after ``cfg_trunc_ratio`` of the steps the unconditional call
     stops; the second pass simply stops running, and nothing is counted for it there."""
-    pipe, _ = lumina2()
+    pipe, run = lumina2(cfg_trunc_ratio=0.5)
     pipe.set_progress_bar_config(disable=True)
-    config = pipe.transformer.config
-    prompt = _embeds(1, 8, config.cap_feat_dim)
-    mask = _mask(8, torch.bool)
-
-    def run() -> torch.Tensor:
-        return pipe(
-            prompt_embeds=prompt, prompt_attention_mask=mask,
-            negative_prompt_embeds=0.3 * prompt, negative_prompt_attention_mask=mask,
-            num_inference_steps=STEPS, height=64, width=64, output_type="latent",
-            generator=_seed(), cfg_trunc_ratio=0.5,
-        ).images  # fmt: skip
-
     base = run()
     with smoothcache.enabled(pipe, {"attn": [1] * STEPS}):
         assert torch.equal(run(), base)
