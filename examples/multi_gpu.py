@@ -42,7 +42,6 @@ import torch.distributed as dist
 from torch import nn
 
 import smoothcache
-from smoothcache.engine import CacheStats
 
 #: the branch kinds of each mode's model (diffusers DiT, Wan)
 KINDS = {"data": ("attn1", "ff"), "context": ("attn1", "attn2", "ffn")}
@@ -85,7 +84,7 @@ def check_same_schedule(schedule: smoothcache.Schedule, world: int) -> None:
         )
 
 
-def describe(rank: int, stats: CacheStats) -> str:
+def describe(rank: int, stats: smoothcache.CacheStats) -> str:
     """One line per rank: what its session skipped and how much cache it held."""
     return (
         f"rank {rank}: {stats.total_reused} of {stats.total_computed + stats.total_reused} "
@@ -107,7 +106,7 @@ def sample_share(
     labels: torch.Tensor,
     noise: torch.Tensor,
     steps: int,
-) -> tuple[torch.Tensor, CacheStats]:
+) -> tuple[torch.Tensor, smoothcache.CacheStats]:
     """The reference model's samples of ``labels`` from ``noise``, cached with ``schedule``."""
     from smoothcache.reference import sample
 
