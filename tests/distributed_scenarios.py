@@ -9,6 +9,8 @@ measured to ``<folder>/rank<r>.pt``; the tests read those files. Scenarios:
   FLUX transformers, smoothcache applied after the split: collectives of an uncached run
   attributed to the branch modules (forward hooks), collectives of a cached run, the cached
   output beside a single-process cached run of the same model, and the cache bytes.
+- ``pipeline``: a real ``WanPipeline`` (two calls per step) around a context-parallel
+  transformer, cached, against the same pipeline in one process.
 - ``more steps``: under context parallelism rank 1's sampler runs one step more than the
   schedule while rank 0's stops on time; rank 1 must get a StepCountError before its model
   issues a collective of the extra step (else it would wait forever for rank 0).
@@ -200,6 +202,29 @@ def _context(name: str, kinds: list[str], world: int, out: dict[str, Any]) -> No
     }
 
 
+def _pipeline(world: int, out: dict[str, Any]) -> None:
+    """A real ``WanPipeline`` (guidance as two calls per step) around a context-parallel
+    transformer, cached, beside the same pipeline in one process."""
+    import smoothcache
+    from tests.test_pipelines import wan
+
+    schedule = {"attn1": ROW, "ffn": ROW}
+    results = {}
+    for parallel in (False, True):
+        pipe, run = wan()
+        pipe.set_progress_bar_config(disable=True)
+        if parallel:
+            _parallel(pipe.transformer, world)
+        with smoothcache.enabled(pipe, schedule) as session:
+            results[parallel] = run()
+    out["pipeline"] = {
+        "cached": results[True],
+        "single": results[False],
+        "passes": session.stats.passes,
+        "reused": session.stats.total_reused,
+    }
+
+
 def _more_steps(rank: int, world: int, out: dict[str, Any]) -> None:
     import smoothcache
     from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
@@ -247,6 +272,8 @@ def worker(rank: int, world: int, port: int, folder: str) -> None:
         _context("WanTransformer3DModel", ["attn1", "attn2", "ffn"], world, out)
         dist.barrier()
         _context("FluxTransformer2DModel", ["attn", "ff", "ff_context", "single"], world, out)
+        dist.barrier()
+        _pipeline(world, out)
         dist.barrier()
         _more_steps(rank, world, out)
         dist.barrier()

@@ -143,6 +143,17 @@ def test_context_parallel_output_equals_one_process(ranks, name):
         assert run["bytes"] * WORLD == run["single bytes"]
 
 
+def test_a_real_pipeline_over_a_context_parallel_transformer(ranks):
+    """WanPipeline, guidance as two calls per step: two passes, reuse in both, and the
+    gathered result of the 2 ranks equals one process's."""
+    for result in ranks:
+        run = result["pipeline"]
+        # 2 blocks x 2 kinds x 2 passes at each skipped step
+        assert run["passes"] == 2 and run["reused"] == 2 * 2 * 2 * ROW.count(0)
+        scale = run["single"].abs().max().item()
+        assert (run["cached"] - run["single"]).abs().max().item() <= 1e-5 * scale
+
+
 def test_the_ranks_agree_on_what_they_skip(ranks):
     for name in ("WanTransformer3DModel", "FluxTransformer2DModel"):
         assert len({result[name]["cached calls"] for result in ranks}) == 1
