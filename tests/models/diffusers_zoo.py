@@ -229,6 +229,19 @@ def _text(dim: int, seq: int = 8, **extra: Any) -> Callable[[nn.Module, int], di
     return _inputs(fn)
 
 
+def _masked_text(dim: int, seq: int = 8) -> Callable[[nn.Module, int], dict]:
+    """``encoder_hidden_states`` (B, seq, dim) with an all-ones ``encoder_attention_mask``."""
+
+    def fn(model, b, g):
+        return {
+            "encoder_hidden_states": _randn(g, b, seq, dim),
+            "encoder_attention_mask": torch.ones(b, seq),
+            "return_dict": False,
+        }
+
+    return _inputs(fn)
+
+
 def _keep_channels(channels: int, dim: int = 1) -> Callable[[Any], torch.Tensor]:
     """Output extractor that keeps the first ``channels`` channels (learned sigma dropped)."""
 
@@ -708,16 +721,9 @@ def _sana() -> Entry:
         sample_size=8,
     )
 
-    def fn(m, b, g):
-        return {
-            "encoder_hidden_states": _randn(g, b, 8, 8),
-            "encoder_attention_mask": torch.ones(b, 8),
-            "return_dict": False,
-        }
-
     return Entry(
         _builder("SanaTransformer2DModel", cfg),
-        _inputs(fn),
+        _masked_text(8),
         _latent(4, 8, 8),
         pipeline="SanaPipeline",
         notes="timestep multiplied by config.timestep_scale (1.0)",
@@ -806,6 +812,22 @@ def _lumina_next() -> Entry:
     )
 
 
+def _cogview_inputs() -> Callable[[nn.Module, int], dict]:
+    """CogView 3 / 4: text (B, 8, 8) and SDXL-style size conditioning of 64 x 64 pixels."""
+
+    def fn(model, b, g):
+        size = torch.tensor([[64, 64]] * b, dtype=torch.float32)
+        return {
+            "encoder_hidden_states": _randn(g, b, 8, 8),
+            "original_size": size,
+            "target_size": size,
+            "crop_coords": torch.zeros(b, 2),
+            "return_dict": False,
+        }
+
+    return _inputs(fn)
+
+
 @_register("CogView3PlusTransformer2DModel")
 def _cogview3() -> Entry:
     cfg = dict(
@@ -822,19 +844,9 @@ def _cogview3() -> Entry:
         sample_size=8,
     )
 
-    def fn(m, b, g):
-        size = torch.tensor([[64, 64]] * b, dtype=torch.float32)
-        return {
-            "encoder_hidden_states": _randn(g, b, 8, 8),
-            "original_size": size,
-            "target_size": size,
-            "crop_coords": torch.zeros(b, 2),
-            "return_dict": False,
-        }
-
     return Entry(
         _builder("CogView3PlusTransformer2DModel", cfg),
-        _inputs(fn),
+        _cogview_inputs(),
         _latent(4, 8, 8),
         timestep_dtype=torch.int64,
         pipeline="CogView3PlusPipeline",
@@ -855,19 +867,9 @@ def _cogview4() -> Entry:
         condition_dim=4,
     )
 
-    def fn(m, b, g):
-        size = torch.tensor([[64, 64]] * b, dtype=torch.float32)
-        return {
-            "encoder_hidden_states": _randn(g, b, 8, 8),
-            "original_size": size,
-            "target_size": size,
-            "crop_coords": torch.zeros(b, 2),
-            "return_dict": False,
-        }
-
     return Entry(
         _builder("CogView4Transformer2DModel", cfg),
-        _inputs(fn),
+        _cogview_inputs(),
         _latent(4, 8, 8),
         pipeline="CogView4Pipeline",
     )
@@ -1055,12 +1057,9 @@ def _prx() -> Entry:
         theta=10000,
     )
 
-    def fn(m, b, g):
-        return {"encoder_hidden_states": _randn(g, b, 8, 16), "return_dict": False}
-
     return Entry(
         _builder("PRXTransformer2DModel", cfg),
-        _inputs(fn),
+        _text(16, return_dict=False),
         _latent(16, 8, 8),
         timestep_scale=1 / 1000,
         pipeline="PRXPipeline",
@@ -1244,12 +1243,9 @@ def _anyflow() -> Entry:
     )
     frames = 2
 
-    def fn(m, b, g):
-        return {"encoder_hidden_states": _randn(g, b, 8, 16), "return_dict": False}
-
     return Entry(
         _builder("AnyFlowTransformer3DModel", cfg),
-        _inputs(fn),
+        _text(16, return_dict=False),
         _latent(frames, 4, 8, 8),
         timestep_layout=lambda ts: ts.unsqueeze(-1).repeat(1, frames),
         pipeline="AnyFlowPipeline",
@@ -1388,16 +1384,9 @@ def _allegro() -> Entry:
         caption_channels=8,
     )
 
-    def fn(m, b, g):
-        return {
-            "encoder_hidden_states": _randn(g, b, 8, 8),
-            "encoder_attention_mask": torch.ones(b, 8),
-            "return_dict": False,
-        }
-
     return Entry(
         _builder("AllegroTransformer3DModel", cfg),
-        _inputs(fn),
+        _masked_text(8),
         _latent(4, 2, 8, 8),
         timestep_dtype=torch.int64,
         pipeline="AllegroPipeline",
@@ -1722,16 +1711,9 @@ def _sana_video() -> Entry:
         rope_max_seq_len=32,
     )
 
-    def fn(m, b, g):
-        return {
-            "encoder_hidden_states": _randn(g, b, 8, 16),
-            "encoder_attention_mask": torch.ones(b, 8),
-            "return_dict": False,
-        }
-
     return Entry(
         _builder("SanaVideoTransformer3DModel", cfg),
-        _inputs(fn),
+        _masked_text(16),
         _latent(4, 2, 8, 8),
         pipeline="SanaVideoPipeline",
     )
@@ -2228,16 +2210,9 @@ def _hunyuan_image() -> Entry:
         rope_axes_dim=(4, 4),
     )
 
-    def fn(m, b, g):
-        return {
-            "encoder_hidden_states": _randn(g, b, 8, 16),
-            "encoder_attention_mask": torch.ones(b, 8),
-            "return_dict": False,
-        }
-
     return Entry(
         _builder("HunyuanImageTransformer2DModel", cfg),
-        _inputs(fn),
+        _masked_text(16),
         _latent(4, 8, 8),
         pipeline="HunyuanImagePipeline",
         notes="double + single stream blocks, token refiner on text",
