@@ -17,7 +17,7 @@ from typing import Any
 
 from smoothcache import adapters
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
-from smoothcache.calibration import Recorder, calibrating, measure_sensitivity
+from smoothcache.calibration import Recorder, calibrating, measure_sensitivity, select_schedule
 from smoothcache.curves import ErrorCurves, Sensitivity
 from smoothcache.engine import CacheStats, Session, enable, enabled
 from smoothcache.errors import (
@@ -78,5 +78,6 @@ __all__ = [
     "hookimpl",
     "measure_sensitivity",
     "register",
+    "select_schedule",
     "shipped_schedules",
 ]

@@ -21,10 +21,11 @@ with that step reused.
 from __future__ import annotations
 
 import bisect
+import math
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -43,10 +44,10 @@ from smoothcache.engine import (
     second_denoisers,
     timestep_source,
 )
-from smoothcache.errors import AdapterError, CalibrationError, StepCountError
+from smoothcache.errors import AdapterError, ArgumentError, CalibrationError, StepCountError
 from smoothcache.forecast_search import ForecastErrors, combo_weights, forecast_combos, reach
 from smoothcache.patching import Patches
-from smoothcache.schedule import MAX_ORDER
+from smoothcache.schedule import MAX_ORDER, Schedule
 from smoothcache.watch import EvaluationWatch, watch_runs
 
 # Floor of the denominator ||O_t||_1, so an all-zero output gives a large, finite error.
@@ -637,3 +638,71 @@ def measure_sensitivity(
         },
     )
     return curves.with_sensitivity(sensitivity)
+
+
+def select_schedule(
+    model: Any,
+    run: Callable[[], Any],
+    schedules: Sequence[Schedule | Mapping[str, Any] | str],
+    *,
+    adapter: str | Adapter | None = None,
+    on_run: RunCallback | None = None,
+) -> Schedule:
+    """The schedule among ``schedules`` whose cached output is closest to the uncached one.
+
+    ``run()`` samples a batch and returns the final output as a tensor, deterministically (seed
+    its noise inside), as for :func:`measure_sensitivity`. Use samples that are *held out*: not
+    the ones the curves were calibrated on, nor the ones you will judge the result on. Each
+    schedule runs once; the distance is the mean squared error over all samples and elements
+    (so one sample that breaks counts, as in a batch PSNR); ties go to the earlier schedule.
+    The typical list is ``curves.forecast_candidates(compute_fraction=f)``: about ten
+    schedules of one budget that differ in the forecast orders they allow.
+
+    Cost: ``2 + len(schedules)`` runs (the uncached output twice, to check that ``run()`` is
+    deterministic). The returned schedule's metadata records every candidate's error
+    (``selection_mse``, in the order given) and the index chosen (``selected``).
+    """
+    candidates = list(schedules)
+    if not candidates:
+        raise ArgumentError(
+            "select_schedule needs at least one schedule to choose from, found none; pass e.g. "
+            "curves.forecast_candidates(compute_fraction=0.3)"
+        )
+    total = 2 + len(candidates)
+    done = 0
+
+    def sample() -> Any:
+        nonlocal done
+        output = run()
+        done += 1
+        if on_run is not None:
+            on_run(done, total)
+        return output
+
+    reference = _final_output(sample())
+    if not torch.equal(_final_output(sample()), reference):
+        raise CalibrationError(
+            "run() returned a different output on a second call; it must be deterministic: "
+            "seed its noise inside (e.g. generator=torch.Generator().manual_seed(0) per call)"
+        )
+    reference = reference.to(torch.float32 if reference.device.type == "mps" else torch.float64)
+    errors: list[float] = []
+    chosen: Schedule | None = None
+    for candidate in candidates:
+        with enabled(model, candidate, adapter) as session:
+            output = sample()
+        if not isinstance(output, torch.Tensor) or output.shape != reference.shape:
+            raise CalibrationError(
+                f"run() returned {type(output).__name__} "
+                f"{tuple(getattr(output, 'shape', ()))} under a schedule but a tensor "
+                f"{tuple(reference.shape)} without one; it must return the same final output"
+            )
+        error = float(((output.detach().to(reference.dtype) - reference) ** 2).mean())
+        if not math.isfinite(error):
+            error = math.inf  # a schedule whose output broke (NaN or inf) is never chosen
+        if not errors or error < min(errors):
+            chosen = session.schedule
+        errors.append(error)
+    assert chosen is not None
+    metadata = {**chosen.metadata, "selection_mse": errors, "selected": errors.index(min(errors))}
+    return Schedule(rows=chosen.rows, metadata=metadata, orders=chosen.orders)

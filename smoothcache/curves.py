@@ -35,7 +35,7 @@ from safetensors.torch import save_file
 from smoothcache.adapter import Adapter, Branch
 from smoothcache.engine import model_branches, resolve
 from smoothcache.errors import CalibrationError, CurvesFileError, ScheduleError
-from smoothcache.forecast_search import ForecastErrors, forecast_schedule
+from smoothcache.forecast_search import ForecastErrors, forecast_candidates, forecast_schedule
 from smoothcache.jsonfile import parse_json
 from smoothcache.schedule import Schedule
 from smoothcache.validation import check_counts, check_errors
@@ -631,6 +631,18 @@ class ErrorCurves:
             **extra,
         }
         return Schedule(rows=flags, metadata=metadata)
+
+    def forecast_candidates(
+        self, compute_fraction: float, *, per_block: bool = False
+    ) -> list[Schedule]:
+        """Forecast schedules within ``compute_fraction`` for :func:`smoothcache.select_schedule`
+        to choose from on held-out samples: the one of ``schedule(..., method="forecast")``
+        first, then the distinct others of a small family (a cap on the order times a prior
+        toward higher orders; :func:`~smoothcache.forecast_search.forecast_candidates`).
+        """
+        if self.forecast is None:
+            return [forecast_schedule(self, _check_fraction(compute_fraction), per_block)]
+        return forecast_candidates(self, _check_fraction(compute_fraction), per_block)
 
     def _least_error_rows(self, target: float, per_block: bool) -> Schedule:
         """The schedule of least predicted error within ``target``: ``method="sensitivity"``.

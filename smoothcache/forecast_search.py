@@ -172,7 +172,27 @@ def _unit_costs(
     ]
 
 
-def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Schedule:
+def preferred_order(errors: np.ndarray, cap: int = MAX_ORDER, prior: float = 1.0) -> int:
+    """The order a run takes from its errors by order (``inf`` where unmeasured): the highest
+    order up to ``cap`` whose error is within ``prior`` times the least error of orders
+    ``0..cap``; 0 (reuse) when none was measured. ``prior=1`` takes the order of least error."""
+    errors = np.asarray(errors[: cap + 1], dtype=np.float64)
+    finite = np.isfinite(errors)
+    if not finite.any():
+        return 0
+    if prior <= 1.0:
+        return int(np.argmin(errors))
+    return int(np.flatnonzero(finite & (errors <= prior * errors.min())).max())
+
+
+def forecast_schedule(
+    curves: ErrorCurves,
+    target: float,
+    per_block: bool,
+    *,
+    cap: int = MAX_ORDER,
+    prior: float = 1.0,
+) -> Schedule:
     """The schedule of least expected forecast error within ``target``: ``method="forecast"``.
 
     Every branch computes at the same steps: the most steps the budget allows, placed by
@@ -183,6 +203,11 @@ def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Sc
     answers every skipped step of the run. Reuse wins wherever no forecast is better on the
     calibration samples, the tail included. Runs longer than the calibration's lookahead are
     not considered (their errors were not measured).
+
+    ``cap`` and ``prior`` make the other members of :func:`forecast_candidates`: a run takes
+    the highest order up to ``cap`` whose error is within ``prior`` times the least
+    (:func:`preferred_order`), both to place the computes and to answer the run. The defaults
+    are the plain search above.
     """
     from smoothcache.curves import fewest_error_rows
 
@@ -195,6 +220,7 @@ def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Sc
         )
     units = _unit_costs(curves, forecast, per_block)
     top = forecast.max_order
+    cap = min(cap, top)
     n = curves.num_steps
     shared = curves.shared_steps(target)
     lookahead = forecast.lookahead
@@ -211,7 +237,10 @@ def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Sc
     costs[:, 0] = 0.0
     for i in range(n - 2):
         for r in range(1, min(lookahead, n - 2 - i) + 1):
-            value = sum(float(table[r + 1][:, i + r].min()) for table in tables)
+            value = 0.0
+            for table in tables:
+                errors = table[r + 1][:, i + r]
+                value += float(errors[preferred_order(errors, cap, prior)])
             costs[i, r] = value if math.isfinite(value) else np.inf
     least, rows = fewest_error_rows(costs)
     fits = [k for k in rows if k <= shared]
@@ -231,7 +260,7 @@ def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Sc
             if end - start < 2:
                 continue
             table = tables[u][end - start][: before + 1, end - 1]  # k + 1 <= computed so far
-            order = int(np.argmin(table)) if np.isfinite(table).any() else 0
+            order = preferred_order(table, cap, prior)
             order_row[start + 1 : end] = [order] * (end - start - 1)
         schedule_rows[key] = tuple(row)
         orders[key] = tuple(order_row)
@@ -242,6 +271,34 @@ def forecast_schedule(curves: ErrorCurves, target: float, per_block: bool) -> Sc
         "compute_fraction": sum(row) / n,
         "compute_fraction_target": target,
         "max_order": top,
+        "order_cap": cap,
+        "order_prior": prior,
         "predicted_cost": float(least[max(fits)]),
     }
     return Schedule(rows=schedule_rows, metadata=metadata, orders=orders)
+
+
+#: The family of :func:`forecast_candidates`: a cap on the order (0: reuse only) times a prior
+#: toward higher orders. Few discrete choices, so that a choice made on held-out samples
+#: (:func:`smoothcache.select_schedule`) transfers to other samples.
+CANDIDATE_CAPS = (0, 1, 2, 3)
+CANDIDATE_PRIORS = (1.0, 1.5, 2.0, 3.0)
+
+
+def forecast_candidates(curves: ErrorCurves, target: float, per_block: bool) -> list[Schedule]:
+    """The distinct schedules of the family :data:`CANDIDATE_CAPS` x :data:`CANDIDATE_PRIORS`
+    within ``target``, the plain search (:func:`forecast_schedule`'s defaults) first.
+
+    Why a family: the search ranks orders by each branch's own error, which does not always say
+    how an error moves the final output (a too-low order's bias keeps its sign along the
+    trajectory and adds up; a higher order's noise cancels; on some models extrapolation breaks
+    a few samples). Which member serves a model best is a closed-loop question, answered on
+    held-out samples by :func:`smoothcache.select_schedule`: about ten sampler runs.
+    """
+    seen: dict[str, Schedule] = {}
+    for cap, prior in [(MAX_ORDER, 1.0), *itertools.product(CANDIDATE_CAPS, CANDIDATE_PRIORS)]:
+        if cap == 0 and prior != 1.0:
+            continue  # reuse only: the prior changes nothing
+        schedule = forecast_schedule(curves, target, per_block, cap=cap, prior=prior)
+        seen.setdefault(schedule.fingerprint(), schedule)
+    return list(seen.values())

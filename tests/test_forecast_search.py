@@ -190,3 +190,68 @@ def test_recorded_forecast_schedule_runs_and_forecasts():
         sum(1 for k in schedule.orders_for(b.kind, b.block) or () if k) for b in session.branches
     )
     assert psnr(forecast, plain) > psnr(reused, plain) + 1.0
+
+
+def test_preferred_order_takes_the_highest_order_within_the_prior():
+    from smoothcache.forecast_search import preferred_order
+
+    errors = np.array([1.0, 0.2, 0.3, np.inf])
+    assert preferred_order(errors) == 1  # the least error
+    assert preferred_order(errors, prior=2.0) == 2  # 0.3 is within 2 x 0.2; order 3 unmeasured
+    assert preferred_order(errors, cap=1, prior=2.0) == 1
+    assert preferred_order(errors, cap=0) == 0
+    assert preferred_order(np.full(4, np.inf)) == 0
+
+
+def test_candidates_are_distinct_within_budget_and_start_with_the_plain_search():
+    n = 20
+    combos = forecast_combos(lookahead=4, max_order=3)
+    square = np.zeros((len(combos), n))
+    for c, (k, j, g) in enumerate(combos):
+        square[c] = 0.01 * (j or g) * (1.0, 0.3, 0.4, 0.5)[k]  # order 1 least, 2-3 close
+    curves = _synthetic(square, combos)
+    candidates = curves.forecast_candidates(compute_fraction=0.25)
+    plain = curves.schedule(compute_fraction=0.25, method="forecast")
+    assert candidates[0].fingerprint() == plain.fingerprint()
+    assert len({c.fingerprint() for c in candidates}) == len(candidates) > 2
+    assert all(c.compute_fraction <= 0.25 for c in candidates)
+    highest = {max(c.orders.get("a", (0,))) for c in candidates}
+    assert {0, 1, 2, 3} <= highest  # reuse only, and caps 1-3 reached through the priors
+
+
+def test_select_schedule_picks_the_candidate_closest_to_the_uncached_output(original_dit):
+    """Checked against an independent scoring of every candidate."""
+    curves, _ = _calibrated(original_dit, lookahead=3, orders=3)
+    candidates = curves.forecast_candidates(compute_fraction=0.4)
+    assert len(candidates) > 1
+
+    def run():
+        return sample_original_dit(original_dit, num_steps=STEPS, seed=7)
+
+    calls = []
+    chosen = smoothcache.select_schedule(
+        original_dit, run, candidates, on_run=lambda done, total: calls.append((done, total))
+    )
+    plain = run().double()
+    expected = []
+    for candidate in candidates:
+        with smoothcache.enabled(original_dit, candidate):
+            expected.append(float(((run().double() - plain) ** 2).mean()))
+    assert chosen.metadata["selection_mse"] == pytest.approx(expected, rel=1e-12)
+    best = int(np.argmin(expected))
+    assert chosen.metadata["selected"] == best
+    assert chosen.fingerprint() == candidates[best].fingerprint()
+    assert calls[-1] == (2 + len(candidates), 2 + len(candidates))
+    assert len(set(expected)) > 1  # the candidates really differ in quality
+
+
+def test_select_schedule_refuses_bad_input(original_dit):
+    with pytest.raises(smoothcache.ArgumentError, match="at least one schedule"):
+        smoothcache.select_schedule(original_dit, lambda: torch.zeros(1), [])
+    seeds = iter(range(10))
+    with pytest.raises(smoothcache.CalibrationError, match="deterministic"):
+        smoothcache.select_schedule(
+            original_dit,
+            lambda: sample_original_dit(original_dit, num_steps=STEPS, seed=next(seeds)),
+            [Schedule.uniform(STEPS, 2, ["attn"])],
+        )
