@@ -64,6 +64,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=tuple(TABLES), default="reference")
     parser.add_argument("--samples", type=int, default=1000)
+    parser.add_argument(
+        "--lookahead", type=int, default=LOOKAHEAD, help=f"of the calibration ({LOOKAHEAD})"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -73,7 +76,7 @@ def main() -> int:
         device=torch.device("cpu"),
     )  # fmt: skip
     model = bench.model
-    with smoothcache.calibrating(model, lookahead=LOOKAHEAD) as recorder:
+    with smoothcache.calibrating(model, lookahead=args.lookahead) as recorder:
         bench.sample(model, bench.steps, calibration=True)
     curves = recorder.curves()
     labels = torch.arange(HELD_OUT) % bench.classes
@@ -90,7 +93,8 @@ def main() -> int:
     print(
         f"{args.model} model, DDIM {bench.steps}, CPU, float32, one thread, torch "
         f"{torch.__version__}; {args.samples} evaluation samples (seed 0), {HELD_OUT} held-out "
-        f"(seed {HELD_OUT_SEED}), curves from {CALIBRATION_SAMPLES} (seed 1000)"
+        f"(seed {HELD_OUT_SEED}), curves from {CALIBRATION_SAMPLES} (seed 1000, lookahead "
+        f"{args.lookahead})"
     )
     print(
         "| compute | schedule | candidates (runs) | chosen: cap, prior | held-out batch PSNR | "
