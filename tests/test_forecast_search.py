@@ -93,6 +93,8 @@ def test_orders_zero_records_no_forecast_and_the_method_says_so():
         curves.schedule(compute_fraction=0.5, method="forecast")
     with pytest.raises(ScheduleError, match="give compute_fraction"):
         curves.schedule(alpha=0.1, method="forecast")
+    with pytest.raises(ScheduleError, match="needs forecast errors"):
+        curves.forecast_candidates(compute_fraction=0.5)
     with pytest.raises(smoothcache.CalibrationError, match="orders must be an integer"):
         smoothcache.calibrating(model, adapter=ToyAdapter(), orders=4).__enter__()
 
