@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument, block_branches
+from smoothcache.adapters.families import adaln_modulation
 from smoothcache.engine import reused_output
 from smoothcache.hookspecs import hookimpl
 
@@ -113,7 +114,7 @@ def flux_single_forward(
         )
         projected = block.proj_out(torch.cat([attn_output, mlp_hidden_states], dim=2))
     else:  # the gate is the third chunk of the norm's modulation (AdaLayerNormZeroSingle)
-        gate = block.norm.linear(block.norm.silu(temb)).chunk(3, dim=1)[2]
+        gate = adaln_modulation(block.norm, temb, 3)[2]
     hidden_states = residual + gate.unsqueeze(1) * projected
     if hidden_states.dtype == torch.float16:
         hidden_states = hidden_states.clip(-65504, 65504)

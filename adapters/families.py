@@ -70,9 +70,15 @@ class Family:
     fast: tuple[str, Callable[..., Any]] | None = None
 
 
+def adaln_modulation(norm: nn.Module, temb: torch.Tensor, chunks: int) -> tuple[torch.Tensor, ...]:
+    """An adaLN module's shifts, scales and gates (``linear(silu(temb))`` in ``chunks``), as it
+    computes them, without its normalisation of the tokens: what a reuse step still needs."""
+    return norm.linear(norm.silu(temb)).chunk(chunks, dim=1)
+
+
 def _gates(norm: nn.Module, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The image and text gates of a ``CogVideoXLayerNormZero``, without its LayerNorms."""
-    _, _, gate, _, _, enc_gate = norm.linear(norm.silu(temb)).chunk(6, dim=1)
+    _, _, gate, _, _, enc_gate = adaln_modulation(norm, temb, 6)
     return gate[:, None, :], enc_gate[:, None, :]
 
 
@@ -117,12 +123,6 @@ def cogvideox_block_forward(
     return hidden_states, encoder_hidden_states
 
 
-def _modulation(norm: nn.Module, temb: torch.Tensor, chunks: int) -> tuple[torch.Tensor, ...]:
-    """An adaLN module's shifts, scales and gates (``linear(silu(temb))`` in ``chunks``), as it
-    computes them, without its normalisation of the tokens."""
-    return norm.linear(norm.silu(temb)).chunk(chunks, dim=1)
-
-
 def _modulated(normed: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return normed * (1 + scale[:, None]) + shift[:, None]
 
@@ -140,12 +140,11 @@ def sd3_block_forward(
     together; SD3.5's ``attn2`` shares the image LayerNorm with ``attn``."""
     kwargs = joint_attention_kwargs or {}
     dual = block.use_dual_attention
-    image = _modulation(block.norm1, temb, 9 if dual else 6)
+    image = adaln_modulation(block.norm1, temb, 9 if dual else 6)
     shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = image[:6]
     if not block.context_pre_only:
-        c_shift_msa, c_scale_msa, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = _modulation(
-            block.norm1_context, temb, 6
-        )
+        text = adaln_modulation(block.norm1_context, temb, 6)
+        c_shift_msa, c_scale_msa, c_gate_msa, c_shift_mlp, c_scale_mlp, c_gate_mlp = text
     attention = reused_output(block.attn, hidden_states.shape)
     second = reused_output(block.attn2, hidden_states.shape) if dual else None
     if attention is None or (dual and second is None):
@@ -197,7 +196,7 @@ def lumina2_block_forward(
     branch outputs (``norm2``, ``ffn_norm2``) run as in the block: they sit outside the branch."""
     modulation = block.modulation
     if modulation:
-        scale_msa, gate_msa, scale_mlp, gate_mlp = _modulation(block.norm1, temb, 4)
+        scale_msa, gate_msa, scale_mlp, gate_mlp = adaln_modulation(block.norm1, temb, 4)
     attention = reused_output(block.attn, hidden_states.shape)
     if attention is None:
         if modulation:

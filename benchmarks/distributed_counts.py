@@ -11,7 +11,6 @@ not depend on the machine's speed.
 
 from __future__ import annotations
 
-import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -23,15 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.distributed_scenarios import ROW, STEPS, worker  # noqa: E402
+from tests.distributed_scenarios import ROW, STEPS, free_port, worker  # noqa: E402
 
 WORLD = 2
 
 
 def main() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     with tempfile.TemporaryDirectory() as folder:
         mp.start_processes(worker, args=(WORLD, port, folder), nprocs=WORLD, start_method="spawn")
         ranks = [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]

@@ -537,6 +537,12 @@ def _final_output(output: Any) -> torch.Tensor:
     return output.detach()
 
 
+_NOT_DETERMINISTIC = (
+    "run() returned a different output on a second call; it must be deterministic: seed its "
+    "noise inside (e.g. generator=torch.Generator().manual_seed(0) per call)"
+)
+
+
 def measure_sensitivity(
     model: Any,
     run: Callable[[], Any],
@@ -606,10 +612,7 @@ def measure_sensitivity(
     if baseline is None:
         baseline = sample(None)
     if not torch.equal(sample(everything), baseline):
-        raise CalibrationError(
-            "run() returned a different output on a second call; it must be deterministic: "
-            "seed its noise inside (e.g. generator=torch.Generator().manual_seed(0) per call)"
-        )
+        raise CalibrationError(_NOT_DETERMINISTIC)
     reference = baseline.to(torch.float32 if baseline.device.type == "mps" else torch.float64)
     gram = np.zeros((len(groups), n, n))
     cross = np.zeros((len(groups), n, n))
@@ -681,16 +684,14 @@ def select_schedule(
 
     reference = _final_output(sample())
     if not torch.equal(_final_output(sample()), reference):
-        raise CalibrationError(
-            "run() returned a different output on a second call; it must be deterministic: "
-            "seed its noise inside (e.g. generator=torch.Generator().manual_seed(0) per call)"
-        )
+        raise CalibrationError(_NOT_DETERMINISTIC)
     reference = reference.to(torch.float32 if reference.device.type == "mps" else torch.float64)
     errors: list[float] = []
-    chosen: Schedule | None = None
+    applied: list[Schedule] = []  # as the sessions validated them
     for candidate in candidates:
         with enabled(model, candidate, adapter) as session:
             output = sample()
+        applied.append(session.schedule)
         if not isinstance(output, torch.Tensor) or output.shape != reference.shape:
             raise CalibrationError(
                 f"run() returned {type(output).__name__} "
@@ -698,11 +699,9 @@ def select_schedule(
                 f"{tuple(reference.shape)} without one; it must return the same final output"
             )
         error = float(((output.detach().to(reference.dtype) - reference) ** 2).mean())
-        if not math.isfinite(error):
-            error = math.inf  # a schedule whose output broke (NaN or inf) is never chosen
-        if not errors or error < min(errors):
-            chosen = session.schedule
-        errors.append(error)
-    assert chosen is not None
-    metadata = {**chosen.metadata, "selection_mse": errors, "selected": errors.index(min(errors))}
+        # a schedule whose output broke (NaN or inf) is never chosen
+        errors.append(error if math.isfinite(error) else math.inf)
+    best = errors.index(min(errors))  # the first of equals
+    chosen = applied[best]
+    metadata = {**chosen.metadata, "selection_mse": errors, "selected": best}
     return Schedule(rows=chosen.rows, metadata=metadata, orders=chosen.orders)

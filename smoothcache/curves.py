@@ -640,8 +640,6 @@ class ErrorCurves:
         first, then the distinct others of a small family (a cap on the order times a prior
         toward higher orders; :func:`~smoothcache.forecast_search.forecast_candidates`).
         """
-        if self.forecast is None:
-            return [forecast_schedule(self, _check_fraction(compute_fraction), per_block)]
         return forecast_candidates(self, _check_fraction(compute_fraction), per_block)
 
     def _least_error_rows(self, target: float, per_block: bool) -> Schedule:

@@ -198,13 +198,11 @@ class _Subject:
         """The output without smoothcache; two runs must agree bit for bit."""
         if self._baseline is None:
             first = self.run(check)
-            before = module_state(self.root)
+            before = _tensor_objects(self.root)
             second = self.run(check)
-            after = module_state(self.root)
+            after = _tensor_objects(self.root)
             self.replaced = frozenset(
-                key
-                for key in before.keys() & after.keys()
-                if key.startswith("tensor ") and before[key][0] is not after[key][0]
+                k for k in before.keys() & after.keys() if before[k] is not after[k]
             )
             if not _identical(first, second):
                 raise ConformanceError(
@@ -329,10 +327,14 @@ def module_state(model: nn.Module) -> dict[str, Any]:
             dict(module._forward_hooks_with_kwargs),
             dict(module._forward_pre_hooks_with_kwargs),
         )
-    tensors = [*model.named_parameters(), *model.named_buffers()]
-    for name, tensor in tensors:
-        state[f"tensor {name}"] = (tensor, tensor.detach().clone())
+    for key, tensor in _tensor_objects(model).items():
+        state[key] = (tensor, tensor.detach().clone())
     return state
+
+
+def _tensor_objects(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every parameter and buffer, by the key :func:`module_state` gives it (objects, no copies)."""
+    return {f"tensor {n}": t for n, t in [*model.named_parameters(), *model.named_buffers()]}
 
 
 def state_differences(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import os
+import socket
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -135,11 +136,17 @@ def _attribute(counter: CollectiveCounter, model: nn.Module, paths: list[str]) -
 
 
 def _parallel(model: nn.Module, world: int) -> None:
-    from diffusers import ContextParallelConfig
+    """diffusers' Ulysses context parallelism, as ``examples/multi_gpu.py`` enables it."""
+    from tests.conftest import load_script
 
-    # diffusers 0.42 divides by torch.accelerator.device_count(), 0 on a CPU-only machine
-    with mock.patch.object(torch.accelerator, "device_count", return_value=1):
-        model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=world))
+    load_script("examples/multi_gpu.py").enable_context_parallel(model, world)
+
+
+def free_port() -> int:
+    """A local TCP port nobody listens on now, for the group's rendezvous."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _data(rank: int, out: dict[str, Any]) -> None:

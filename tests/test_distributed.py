@@ -14,7 +14,6 @@ Skipped where this platform cannot run a gloo group of local processes.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,24 +24,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.distributed_scenarios import ROW, STEPS, worker
+from tests.distributed_scenarios import ROW, STEPS, free_port, worker
 
 ROOT = Path(__file__).resolve().parents[1]
 WORLD = 2
 TIMEOUT = 240  # seconds for a whole group; a hang fails the test instead of the suite
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _why_not() -> str | None:
     if not dist.is_available() or not dist.is_gloo_available():
         return "torch.distributed with the gloo backend is not available"
     try:
-        _free_port()
+        free_port()
     except OSError as exc:
         return f"cannot open a local socket for the process group: {exc}"
     return None
@@ -54,7 +47,7 @@ pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 def _torchrun(*args: str) -> str:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(WORLD),
-        "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
         str(ROOT / "examples" / "multi_gpu.py"), *args,
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
@@ -87,7 +80,7 @@ def ranks(tmp_path_factory):
     """What each rank of a spawned group measured (see tests/distributed_scenarios.py)."""
     folder = tmp_path_factory.mktemp("ranks")
     context = mp.start_processes(
-        worker, args=(WORLD, _free_port(), str(folder)), nprocs=WORLD, join=False,
+        worker, args=(WORLD, free_port(), str(folder)), nprocs=WORLD, join=False,
         start_method="spawn",
     )  # fmt: skip
     deadline = time.monotonic() + TIMEOUT
