@@ -2,9 +2,11 @@
 
 For each budget of ``forecast_rows.BUDGETS``: the curves of the library's forecast rows (50
 calibration samples, seed 1000, lookahead 5), their candidates
-``curves.forecast_candidates(compute_fraction=f)``, and ``smoothcache.select_schedule`` on
-:data:`HELD_OUT` held-out samples (seed :data:`HELD_OUT_SEED`, disjoint from the evaluation
-samples, seed 0, and the calibration samples). The plain search's schedule (the table's row)
+``curves.forecast_candidates(compute_fraction=f)`` (with the sensitivity measured on the first
+:data:`SENSITIVITY_SAMPLES` of those samples, so the weighted members are in), and
+``smoothcache.select_schedule`` on ``--held-out`` (:data:`HELD_OUT`) held-out samples (seed
+:data:`HELD_OUT_SEED`, disjoint from the evaluation samples, seed 0, and the calibration
+samples). The plain search's schedule (the table's row)
 and the chosen one are then sampled on the evaluation samples: batch, median and worst
 per-sample PSNR against the uncached samples, and the batch PSNR's 90% bootstrap interval.
 
@@ -38,6 +40,8 @@ from smoothcache.reference import sample
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT, HELD_OUT_SEED = 200, 2000
+#: Calibration samples of the sensitivity (seed 1000), as many as the table's schedule search.
+SENSITIVITY_SAMPLES = 10
 TABLES = {"reference": "quality_speed.md", "second": "quality_speed_second.md"}
 
 
@@ -67,6 +71,9 @@ def main() -> int:
     parser.add_argument(
         "--lookahead", type=int, default=LOOKAHEAD, help=f"of the calibration ({LOOKAHEAD})"
     )
+    parser.add_argument(
+        "--held-out", type=int, default=HELD_OUT, help=f"samples to choose on ({HELD_OUT})"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -79,7 +86,12 @@ def main() -> int:
     with smoothcache.calibrating(model, lookahead=args.lookahead) as recorder:
         bench.sample(model, bench.steps, calibration=True)
     curves = recorder.curves()
-    labels = torch.arange(HELD_OUT) % bench.classes
+    bench.calibration_samples = SENSITIVITY_SAMPLES
+    curves = smoothcache.measure_sensitivity(
+        model, lambda: bench.sample(model, bench.steps, calibration=True), curves
+    )
+    held_count = args.held_out
+    labels = torch.arange(held_count) % bench.classes
 
     def held_out() -> torch.Tensor:
         scheduler = bench.loaded.scheduler(bench.steps)
@@ -92,14 +104,14 @@ def main() -> int:
     runs = 0
     print(
         f"{args.model} model, DDIM {bench.steps}, CPU, float32, one thread, torch "
-        f"{torch.__version__}; {args.samples} evaluation samples (seed 0), {HELD_OUT} held-out "
+        f"{torch.__version__}; {args.samples} evaluation samples (seed 0), {held_count} held-out "
         f"(seed {HELD_OUT_SEED}), curves from {CALIBRATION_SAMPLES} (seed 1000, lookahead "
-        f"{args.lookahead})"
+        f"{args.lookahead}), sensitivity from the first {SENSITIVITY_SAMPLES}"
     )
     print(
-        "| compute | schedule | candidates (runs) | chosen: cap, prior | held-out batch PSNR | "
-        "batch PSNR | 90% interval | median | worst | margin over the peers' envelope | "
-        "its 90% interval |"
+        "| compute | schedule | candidates (runs) | chosen: cap, prior, weighted | "
+        "held-out batch PSNR | batch PSNR | 90% interval | median | worst | "
+        "margin over the peers' envelope | its 90% interval |"
     )
     print("|---:|---|---:|---|---:|---:|---|---:|---:|---:|---|")
     for budget in BUDGETS:
@@ -127,7 +139,8 @@ def main() -> int:
             meta = schedule.metadata
             print(
                 f"| {schedule.compute_fraction:.0%} | {name} | {len(candidates)} | "
-                f"{meta['order_cap']}, {meta['order_prior']:g} | {held_db[index]:.2f} | "
+                f"{meta['order_cap']}, {meta['order_prior']:g}, "
+                f"{'yes' if meta['weighted'] else 'no'} | {held_db[index]:.2f} | "
                 f"{batch:.2f} | {low:.2f} to {high:.2f} | {np.median(per_sample):.2f} | "
                 f"{per_sample.min():.2f} | {margin} |"
             )

@@ -192,6 +192,7 @@ def forecast_schedule(
     *,
     cap: int = MAX_ORDER,
     prior: float = 1.0,
+    weighted: bool = False,
 ) -> Schedule:
     """The schedule of least expected forecast error within ``target``: ``method="forecast"``.
 
@@ -208,6 +209,14 @@ def forecast_schedule(
     the highest order up to ``cap`` whose error is within ``prior`` times the least
     (:func:`preferred_order`), both to place the computes and to answer the run. The defaults
     are the plain search above.
+
+    ``weighted=True`` places the computes by how much a run moves the *final output*: the
+    curves' sensitivity (:func:`smoothcache.measure_sensitivity`) predicts that for a run of
+    reuse (:func:`~smoothcache.curves.run_costs`, the trajectory-level signal, correlations
+    between the run's steps included), and the run's cost is that prediction times the ratio of
+    the chosen orders' mean square run error to reuse's, over every branch. Steps where an error
+    is amplified downstream (where samples can flip to another mode) get computes even where the
+    branches' own errors are small there.
     """
     from smoothcache.curves import fewest_error_rows
 
@@ -233,14 +242,18 @@ def forecast_schedule(
             table = square[[forecast.index(k, 0, g) for k in range(top + 1)]]
             per_spacing[g] = np.where(np.isfinite(table), table, np.inf)  # (orders, steps)
         tables.append(per_spacing)
+    response = _reuse_response(curves) if weighted else None
     costs = np.full((n, n), np.inf)  # costs[i, r]: compute at i, skip i + 1 .. i + r
     costs[:, 0] = 0.0
     for i in range(n - 2):
         for r in range(1, min(lookahead, n - 2 - i) + 1):
-            value = 0.0
+            value = reused = 0.0
             for table in tables:
                 errors = table[r + 1][:, i + r]
                 value += float(errors[preferred_order(errors, cap, prior)])
+                reused += float(errors[0])
+            if response is not None:
+                value = response[i, r] * value / reused if reused > 0 else math.inf
             costs[i, r] = value if math.isfinite(value) else np.inf
     least, rows = fewest_error_rows(costs)
     fits = [k for k in rows if k <= shared]
@@ -273,9 +286,24 @@ def forecast_schedule(
         "max_order": top,
         "order_cap": cap,
         "order_prior": prior,
+        "weighted": weighted,
         "predicted_cost": float(least[max(fits)]),
     }
     return Schedule(rows=schedule_rows, metadata=metadata, orders=orders)
+
+
+def _reuse_response(curves: ErrorCurves) -> np.ndarray:
+    """The sensitivity's predicted mean square change of the final output by every run of
+    reuse of every branch (``costs[i, r]``, :func:`~smoothcache.curves.run_costs`)."""
+    from smoothcache.curves import run_costs
+
+    if curves.sensitivity is None:
+        raise ScheduleError(
+            "a weighted forecast search needs the final output's sensitivity to each step, which "
+            "these curves do not carry: curves = smoothcache.measure_sensitivity(model, run, "
+            "curves) measures it"
+        )
+    return run_costs(curves.sensitivity.gram[0])
 
 
 #: The family of :func:`forecast_candidates`: a cap on the order (0: reuse only) times a prior
@@ -287,18 +315,25 @@ CANDIDATE_PRIORS = (1.0, 1.5, 2.0, 3.0)
 
 def forecast_candidates(curves: ErrorCurves, target: float, per_block: bool) -> list[Schedule]:
     """The distinct schedules of the family :data:`CANDIDATE_CAPS` x :data:`CANDIDATE_PRIORS`
-    within ``target``, the plain search (:func:`forecast_schedule`'s defaults) first.
+    within ``target``, the plain search (:func:`forecast_schedule`'s defaults) first; when the
+    curves carry a sensitivity (:func:`smoothcache.measure_sensitivity`), the family again with
+    the computes placed by it (``weighted=True``).
 
     Why a family: the search ranks orders by each branch's own error, which does not always say
     how an error moves the final output (a too-low order's bias keeps its sign along the
     trajectory and adds up; a higher order's noise cancels; on some models extrapolation breaks
-    a few samples). Which member serves a model best is a closed-loop question, answered on
-    held-out samples by :func:`smoothcache.select_schedule`: about ten sampler runs.
+    a few samples, and a few steps amplify every error). Which member serves a model best is a
+    closed-loop question, answered on held-out samples by :func:`smoothcache.select_schedule`:
+    about ten sampler runs, twenty with the weighted members.
     """
+    members = [(MAX_ORDER, 1.0), *itertools.product(CANDIDATE_CAPS, CANDIDATE_PRIORS)]
+    weightings = (False, True) if curves.sensitivity is not None else (False,)
     seen: dict[str, Schedule] = {}
-    for cap, prior in [(MAX_ORDER, 1.0), *itertools.product(CANDIDATE_CAPS, CANDIDATE_PRIORS)]:
+    for weighted, (cap, prior) in itertools.product(weightings, members):
         if cap == 0 and prior != 1.0:
             continue  # reuse only: the prior changes nothing
-        schedule = forecast_schedule(curves, target, per_block, cap=cap, prior=prior)
+        schedule = forecast_schedule(
+            curves, target, per_block, cap=cap, prior=prior, weighted=weighted
+        )
         seen.setdefault(schedule.fingerprint(), schedule)
     return list(seen.values())

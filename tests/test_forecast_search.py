@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,15 @@ from safetensors.torch import save_file
 import smoothcache
 from smoothcache import CurvesFileError, ErrorCurves, Schedule, ScheduleError
 from smoothcache.adapter import Branch
+from smoothcache.curves import ALL_BRANCHES, Sensitivity, run_costs
 from smoothcache.forecast import lagrange_weights
-from smoothcache.forecast_search import ForecastErrors, combo_weights, forecast_combos, reach
+from smoothcache.forecast_search import (
+    ForecastErrors,
+    combo_weights,
+    forecast_combos,
+    forecast_schedule,
+    reach,
+)
 from tests.models.original_dit import sample_original_dit
 from tests.test_calibration import ToyAdapter, run_toy, store_outputs, toy
 
@@ -123,7 +131,9 @@ def test_save_load_keeps_forecast_errors_and_rejects_bad_tensors(tmp_path: Path,
             ErrorCurves.load(broken)
 
 
-def _synthetic(square: np.ndarray, combos: list[tuple[int, int, int]]) -> ErrorCurves:
+def _synthetic(
+    square: np.ndarray, combos: list[tuple[int, int, int]], sensitivity: Sensitivity | None = None
+) -> ErrorCurves:
     """Curves with the given forecast mean squares (combos, steps) for one branch of kind 'a'."""
     n = square.shape[1]
     mean = np.full((1, 1, 3, n), 0.1)
@@ -136,7 +146,15 @@ def _synthetic(square: np.ndarray, combos: list[tuple[int, int, int]]) -> ErrorC
         np.sqrt(square).reshape(shape),
         np.isfinite(square).reshape(shape).astype(np.int64),  # unmeasured where NaN
     )
-    return ErrorCurves([Branch("a", "a", 0)], mean, np.zeros_like(mean), count, {}, forecast=errors)
+    return ErrorCurves(
+        [Branch("a", "a", 0)],
+        mean,
+        np.zeros_like(mean),
+        count,
+        {},
+        sensitivity=sensitivity,
+        forecast=errors,
+    )
 
 
 def test_search_forecasts_only_where_the_calibration_says_it_is_better():
@@ -219,6 +237,53 @@ def test_candidates_are_distinct_within_budget_and_start_with_the_plain_search()
     assert all(c.compute_fraction <= 0.25 for c in candidates)
     highest = {max(c.orders.get("a", (0,))) for c in candidates}
     assert {0, 1, 2, 3} <= highest  # reuse only, and caps 1-3 reached through the priors
+
+
+def _order_curves(n: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Mean squares where order 1 is 4x better than reuse and no step stands out."""
+    combos = forecast_combos(lookahead=4, max_order=1)
+    square = np.zeros((len(combos), n))
+    for c, (k, j, g) in enumerate(combos):
+        square[c] = 0.01 * (j or g) ** 2 * (1.0, 0.25)[k]
+    return square, combos
+
+
+def test_weighted_search_computes_where_the_final_output_is_sensitive():
+    """Steps 8-11 amplify every error 1000x: only the weighted search computes densely there,
+    and its predicted cost is the sensitivity's reuse cost times the order's error ratio."""
+    n = 24
+    square, combos = _order_curves(n)
+    response = np.full(n, 1e-4)
+    response[[0, -1]] = 0.0
+    response[8:12] = 0.1
+    sensitivity = Sensitivity((ALL_BRANCHES,), np.diag(response**2)[None], np.zeros((1, n, n)))
+    curves = _synthetic(square, combos, sensitivity)
+    plain = curves.schedule(compute_fraction=0.3, method="forecast")
+    weighted = forecast_schedule(curves, 0.3, False, weighted=True)
+    assert sum(weighted.rows["a"]) == sum(plain.rows["a"]) == 7
+    assert sum(weighted.rows["a"][8:12]) > sum(plain.rows["a"][8:12])
+    assert weighted.metadata["weighted"] and not plain.metadata["weighted"]
+    costs = run_costs(sensitivity.gram[0])
+    computed = [t for t in range(n) if weighted.rows["a"][t]]
+    gaps = [end - start - 1 for start, end in itertools.pairwise(computed)]
+    # the search costs every run with its best order, 1, whose error is a quarter of reuse's
+    expected = sum(0.25 * costs[start, r] for start, r in zip(computed, gaps, strict=False) if r)
+    assert weighted.metadata["predicted_cost"] == pytest.approx(expected, rel=1e-12)
+    assert set(weighted.orders["a"]) == {0, 1}  # order 1 is better everywhere it can be
+
+
+def test_candidates_add_the_weighted_family_only_with_a_sensitivity():
+    n = 24
+    square, combos = _order_curves(n)
+    response = np.linspace(0.0, 1.0, n) ** 4
+    sensitivity = Sensitivity((ALL_BRANCHES,), np.diag(response**2)[None], np.zeros((1, n, n)))
+    bare = _synthetic(square, combos).forecast_candidates(compute_fraction=0.3)
+    both = _synthetic(square, combos, sensitivity).forecast_candidates(compute_fraction=0.3)
+    assert not any(c.metadata["weighted"] for c in bare)
+    assert [c.fingerprint() for c in both[: len(bare)]] == [c.fingerprint() for c in bare]
+    assert len(both) > len(bare) and all(c.metadata["weighted"] for c in both[len(bare) :])
+    with pytest.raises(ScheduleError, match="measure_sensitivity"):
+        forecast_schedule(_synthetic(square, combos), 0.3, False, weighted=True)
 
 
 def test_select_schedule_picks_the_candidate_closest_to_the_uncached_output(original_dit):
