@@ -1,12 +1,16 @@
 """The library's forecast rows of ``benchmarks/quality_speed.py``.
 
-:func:`forecast_rows` calibrates once (``smoothcache.calibrating`` with lookahead 5, forecast
-orders 0-3: one sampler run of the calibration batch, no extra runs per step) and returns one
-row per compute budget of ``curves.schedule(compute_fraction=f, method="forecast")``. The
-forecast calibration uses :data:`CALIBRATION_SAMPLES` samples (seed 1000, classes in turn; the
-first ones are the other methods' calibration samples): the search chooses orders from the
-mean square of per-sample errors, so it needs enough samples to see the tail, and one more
-sample costs one more sampler run of calibration, nothing else. The family name starts with
+:func:`forecast_rows` calibrates once (``smoothcache.calibrating`` with lookahead
+:data:`LOOKAHEAD`, forecast orders 0-3, on :data:`CALIBRATION_SAMPLES` calibration samples: one
+sampler run; then ``smoothcache.measure_sensitivity`` on the first :data:`SENSITIVITY_SAMPLES`),
+and returns one row per compute budget of :data:`BUDGETS`: the schedule that
+``smoothcache.select_schedule`` chooses among ``curves.forecast_candidates(compute_fraction=f)``
+on :data:`HELD_OUT` held-out samples (their own seed, neither calibrated nor evaluated on). That
+is the method the README recommends; ``benchmarks/forecast_selection.py`` sets it beside the
+plain search (``method="forecast"``). The calibration samples are seed 1000, classes in turn
+(the first ones are the other methods' calibration samples): the search chooses orders from
+the mean square of per-sample errors, so it needs enough samples to see the tail, and one more
+sample costs one more sampler run of calibration, nothing else. The family name is
 :data:`FAMILY`: the benchmark compares every row of that family against the envelope of all the
 other methods (its peers) and leaves them out of that envelope.
 """
@@ -17,40 +21,72 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from quality_stats import psnr_db
+
 import smoothcache
+from smoothcache import ErrorCurves, Schedule
 
 if TYPE_CHECKING:
     from quality_bench import Bench, Row
 
 FAMILY = "smoothcache forecast"
 BUDGETS = (0.5, 0.3, 0.2)
-LOOKAHEAD = 5
+LOOKAHEAD = 7
 CALIBRATION_SAMPLES = 50
+#: Calibration samples (the first of the forecast's) the sensitivity is measured on, as many as
+#: the schedule search's.
+SENSITIVITY_SAMPLES = 10
+#: Samples of their own seed that ``smoothcache.select_schedule`` chooses on.
+HELD_OUT = 200
+
+
+def forecast_curves(bench: Bench, log: Callable[[str], None], lookahead: int) -> ErrorCurves:
+    """Forecast error curves of :data:`CALIBRATION_SAMPLES` calibration samples (one sampler
+    run) with the sensitivity of the first :data:`SENSITIVITY_SAMPLES` of them."""
+    saved = bench.calibration_samples
+    try:
+        bench.calibration_samples = max(CALIBRATION_SAMPLES, saved)
+        log(f"calibrating forecast errors (lookahead {lookahead}) on {bench.calibration_samples}")
+        with smoothcache.calibrating(bench.model, lookahead=lookahead) as recorder:
+            bench.sample(bench.model, bench.steps, calibration=True)
+        bench.calibration_samples = SENSITIVITY_SAMPLES
+        log(f"measuring the sensitivity on {bench.calibration_samples} of them")
+        return smoothcache.measure_sensitivity(
+            bench.model,
+            lambda: bench.sample(bench.model, bench.steps, calibration=True),
+            recorder.curves(),
+        )
+    finally:
+        bench.calibration_samples = saved
+
+
+def select(bench: Bench, curves: ErrorCurves, budget: float, held_out: int = HELD_OUT) -> Schedule:
+    """The forecast schedule within ``budget`` that ``smoothcache.select_schedule`` chooses on
+    ``held_out`` held-out samples among ``curves.forecast_candidates(compute_fraction=budget)``."""
+    candidates = curves.forecast_candidates(compute_fraction=budget)
+    return smoothcache.select_schedule(
+        bench.model,
+        lambda: bench.sample(bench.model, bench.steps, held_out=held_out),
+        candidates,
+    )
 
 
 def forecast_rows(bench: Bench, log: Callable[[str], None], curves_path: Path | None) -> list[Row]:
-    """Rows of the forecast schedules at :data:`BUDGETS`, from one calibration of ``bench``.
+    """Rows of the schedules chosen at :data:`BUDGETS`, from one calibration of ``bench``.
 
     ``curves_path`` (the benchmark's ``--curves``, which holds the other methods' calibration)
-    is not used: the forecast calibration is one sampler run, measured every time.
+    is not used: the forecast calibration is measured every time.
     """
     del curves_path
-    count = max(CALIBRATION_SAMPLES, bench.calibration_samples)
-    log(f"calibrating forecast errors (lookahead {LOOKAHEAD}) on {count} calibration samples")
-    saved = bench.calibration_samples
-    bench.calibration_samples = count
-    try:
-        with smoothcache.calibrating(bench.model, lookahead=LOOKAHEAD) as recorder:
-            bench.sample(bench.model, bench.steps, calibration=True)
-    finally:
-        bench.calibration_samples = saved
-    curves = recorder.curves()
-    return [
-        bench.cached(
-            FAMILY,
-            f"compute <= {budget:g}",
-            curves.schedule(compute_fraction=budget, method="forecast"),
-            budget=budget,
+    curves = forecast_curves(bench, log, LOOKAHEAD)
+    rows = []
+    for budget in BUDGETS:
+        chosen = select(bench, curves, budget)
+        meta = chosen.metadata
+        held = ", ".join(f"{psnr_db(e):.2f}" for e in meta["selection_mse"])
+        log(
+            f"  {budget:g}: chose candidate {meta['selected']} (cap {meta['order_cap']}, prior "
+            f"{meta['order_prior']:g}, weighted {meta['weighted']}); held-out batch PSNRs {held}"
         )
-        for budget in BUDGETS
-    ]
+        rows.append(bench.cached(FAMILY, f"compute <= {budget:g}", chosen, budget=budget))
+    return rows

@@ -1,14 +1,14 @@
-"""Forecast schedules chosen in closed loop on held-out samples, on the 1000 evaluation samples.
+"""Forecast schedules chosen in closed loop on held-out samples, beside the plain search.
 
-For each budget of ``forecast_rows.BUDGETS``: the curves of the library's forecast rows (50
-calibration samples, seed 1000, lookahead 5), their candidates
-``curves.forecast_candidates(compute_fraction=f)`` (with the sensitivity measured on the first
-:data:`SENSITIVITY_SAMPLES` of those samples, so the weighted members are in), and
-``smoothcache.select_schedule`` on ``--held-out`` (:data:`HELD_OUT`) held-out samples (seed
-:data:`HELD_OUT_SEED`, disjoint from the evaluation samples, seed 0, and the calibration
-samples). The plain search's schedule (the table's row)
-and the chosen one are then sampled on the evaluation samples: batch, median and worst
-per-sample PSNR against the uncached samples, and the batch PSNR's 90% bootstrap interval.
+For each budget of ``forecast_rows.BUDGETS``: the curves of the library's forecast rows
+(``forecast_rows.forecast_curves``: 50 calibration samples, seed 1000, lookahead ``--lookahead``,
+the sensitivity on the first 10 of them, so the weighted members are among the candidates),
+and the schedule that ``smoothcache.select_schedule`` chooses among
+``curves.forecast_candidates(compute_fraction=f)`` on ``--held-out`` held-out samples (seed
+2000, disjoint from the evaluation samples, seed 0, and the calibration samples): the table's
+forecast row. It and the plain search's schedule (``method="forecast"``) are then sampled on
+the evaluation samples: batch, median and worst per-sample PSNR against the uncached samples,
+and the batch PSNR's 90% bootstrap interval.
 
 The margin is over the peer envelope of the model's table (docs/quality_speed*.md, the library's
 forecast rows left out), with the peers at their table values: its interval is this row's
@@ -31,17 +31,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from forecast_rows import BUDGETS, CALIBRATION_SAMPLES, FAMILY, LOOKAHEAD
-from quality_bench import Bench
+from forecast_rows import (
+    BUDGETS,
+    CALIBRATION_SAMPLES,
+    FAMILY,
+    HELD_OUT,
+    LOOKAHEAD,
+    SENSITIVITY_SAMPLES,
+    forecast_curves,
+    select,
+)
+from quality_bench import HELD_OUT_SEED, Bench
 from quality_stats import Bootstrap, interval, psnr_db, sample_errors, upper_envelope
 
 import smoothcache
-from smoothcache.reference import sample
 
 ROOT = Path(__file__).resolve().parents[1]
-HELD_OUT, HELD_OUT_SEED = 200, 2000
-#: Calibration samples of the sensitivity (seed 1000), as many as the table's schedule search.
-SENSITIVITY_SAMPLES = 10
 TABLES = {"reference": "quality_speed.md", "second": "quality_speed_second.md"}
 
 
@@ -83,29 +88,15 @@ def main() -> int:
         device=torch.device("cpu"),
     )  # fmt: skip
     model = bench.model
-    with smoothcache.calibrating(model, lookahead=args.lookahead) as recorder:
-        bench.sample(model, bench.steps, calibration=True)
-    curves = recorder.curves()
-    bench.calibration_samples = SENSITIVITY_SAMPLES
-    curves = smoothcache.measure_sensitivity(
-        model, lambda: bench.sample(model, bench.steps, calibration=True), curves
-    )
-    held_count = args.held_out
-    labels = torch.arange(held_count) % bench.classes
-
-    def held_out() -> torch.Tensor:
-        scheduler = bench.loaded.scheduler(bench.steps)
-        return sample(model, labels, num_steps=bench.steps, guidance_scale=bench.guidance,
-                      seed=HELD_OUT_SEED, scheduler=scheduler)  # fmt: skip
-
+    curves = forecast_curves(bench, lambda _: None, args.lookahead)
     reference = bench.sample(model, bench.steps)
     boot = Bootstrap.draw(args.samples, 2000, seed=0)
     peer_x, peer_y = table_peers(args.model)
     runs = 0
     print(
         f"{args.model} model, DDIM {bench.steps}, CPU, float32, one thread, torch "
-        f"{torch.__version__}; {args.samples} evaluation samples (seed 0), {held_count} held-out "
-        f"(seed {HELD_OUT_SEED}), curves from {CALIBRATION_SAMPLES} (seed 1000, lookahead "
+        f"{torch.__version__}; {args.samples} evaluation samples (seed 0), {args.held_out} "
+        f"held-out (seed {HELD_OUT_SEED}), curves from {CALIBRATION_SAMPLES} (seed 1000, lookahead "
         f"{args.lookahead}), sensitivity from the first {SENSITIVITY_SAMPLES}"
     )
     print(
@@ -115,8 +106,8 @@ def main() -> int:
     )
     print("|---:|---|---:|---|---:|---:|---|---:|---:|---:|---|")
     for budget in BUDGETS:
+        chosen = select(bench, curves, budget, args.held_out)
         candidates = curves.forecast_candidates(compute_fraction=budget)
-        chosen = smoothcache.select_schedule(model, held_out, candidates)
         runs += 2 + len(candidates)
         held_db = [float(psnr_db(e)) for e in chosen.metadata["selection_mse"]]
         for name, schedule, index in (

@@ -27,7 +27,7 @@ from smoothcache.reference import load_reference_model, make_scheduler, sample
 if TYPE_CHECKING:
     from diffusers import DDIMScheduler
 
-EVAL_SEED, CALIBRATION_SEED = 0, 1000
+EVAL_SEED, CALIBRATION_SEED, HELD_OUT_SEED = 0, 1000, 2000
 MODELS = ("reference", "second")
 SECOND_MODEL = Path(__file__).parent / "second_model" / "model.py"
 
@@ -157,14 +157,18 @@ class Bench:
         *,
         timing: bool = False,
         count: int | None = None,
+        held_out: int = 0,
     ) -> torch.Tensor:
         """Samples of ``model`` at ``steps`` steps with the benchmark's scheduler and guidance.
 
         The evaluation batch; with ``timing`` its first ``timing_samples``, with ``count`` its
-        first ``count``; with ``calibration`` the calibration batch.
+        first ``count``; with ``calibration`` the calibration batch; with ``held_out`` that many
+        samples of their own seed (:data:`HELD_OUT_SEED`), to choose among schedules on.
         """
         if calibration:
             size, seed = self.calibration_samples, CALIBRATION_SEED
+        elif held_out:
+            size, seed = held_out, HELD_OUT_SEED
         else:
             size = count or (self.timing_samples if timing else self.samples)
             seed = EVAL_SEED

@@ -10,8 +10,8 @@ doubled batch) and the same evaluation samples for every row:
 - SmoothCache's rule at several alphas and compute budgets, per kind and per block, and this
   library's schedule search (``method="sensitivity"``) at 50%, 35% and 25% of the branch-steps,
   calibrated here on a separate set of samples;
-- the library's forecast schedules (``benchmarks/forecast_rows.py``; ``--no-forecast`` leaves
-  them out);
+- the library's forecast schedules, chosen on held-out samples (``benchmarks/forecast_rows.py``;
+  ``--no-forecast`` leaves them out);
 - the caching methods built into diffusers, applied to the same weights: first-block cache,
   TaylorSeer (orders 1 and 2, intervals 2 to 8), MagCache (its ratios calibrated here with its
   own calibration mode) and pyramid attention broadcast;
@@ -57,8 +57,10 @@ from cache_dit_rows import FAMILY as CACHE_DIT_FAMILY
 from cache_dit_rows import version as cache_dit_version
 from forecast_rows import CALIBRATION_SAMPLES as FORECAST_SAMPLES
 from forecast_rows import FAMILY as FORECAST_FAMILY
+from forecast_rows import HELD_OUT as FORECAST_HELD_OUT
 from forecast_rows import LOOKAHEAD as FORECAST_LOOKAHEAD
-from quality_bench import CALIBRATION_SEED, EVAL_SEED, MODELS, Bench, Row
+from forecast_rows import SENSITIVITY_SAMPLES as FORECAST_SENSITIVITY
+from quality_bench import CALIBRATION_SEED, EVAL_SEED, HELD_OUT_SEED, MODELS, Bench, Row
 from quality_stats import Bootstrap, interval, psnr_db, upper_envelope
 from schedule_search import (  # benchmarks/ is on sys.path as the script's folder
     add_curves_option,
@@ -632,7 +634,10 @@ def report(
         f"The library's forecast calibrated (error curves with lookahead {FORECAST_LOOKAHEAD}, "
         f"orders 0-3)\n  on {max(FORECAST_SAMPLES, bench.calibration_samples)} samples of the "
         f"same seed, the first {bench.calibration_samples} of them those of the other methods; "
-        "one sampler run."
+        f"one sampler run; its sensitivity on the first {FORECAST_SENSITIVITY}; each forecast "
+        f"row is the schedule that\n  `smoothcache.select_schedule` chose among "
+        f"`curves.forecast_candidates(compute_fraction=f)` on {FORECAST_HELD_OUT} held-out "
+        f"samples (seed {HELD_OUT_SEED})."
     )
     calibrated = (
         "The paper's rule and the schedule search (error curves, sensitivity) and MagCache\n"
