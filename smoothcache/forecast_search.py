@@ -14,7 +14,9 @@ into a schedule: one row of computed steps shared by every branch, placed by the
 program of the sensitivity search over runs, and for every run of skipped steps and branch kind
 (or block) the order of least mean square error of the run's summed forecasts, reuse included:
 a mean of squares, so one calibration sample whose forecast blows up counts with its square, as
-one broken sample counts in a batch PSNR.
+one broken sample counts in a batch PSNR. :func:`forecast_candidates` makes a small family of
+such schedules (and, with a measured sensitivity, the family again with computes placed where
+the final output is sensitive) for :func:`smoothcache.select_schedule` to choose from.
 """
 
 from __future__ import annotations
