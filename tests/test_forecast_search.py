@@ -312,6 +312,32 @@ def test_select_schedule_picks_the_candidate_closest_to_the_uncached_output(orig
     assert len(set(expected)) > 1  # the candidates really differ in quality
 
 
+def test_weighted_candidates_from_a_measured_sensitivity_run_on_the_model(original_dit):
+    """The weighted members made from a real sensitivity are valid schedules of the model that
+    forecast, and place their computes differently from the unweighted ones."""
+    curves, _ = _calibrated(original_dit, lookahead=3, orders=3)
+
+    def run():
+        return sample_original_dit(original_dit, num_steps=STEPS, seed=3)
+
+    curves = smoothcache.measure_sensitivity(original_dit, run, curves)
+    candidates = curves.forecast_candidates(compute_fraction=0.5)
+    weighted = [c for c in candidates if c.metadata["weighted"]]
+    plain = [c for c in candidates if not c.metadata["weighted"]]
+    assert weighted and plain
+    rows = {c.rows[next(iter(c.rows))] for c in plain}
+    assert any(c.rows[next(iter(c.rows))] not in rows for c in weighted)
+    assert any(any(any(o) for o in c.orders.values()) for c in weighted)
+    uncached = run()
+    for candidate in weighted:
+        with smoothcache.enabled(original_dit, candidate) as session:
+            output = run()
+        assert candidate.compute_fraction <= 0.5
+        if any(any(o) for o in candidate.orders.values()):
+            assert sum(session.stats.forecast.values()) > 0
+        assert not torch.equal(output, uncached)
+
+
 def test_select_schedule_refuses_bad_input(original_dit):
     with pytest.raises(smoothcache.ArgumentError, match="at least one schedule"):
         smoothcache.select_schedule(original_dit, lambda: torch.zeros(1), [])
