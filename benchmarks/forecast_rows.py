@@ -60,10 +60,9 @@ def forecast_curves(bench: Bench, log: Callable[[str], None], lookahead: int) ->
         bench.calibration_samples = saved
 
 
-def select(bench: Bench, curves: ErrorCurves, budget: float, held_out: int = HELD_OUT) -> Schedule:
-    """The forecast schedule within ``budget`` that ``smoothcache.select_schedule`` chooses on
-    ``held_out`` held-out samples among ``curves.forecast_candidates(compute_fraction=budget)``."""
-    candidates = curves.forecast_candidates(compute_fraction=budget)
+def select(bench: Bench, candidates: list[Schedule], held_out: int = HELD_OUT) -> Schedule:
+    """The schedule among ``candidates`` (``curves.forecast_candidates(compute_fraction=f)``)
+    that ``smoothcache.select_schedule`` chooses on ``held_out`` held-out samples."""
     return smoothcache.select_schedule(
         bench.model,
         lambda: bench.sample(bench.model, bench.steps, held_out=held_out),
@@ -81,7 +80,7 @@ def forecast_rows(bench: Bench, log: Callable[[str], None], curves_path: Path | 
     curves = forecast_curves(bench, log, LOOKAHEAD)
     rows = []
     for budget in BUDGETS:
-        chosen = select(bench, curves, budget)
+        chosen = select(bench, curves.forecast_candidates(compute_fraction=budget))
         meta = chosen.metadata
         held = ", ".join(f"{psnr_db(e):.2f}" for e in meta["selection_mse"])
         log(

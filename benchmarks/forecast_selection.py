@@ -106,8 +106,8 @@ def main() -> int:
     )
     print("|---:|---|---:|---|---:|---:|---|---:|---:|---:|---|")
     for budget in BUDGETS:
-        chosen = select(bench, curves, budget, args.held_out)
         candidates = curves.forecast_candidates(compute_fraction=budget)
+        chosen = select(bench, candidates, args.held_out)
         runs += 2 + len(candidates)
         held_db = [float(psnr_db(e)) for e in chosen.metadata["selection_mse"]]
         for name, schedule, index in (

@@ -249,12 +249,10 @@ def forecast_schedule(
     costs[:, 0] = 0.0
     for i in range(n - 2):
         for r in range(1, min(lookahead, n - 2 - i) + 1):
-            value = reused = 0.0
-            for table in tables:
-                errors = table[r + 1][:, i + r]
-                value += float(errors[preferred_order(errors, cap, prior)])
-                reused += float(errors[0])
+            errors = [table[r + 1][:, i + r] for table in tables]  # (orders,) per key
+            value = sum(float(e[preferred_order(e, cap, prior)]) for e in errors)
             if response is not None:
+                reused = sum(float(e[0]) for e in errors)
                 value = response[i, r] * value / reused if reused > 0 else math.inf
             costs[i, r] = value if math.isfinite(value) else np.inf
     least, rows = fewest_error_rows(costs)
