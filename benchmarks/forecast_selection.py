@@ -2,7 +2,7 @@
 
 For each budget of ``forecast_rows.BUDGETS``: the curves of the library's forecast rows
 (``forecast_rows.forecast_curves``: 50 calibration samples, seed 1000, lookahead ``--lookahead``,
-the sensitivity on the first 10 of them, so the weighted members are among the candidates),
+the sensitivity on the same samples, so the candidates' computes are placed by it),
 and the schedule that ``smoothcache.select_schedule`` chooses among
 ``curves.forecast_candidates(compute_fraction=f)`` on ``--held-out`` held-out samples (seed
 2000, disjoint from the evaluation samples, seed 0, and the calibration samples): the table's

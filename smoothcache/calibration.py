@@ -659,8 +659,8 @@ def select_schedule(
     schedule runs once; the distance is the mean squared error over all samples and elements
     (so one sample that breaks counts, as in a batch PSNR); ties go to the earlier schedule.
     The typical list is ``curves.forecast_candidates(compute_fraction=f)``: about ten
-    schedules of one budget that differ in the forecast orders they allow, twenty when the
-    curves carry a sensitivity (the same family again, its computes placed by it).
+    schedules of one budget that differ in the forecast orders they allow (with their computes
+    placed by the sensitivity when the curves carry one).
 
     Cost: ``2 + len(schedules)`` runs (the uncached output twice, to check that ``run()`` is
     deterministic). The returned schedule's metadata records every candidate's error

@@ -638,9 +638,10 @@ class ErrorCurves:
         """Forecast schedules within ``compute_fraction`` for :func:`smoothcache.select_schedule`
         to choose from on held-out samples: the one of ``schedule(..., method="forecast")``
         first, then the distinct others of a small family (a cap on the order times a prior
-        toward higher orders; :func:`~smoothcache.forecast_search.forecast_candidates`), and,
-        when these curves carry a sensitivity (:func:`smoothcache.measure_sensitivity`), the
-        family again with its computes placed by the final output's sensitivity.
+        toward higher orders; :func:`~smoothcache.forecast_search.forecast_candidates`). When
+        these curves carry a sensitivity (:func:`smoothcache.measure_sensitivity`), the family's
+        members place their computes by the final output's sensitivity (``weighted`` in their
+        metadata): measure it on the whole calibration batch, which must contain the tail.
         """
         return forecast_candidates(self, _check_fraction(compute_fraction), per_block)
 

@@ -15,8 +15,8 @@ program of the sensitivity search over runs, and for every run of skipped steps 
 (or block) the order of least mean square error of the run's summed forecasts, reuse included:
 a mean of squares, so one calibration sample whose forecast blows up counts with its square, as
 one broken sample counts in a batch PSNR. :func:`forecast_candidates` makes a small family of
-such schedules (and, with a measured sensitivity, the family again with computes placed where
-the final output is sensitive) for :func:`smoothcache.select_schedule` to choose from.
+such schedules (with a measured sensitivity, their computes placed where the final output is
+sensitive) for :func:`smoothcache.select_schedule` to choose from.
 """
 
 from __future__ import annotations
@@ -315,25 +315,32 @@ CANDIDATE_PRIORS = (1.0, 1.5, 2.0, 3.0)
 
 def forecast_candidates(curves: ErrorCurves, target: float, per_block: bool) -> list[Schedule]:
     """The distinct schedules of the family :data:`CANDIDATE_CAPS` x :data:`CANDIDATE_PRIORS`
-    within ``target``, the plain search (:func:`forecast_schedule`'s defaults) first; when the
-    curves carry a sensitivity (:func:`smoothcache.measure_sensitivity`), the family again with
-    the computes placed by it (``weighted=True``).
+    within ``target``, the plain search (:func:`forecast_schedule`'s defaults) first. When the
+    curves carry a sensitivity (:func:`smoothcache.measure_sensitivity`), the family's members
+    place their computes by it (``weighted=True``); the plain search stays first.
 
     Why a family: the search ranks orders by each branch's own error, which does not always say
     how an error moves the final output (a too-low order's bias keeps its sign along the
     trajectory and adds up; a higher order's noise cancels; on some models extrapolation breaks
     a few samples, and a few steps amplify every error). Which member serves a model best is a
     closed-loop question, answered on held-out samples by :func:`smoothcache.select_schedule`:
-    about ten sampler runs, twenty with the weighted members.
+    about ten sampler runs.
+
+    Why only weighted members once a sensitivity is measured: members whose computes follow the
+    branches' own errors ignore where the sampler amplifies an error, which is where a sample
+    flips to another mode; held-out samples rarely contain such a sample (a flip rate of one in
+    a few hundred), so a choice among both kinds takes an unweighted member that flips samples
+    whenever the held-out samples happen not to show it (docs/forecast.md).
     """
-    members = [(MAX_ORDER, 1.0), *itertools.product(CANDIDATE_CAPS, CANDIDATE_PRIORS)]
-    weightings = (False, True) if curves.sensitivity is not None else (False,)
+    weighted = curves.sensitivity is not None
+    family = [(MAX_ORDER, 1.0), *itertools.product(CANDIDATE_CAPS, CANDIDATE_PRIORS)]
+    members = [(MAX_ORDER, 1.0, False), *((cap, prior, weighted) for cap, prior in family)]
     seen: dict[str, Schedule] = {}
-    for weighted, (cap, prior) in itertools.product(weightings, members):
+    for cap, prior, weigh in members:
         if cap == 0 and prior != 1.0:
             continue  # reuse only: the prior changes nothing
         schedule = forecast_schedule(
-            curves, target, per_block, cap=cap, prior=prior, weighted=weighted
+            curves, target, per_block, cap=cap, prior=prior, weighted=weigh
         )
         seen.setdefault(schedule.fingerprint(), schedule)
     return list(seen.values())

@@ -272,16 +272,26 @@ def test_weighted_search_computes_where_the_final_output_is_sensitive():
     assert set(weighted.orders["a"]) == {0, 1}  # order 1 is better everywhere it can be
 
 
-def test_candidates_add_the_weighted_family_only_with_a_sensitivity():
+def test_with_a_sensitivity_every_candidate_but_the_plain_search_is_weighted():
     n = 24
     square, combos = _order_curves(n)
     response = np.linspace(0.0, 1.0, n) ** 4
     sensitivity = Sensitivity((ALL_BRANCHES,), np.diag(response**2)[None], np.zeros((1, n, n)))
     bare = _synthetic(square, combos).forecast_candidates(compute_fraction=0.3)
-    both = _synthetic(square, combos, sensitivity).forecast_candidates(compute_fraction=0.3)
+    curves = _synthetic(square, combos, sensitivity)
+    weighed = curves.forecast_candidates(compute_fraction=0.3)
     assert not any(c.metadata["weighted"] for c in bare)
-    assert [c.fingerprint() for c in both[: len(bare)]] == [c.fingerprint() for c in bare]
-    assert len(both) > len(bare) and all(c.metadata["weighted"] for c in both[len(bare) :])
+    assert weighed[0].fingerprint() == bare[0].fingerprint()  # the plain search, unweighted
+    assert not weighed[0].metadata["weighted"] and len(weighed) > 2
+    for candidate in weighed[1:]:
+        meta = candidate.metadata
+        assert meta["weighted"]
+        again = forecast_schedule(
+            curves, 0.3, False, cap=meta["order_cap"], prior=meta["order_prior"], weighted=True
+        )
+        assert again.fingerprint() == candidate.fingerprint()
+    # the weighting moves computes: some weighted member has a row no unweighted one has
+    assert {c.rows["a"] for c in weighed[1:]} - {c.rows["a"] for c in bare}
     with pytest.raises(ScheduleError, match="measure_sensitivity"):
         forecast_schedule(_synthetic(square, combos), 0.3, False, weighted=True)
 
@@ -314,7 +324,8 @@ def test_select_schedule_picks_the_candidate_closest_to_the_uncached_output(orig
 
 def test_weighted_candidates_from_a_measured_sensitivity_run_on_the_model(original_dit):
     """The weighted members made from a real sensitivity are valid schedules of the model that
-    forecast, and place their computes differently from the unweighted ones."""
+    forecast, and place their computes differently from the plain search (the one unweighted
+    candidate)."""
     curves, _ = _calibrated(original_dit, lookahead=3, orders=3)
 
     def run():
@@ -324,7 +335,7 @@ def test_weighted_candidates_from_a_measured_sensitivity_run_on_the_model(origin
     candidates = curves.forecast_candidates(compute_fraction=0.5)
     weighted = [c for c in candidates if c.metadata["weighted"]]
     plain = [c for c in candidates if not c.metadata["weighted"]]
-    assert weighted and plain
+    assert weighted and len(plain) == 1 and candidates[0] is plain[0]
     rows = {c.rows[next(iter(c.rows))] for c in plain}
     assert any(c.rows[next(iter(c.rows))] not in rows for c in weighted)
     assert any(any(any(o) for o in c.orders.values()) for c in weighted)
