@@ -2,7 +2,7 @@
 
 :func:`forecast_rows` calibrates once (``smoothcache.calibrating`` with lookahead
 :data:`LOOKAHEAD`, forecast orders 0-3, on :data:`CALIBRATION_SAMPLES` calibration samples: one
-sampler run; then ``smoothcache.measure_sensitivity`` on the first :data:`SENSITIVITY_SAMPLES`),
+sampler run; then ``smoothcache.measure_sensitivity`` on the same samples),
 and returns one row per compute budget of :data:`BUDGETS`: the schedule that
 ``smoothcache.select_schedule`` chooses among ``curves.forecast_candidates(compute_fraction=f)``
 on :data:`HELD_OUT` held-out samples (their own seed, neither calibrated nor evaluated on). That
@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
 from quality_stats import psnr_db
 
 import smoothcache
@@ -33,32 +34,29 @@ FAMILY = "smoothcache forecast"
 BUDGETS = (0.5, 0.3, 0.2)
 LOOKAHEAD = 7
 CALIBRATION_SAMPLES = 50
-#: Calibration samples (the first of the forecast's) the sensitivity is measured on: all of them.
-#: The weighted candidates place their computes by it, and where the sampler amplifies an error
-#: for a few samples only, a sensitivity of 10 samples misses it (docs/forecast.md).
-SENSITIVITY_SAMPLES = CALIBRATION_SAMPLES
 #: Samples of their own seed that ``smoothcache.select_schedule`` chooses on.
 HELD_OUT = 200
 
 
 def forecast_curves(bench: Bench, log: Callable[[str], None], lookahead: int) -> ErrorCurves:
     """Forecast error curves of :data:`CALIBRATION_SAMPLES` calibration samples (one sampler
-    run) with the sensitivity of the first :data:`SENSITIVITY_SAMPLES` of them."""
-    saved = bench.calibration_samples
-    try:
-        bench.calibration_samples = max(CALIBRATION_SAMPLES, saved)
-        log(f"calibrating forecast errors (lookahead {lookahead}) on {bench.calibration_samples}")
-        with smoothcache.calibrating(bench.model, lookahead=lookahead) as recorder:
-            bench.sample(bench.model, bench.steps, calibration=True)
-        bench.calibration_samples = SENSITIVITY_SAMPLES
-        log(f"measuring the sensitivity on {bench.calibration_samples} of them")
-        return smoothcache.measure_sensitivity(
-            bench.model,
-            lambda: bench.sample(bench.model, bench.steps, calibration=True),
-            recorder.curves(),
-        )
-    finally:
-        bench.calibration_samples = saved
+    run; at least the bench's own calibration batch, whose samples come first) with the
+    sensitivity of the same samples.
+
+    The sensitivity is measured on all of them, not on a few: the candidates place their
+    computes by it, and steps where the sampler amplifies an error for a few samples only are
+    missed by a sensitivity of 10 samples (docs/forecast.md).
+    """
+    size = max(CALIBRATION_SAMPLES, bench.calibration_samples)
+
+    def run() -> torch.Tensor:
+        return bench.sample(bench.model, bench.steps, calibration=True, count=size)
+
+    log(f"calibrating forecast errors (lookahead {lookahead}) on {size} samples")
+    with smoothcache.calibrating(bench.model, lookahead=lookahead) as recorder:
+        run()
+    log("measuring the sensitivity on the same samples")
+    return smoothcache.measure_sensitivity(bench.model, run, recorder.curves())
 
 
 def select(bench: Bench, candidates: list[Schedule], held_out: int = HELD_OUT) -> Schedule:

@@ -37,7 +37,6 @@ from forecast_rows import (
     FAMILY,
     HELD_OUT,
     LOOKAHEAD,
-    SENSITIVITY_SAMPLES,
     forecast_curves,
     select,
 )
@@ -97,7 +96,7 @@ def main() -> int:
         f"{args.model} model, DDIM {bench.steps}, CPU, float32, one thread, torch "
         f"{torch.__version__}; {args.samples} evaluation samples (seed 0), {args.held_out} "
         f"held-out (seed {HELD_OUT_SEED}), curves from {CALIBRATION_SAMPLES} (seed 1000, lookahead "
-        f"{args.lookahead}), sensitivity from the first {SENSITIVITY_SAMPLES}"
+        f"{args.lookahead}), sensitivity from the same samples"
     )
     print(
         "| compute | schedule | candidates (runs) | chosen: cap, prior, weighted | "

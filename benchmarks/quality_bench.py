@@ -162,11 +162,12 @@ class Bench:
         """Samples of ``model`` at ``steps`` steps with the benchmark's scheduler and guidance.
 
         The evaluation batch; with ``timing`` its first ``timing_samples``, with ``count`` its
-        first ``count``; with ``calibration`` the calibration batch; with ``held_out`` that many
+        first ``count``; with ``calibration`` the calibration batch (``count`` of its seed
+        instead of ``calibration_samples``); with ``held_out`` that many
         samples of their own seed (:data:`HELD_OUT_SEED`), to choose among schedules on.
         """
         if calibration:
-            size, seed = self.calibration_samples, CALIBRATION_SEED
+            size, seed = count or self.calibration_samples, CALIBRATION_SEED
         elif held_out:
             size, seed = held_out, HELD_OUT_SEED
         else:

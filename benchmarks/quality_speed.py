@@ -59,7 +59,6 @@ from forecast_rows import CALIBRATION_SAMPLES as FORECAST_SAMPLES
 from forecast_rows import FAMILY as FORECAST_FAMILY
 from forecast_rows import HELD_OUT as FORECAST_HELD_OUT
 from forecast_rows import LOOKAHEAD as FORECAST_LOOKAHEAD
-from forecast_rows import SENSITIVITY_SAMPLES as FORECAST_SENSITIVITY
 from quality_bench import CALIBRATION_SEED, EVAL_SEED, HELD_OUT_SEED, MODELS, Bench, Row
 from quality_stats import Bootstrap, interval, psnr_db, upper_envelope
 from schedule_search import (  # benchmarks/ is on sys.path as the script's folder
@@ -634,7 +633,7 @@ def report(
         f"The library's forecast calibrated (error curves with lookahead {FORECAST_LOOKAHEAD}, "
         f"orders 0-3)\n  on {max(FORECAST_SAMPLES, bench.calibration_samples)} samples of the "
         f"same seed, the first {bench.calibration_samples} of them those of the other methods; "
-        f"one sampler run; its sensitivity on the first {FORECAST_SENSITIVITY}; each forecast "
+        "one sampler run; its sensitivity on the same samples; each forecast "
         f"row is the schedule that\n  `smoothcache.select_schedule` chose among "
         f"`curves.forecast_candidates(compute_fraction=f)` on {FORECAST_HELD_OUT} held-out "
         f"samples (seed {HELD_OUT_SEED})."
