@@ -332,15 +332,15 @@ def forecast_candidates(curves: ErrorCurves, target: float, per_block: bool) -> 
     a few hundred), so a choice among both kinds takes an unweighted member that flips samples
     whenever the held-out samples happen not to show it (docs/forecast.md).
     """
-    weighted = curves.sensitivity is not None
+    measured = curves.sensitivity is not None
     family = [(MAX_ORDER, 1.0), *itertools.product(CANDIDATE_CAPS, CANDIDATE_PRIORS)]
-    members = [(MAX_ORDER, 1.0, False), *((cap, prior, weighted) for cap, prior in family)]
+    members = [(MAX_ORDER, 1.0, False), *((cap, prior, measured) for cap, prior in family)]
     seen: dict[str, Schedule] = {}
-    for cap, prior, weigh in members:
+    for cap, prior, weighted in members:
         if cap == 0 and prior != 1.0:
             continue  # reuse only: the prior changes nothing
         schedule = forecast_schedule(
-            curves, target, per_block, cap=cap, prior=prior, weighted=weigh
+            curves, target, per_block, cap=cap, prior=prior, weighted=weighted
         )
         seen.setdefault(schedule.fingerprint(), schedule)
     return list(seen.values())
