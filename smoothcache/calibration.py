@@ -476,8 +476,10 @@ class Recorder:
         self._close_run()
 
     def _restore(self) -> None:
-        self._patches.undo()
-        self.active = False
+        try:
+            self._patches.undo()  # completes, then re-raises an interrupt that arrived meanwhile
+        finally:
+            self.active = self._patches.pending
 
     def __enter__(self) -> Recorder:
         return self

@@ -26,6 +26,7 @@ import importlib.util
 import inspect
 import math
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -63,14 +64,20 @@ class CommandError(Exception):
 # -- argument types ---------------------------------------------------------------------------
 
 
+#: An integer as a person writes it on a command line: ASCII digits, an optional sign (``int``
+#: would also take "1_000", other scripts' digits and thousands of digits).
+_INTEGER = re.compile(r"\s*[+-]?[0-9]{1,30}\s*", re.ASCII)
+
+
 def _int_at_least(low: int, high: int = 2**31 - 1) -> Callable[[str], int]:
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:  # not an integer, or one of thousands of digits
-            raise argparse.ArgumentTypeError(f"expected an integer, found {text:.40}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, found {value}")
+        if not _INTEGER.fullmatch(text):
+            raise argparse.ArgumentTypeError(f"expected an integer, found {text!r:.40}")
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, found {value}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:,}, found {value}")
         return value
 
     return parse
@@ -80,13 +87,17 @@ def _int_at_least(low: int, high: int = 2**31 - 1) -> Callable[[str], int]:
 _seed = _int_at_least(0, 2**63 - 1)
 
 
-def _finite(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+#: A decimal number in ASCII (``float`` would also take other scripts' digits and "1_0.5").
+_NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*", re.ASCII)
+
+
+def _number(text: str) -> float:
+    """A finite number written with ASCII digits, else an argument error."""
+    if not _NUMBER.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"expected a number, found {text!r:.40}")
+    value = float(text)
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r:.40}")
     return value
 
 
@@ -141,20 +152,14 @@ def _device(name: str | None) -> str:
 
 
 def _alpha(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"alpha must be a finite number >= 0, found {text!r}")
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"alpha must be a number >= 0, found {text!r}")
     return value
 
 
 def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r}") from None
+    value = _number(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"the compute fraction must be in (0, 1], found {text!r}")
     return value
@@ -215,7 +220,7 @@ def _add_calibrate(sub: Any) -> argparse.ArgumentParser:
         type=_int_at_least(1),
         help="samples per pipeline call (default: as many as labels or prompts given)",
     )
-    parser.add_argument("--guidance-scale", type=_finite, help="classifier-free guidance scale")
+    parser.add_argument("--guidance-scale", type=_number, help="classifier-free guidance scale")
     parser.add_argument(
         "--scheduler", metavar="CLASS", help="a diffusers scheduler class, e.g. DDIMScheduler"
     )
@@ -719,7 +724,7 @@ def _add_demo(sub: Any) -> argparse.ArgumentParser:
         "--steps", type=_int_at_least(2), default=50, help="DDIM steps (default 50)"
     )
     parser.add_argument(
-        "--guidance-scale", type=_finite, default=1.5, help="guidance scale (default 1.5)"
+        "--guidance-scale", type=_number, default=1.5, help="guidance scale (default 1.5)"
     )
     parser.add_argument(
         "--repeats",

@@ -33,7 +33,7 @@ from smoothcache.errors import (
     StepCountError,
 )
 from smoothcache.forecast import combine, first_tensor, step_plan
-from smoothcache.patching import Patches
+from smoothcache.patching import Patches, interrupts_deferred
 from smoothcache.registry import REGISTRY, call_adapter
 from smoothcache.schedule import Schedule, as_schedule, parse_key
 from smoothcache.watch import EvaluationWatch, watch_runs
@@ -483,6 +483,7 @@ class Session:
                 self.adapter.name,
                 before_tick=self._account,
                 after_tick=self._select,
+                after_call=self._after_call,
                 on_failure=self._drop_failed,
             )
             for root, path, read in self._sources
@@ -548,6 +549,8 @@ class Session:
         if 0 <= self._last_step[self._pass] < clock.step - 1:
             self._forget_pass()  # this pass missed steps: what it stored is stale
         self._last_step[self._pass] = clock.step
+        if clock.pass_idx == 0 and len(self._values) > 1:
+            self._trim_parked(index, clock.step)
         plan = self._plans[index]
         if index != self._loaded:
             for i, module in enumerate(modules):  # _DROP is done here, the wrapper never sees it
@@ -568,6 +571,15 @@ class Session:
         for module in modules:
             module.__dict__["_sc_ran"] = False
         self._current = index
+
+    def _after_call(self) -> None:
+        """A model call returned: at the schedule's last step, the outputs this pass read
+        have had their last use (no later step reads them), so they go now rather than when
+        the next generation starts."""
+        if self._current < 0 or self.clock.step != self.clock.num_steps - 1:
+            return
+        for i in self._reusing[self._current]:
+            self._modules[i].__dict__.update(_sc_stored=[], _sc_read=[])
 
     def _weights_for(self, weights: tuple[float, ...], stored: list[Any]) -> Any:
         """Forecast weights as 0-dim tensors on the stored outputs' device, made once each.
@@ -600,8 +612,32 @@ class Session:
         for i, module in enumerate(self._modules):
             state = module.__dict__
             old_values[i], old_shapes[i] = state["_sc_stored"], state["_sc_shape"]
-            state["_sc_stored"], state["_sc_shape"] = values[i], shapes[i]
+            # the modules hold the running pass's outputs; its parked slot keeps none, or an
+            # output dropped while the pass runs would stay alive there, uncounted
+            state["_sc_stored"], values[i] = values[i], []
+            state["_sc_shape"] = shapes[i]
         self._pass = new
+
+    def _trim_parked(self, index: int, step: int) -> None:
+        """A step starts (its first pass runs): the parked passes let go of what they no
+        longer need, now rather than when they next run, which may be never (the last step,
+        the end of a guidance interval).
+
+        A parked pass that ran at the previous step keeps what this step keeps; one that did
+        not will forget everything when it resumes (:meth:`_forget_pass`), so it drops it now.
+        """
+        plan, touched = self._plans[index], self._touched[index]
+        for p in range(1, len(self._values)):
+            values, sizes = self._values[p], self._sizes[p]
+            stale = self._last_step[p] < step - 1
+            for i in range(len(values)) if stale else touched:
+                keep = 0 if stale else plan[i][2]
+                stored = values[i]
+                if len(stored) > keep:
+                    values[i] = stored[len(stored) - keep :] if keep else []
+                    size = nbytes(values[i])
+                    self.cache_bytes -= sizes[i] - size
+                    sizes[i] = size
 
     def _forget_pass(self) -> None:
         """Drop the current pass's stored outputs: its skipped steps compute until it stores.
@@ -801,12 +837,19 @@ class Session:
                 logger.warning(note)
 
     def _restore(self) -> None:
-        if not self._restoring:  # once: clearing sets attributes that undo must then remove
-            self._account()
-            self._clear()
-            self._restoring = True
-        self._patches.undo()
-        self.active = False
+        """Drop the cache, then undo every change, even if an interrupt arrives meanwhile
+        (it propagates once the model is restored)."""
+        with interrupts_deferred():
+            try:
+                if not self._restoring:  # once: clearing sets attributes that undo then removes
+                    self._restoring = True
+                    self._account()
+                    self._clear()
+            finally:
+                try:
+                    self._patches.undo()
+                finally:
+                    self.active = self._patches.pending
         logger.debug("smoothcache disabled on %s", type(self.model).__name__)
 
     def __enter__(self) -> Session:
@@ -886,32 +929,45 @@ def model_branches(root: nn.Module, adapter: Adapter) -> list[tuple[Branch, nn.M
     return found
 
 
-def with_model_kinds(schedule: Schedule, adapter: Adapter, branches: list[Branch]) -> Schedule:
-    """``schedule`` with every key's kind that the model lacks but the adapter lists in
-    ``kind_aliases`` renamed to the kind it maps to (a schedule made with another adapter of
+def model_kind_names(
+    schedule: Schedule, adapter: Adapter, branches: list[Branch]
+) -> dict[str, str]:
+    """The kinds of ``schedule``'s keys that the model lacks but the adapter lists in
+    ``kind_aliases``, each mapped to the model's kind (a schedule made with another adapter of
     the same network)."""
     kinds = {b.kind for b in branches}
     aliases = getattr(adapter, "kind_aliases", {}) or {}
-    rename = {
+    return {
         kind: aliases[kind]
         for kind in {parse_key(key)[0] for key in schedule.rows}
         if kind not in kinds and aliases.get(kind) in kinds
     }
-    return schedule.renamed(rename) if rename else schedule
 
 
-def check_keys(schedule: Schedule, branches: list[Branch], adapter: Adapter | None = None) -> None:
-    """Every schedule key must name a branch kind of the model, or a kind and an existing block."""
+def check_keys(
+    schedule: Schedule,
+    branches: list[Branch],
+    adapter: Adapter | None = None,
+    rename: Mapping[str, str] | None = None,
+) -> None:
+    """Every schedule key must name a branch kind of the model, or a kind and an existing block.
+
+    ``rename`` maps kinds of the keys to the model's kinds (:func:`model_kind_names`); an error
+    quotes the key as the schedule wrote it.
+    """
     kinds = {b.kind for b in branches}
     keys = {b.key for b in branches}
+    rename = rename or {}
     aliases = dict(getattr(adapter, "kind_aliases", {}) or {})
-    for key in schedule.rows:
-        kind, block = parse_key(key)
-        if (block is None and kind in kinds) or key in keys:
+    for written in schedule.rows:
+        written_kind, block = parse_key(written)
+        kind = rename.get(written_kind, written_kind)
+        if (block is None and kind in kinds) or f"{kind}-{block}" in keys:
             continue
         blocks = sorted({b.block for b in branches if b.kind == kind})
+        read_as = f" (read as {kind!r})" if kind != written_kind else ""
         hint = (
-            f"kind {kind!r} has blocks {blocks[0]}..{blocks[-1]}"
+            f"kind {written_kind!r}{read_as} has blocks {blocks[0]}..{blocks[-1]}"
             if blocks
             else f"the model's branch kinds are {sorted(kinds)}"
         )
@@ -924,8 +980,8 @@ def check_keys(schedule: Schedule, branches: list[Branch], adapter: Adapter | No
             else ""
         )
         raise ScheduleError(
-            f"schedule key {key!r} matches no branch of this model ({hint}{mapped}); rename or "
-            "remove the key, or use a schedule made for this model"
+            f"schedule key {written!r} matches no branch of this model ({hint}{mapped}); rename "
+            "or remove the key, or use a schedule made for this model"
         )
 
 
@@ -968,8 +1024,10 @@ def _plan(
     that every declared branch marks the evaluation as having run branches.
     """
     pairs = model_branches(model, adapter)
-    schedule = with_model_kinds(schedule, adapter, [b for b, _ in pairs])
-    check_keys(schedule, [b for b, _ in pairs], adapter)
+    rename = model_kind_names(schedule, adapter, [b for b, _ in pairs])
+    check_keys(schedule, [b for b, _ in pairs], adapter, rename)
+    if rename:
+        schedule = schedule.renamed(rename)
     scheduled = [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is not None]
     scheduled += [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is None]
     source = timestep_source(model, adapter)

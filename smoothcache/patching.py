@@ -4,9 +4,10 @@ Every change smoothcache makes to a model (or a pipeline's scheduler) goes throu
 leaving a session restores the exact prior state: the same ``forward`` attribute (or none), the
 same attributes, the same hooks. Three promises rest on this module:
 
-- **Complete restore, whatever interrupts it.** :meth:`Patches.undo` runs each undo step before
-  forgetting it, and every step is idempotent, so an undo cut short (a ``KeyboardInterrupt``)
-  is finished by calling it again.
+- **Complete restore, whatever interrupts it.** :meth:`Patches.undo` holds back Ctrl-C until it
+  is done, and an exception raised inside it (an interrupt from a trace function or another
+  thread) is re-raised only after every step has run: each step runs before it is forgotten
+  and is idempotent, so the one that was cut short simply runs again.
 - **Atomic enabling.** :meth:`Patches.hold` checks and marks the modules under one lock: of two
   threads enabling the same model at once, exactly one succeeds.
 - **Clean copies.** ``copy.deepcopy`` of a changed object (the model, a block, a pipeline that
@@ -18,16 +19,21 @@ from __future__ import annotations
 
 import copy
 import functools
+import logging
+import signal
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from smoothcache.errors import AlreadyEnabledError
+
+logger = logging.getLogger(__name__)
 
 _HELD: weakref.WeakKeyDictionary[nn.Module, str] = weakref.WeakKeyDictionary()
 _HOLD_LOCK = threading.Lock()
@@ -58,8 +64,14 @@ class Patches:
     def __init__(self, owner: str) -> None:
         self.owner = owner
         self._undo: list[Callable[[], None]] = []
+        self._left: list[Callable[[], None]] = []  # undo steps that failed twice, newest first
         self._held: list[nn.Module] = []
         self._changed: dict[int, _Changed] = {}
+
+    @property
+    def pending(self) -> bool:
+        """Whether changes remain to undo (an undo step failed; :meth:`undo` retries it)."""
+        return bool(self._undo or self._held or self._left)
 
     def hold(self, modules: Iterable[nn.Module]) -> None:
         """Mark modules as in use; a module already held by another session is an error.
@@ -120,18 +132,42 @@ class Patches:
         self._undo.append(handle.remove)
 
     def undo(self) -> None:
-        """Undo every change, newest first, and release the held modules.
+        """Undo every change, newest first, and release the held modules; then re-raise the
+        first exception (a ``KeyboardInterrupt``) that arrived meanwhile, if any.
 
-        Each step runs before it is forgotten and is idempotent: if something interrupts the
-        undo, calling it again finishes the job.
+        The restore finishes before an interrupt propagates: a Ctrl-C (``SIGINT`` in the main
+        thread) waits until it is done, and an exception raised inside an undo step (a signal
+        handler, a trace function, an asynchronous exception of another thread) is kept while
+        the step runs again (every step is idempotent) and the rest follow. A step that raises
+        twice in a row is left behind with its exception; calling :meth:`undo` again retries it.
         """
+        self._undo[:0], self._left = reversed(self._left), []  # retry what failed before
+        first: BaseException | None = None
+        failed: Any = None  # the step that raised last
+        with interrupts_deferred():
+            while True:
+                try:
+                    self._undo_all()
+                    break
+                except BaseException as exc:  # finish the restore first, raise it after
+                    first = exc if first is None else first
+                    step = self._undo[-1] if self._undo else None
+                    if step is not None and step is failed:  # it fails for real: leave it
+                        self._left.append(self._undo.pop())
+                        logger.warning("smoothcache: an undo step failed twice: %r", exc)
+                    failed = step
+        if first is not None:
+            raise first
+
+    def _undo_all(self) -> None:
+        """Run the undo steps newest first, each before it is forgotten; release the modules."""
         while self._undo:
             self._undo[-1]()
             self._undo.pop()
         self._changed.clear()
-        for module in self._held:
-            _HELD.pop(module, None)
-        self._held.clear()
+        while self._held:
+            _HELD.pop(self._held[-1], None)
+            self._held.pop()
 
     def _clean_copy(self, changed: _Changed, memo: dict[int, Any]) -> Any:
         """``copy.deepcopy`` of a changed object: a copy of it as it was before the changes."""
@@ -158,23 +194,50 @@ class Patches:
                     d.update(saved)
 
 
+@contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Hold back ``SIGINT`` (Ctrl-C) while the block runs and deliver it when the block ends.
+
+    Only the main thread receives Python signal handlers, and only a Python handler can be
+    swapped (one installed outside Python, or ``SIG_IGN``/``SIG_DFL``, is left as it is).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if not callable(previous):
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            previous(*caught[0])  # the default handler raises KeyboardInterrupt here
+
+
 def _put_back(state: dict[str, Any], name: str, changed: _Changed) -> None:
-    """Restore one attribute to its value before the session (idempotent)."""
+    """Restore one attribute to its value before the session (idempotent).
+
+    The value is restored before a warning is issued: with warnings as errors, the warning
+    raises only after the attribute is back.
+    """
     value = changed.previous.get(name, _MISSING)
-    if name == "forward":
-        current = state.get(name, _MISSING)
-        ours = changed.forward  # the engine may rebind it: bound methods compare by == only
-        if current is not _MISSING and current != ours and current != value:
-            warnings.warn(
-                f"smoothcache: the forward of a {type(changed.obj).__name__} was replaced while "
-                "smoothcache was enabled (by another library: diffusers' enable_parallelism, "
-                "hooks or offloading, accelerate?). Leaving the session restores the forward it "
-                "had before the session, which drops that replacement: apply other libraries' "
-                "wrappers before smoothcache.enabled(...), or after the session ends",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+    current = state.get(name, _MISSING)
     if value is _MISSING:
         state.pop(name, None)
     else:
         state[name] = value
+    ours = changed.forward  # the engine may rebind it: bound methods compare by == only
+    if name == "forward" and current is not _MISSING and current != ours and current != value:
+        warnings.warn(
+            f"smoothcache: the forward of a {type(changed.obj).__name__} was replaced while "
+            "smoothcache was enabled (by another library: diffusers' enable_parallelism, "
+            "hooks or offloading, accelerate?). Leaving the session restores the forward it "
+            "had before the session, which drops that replacement: apply other libraries' "
+            "wrappers before smoothcache.enabled(...), or after the session ends",
+            RuntimeWarning,
+            stacklevel=2,
+        )

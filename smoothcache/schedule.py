@@ -36,7 +36,10 @@ READABLE_VERSIONS = (1, 2)
 #: The highest forecast order a schedule may ask for (order 0 is reuse).
 MAX_ORDER = 3
 
-_KEY_RE = re.compile(r"(?P<kind>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>\d+))?")
+#: ``kind`` or ``kind-<block>``, ASCII only and the block written one way (no leading zero):
+#: ``\d`` would also take other scripts' digits ("attn-\u0661" read as block 1), and "attn-01"
+#: would be block 1 to some checks and no block's key to others.
+_KEY_RE = re.compile(r"(?P<kind>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>0|[1-9][0-9]*))?", re.ASCII)
 
 
 def parse_key(key: str) -> tuple[str, int | None]:
@@ -48,7 +51,8 @@ def parse_key(key: str) -> tuple[str, int | None]:
     if match is None:
         raise ScheduleError(
             f"schedule key {key!r} is not a branch kind ('attn1') or a kind with a block index "
-            "('attn1-3'); rename it to one of the kinds the model's adapter declares"
+            "('attn1-3'; ASCII letters, digits, '_' and '.', the block without leading zeros); "
+            "rename it to one of the kinds the model's adapter declares"
         )
     block = match.group("block")
     return match.group("kind"), None if block is None else int(block)

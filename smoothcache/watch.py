@@ -41,9 +41,11 @@ class EvaluationWatch:
     """Ticks ``clock`` once per model evaluation, from a pre-hook on the timestep source.
 
     ``branch_calls`` returns a number that changes whenever branches ran. ``before_tick`` and
-    ``after_tick`` run around each tick; ``on_failure`` runs when an evaluation is found to
-    have raised (at the start of the next one, or of the next pipeline run), before anything
-    else. The hooks are excluded from ``torch.compile`` tracing: they update Python state.
+    ``after_tick`` run around each tick; ``after_call`` runs when a call of the root returns
+    (not when the root's ``forward`` is called directly); ``on_failure`` runs when an
+    evaluation is found to have raised (at the start of the next one, or of the next pipeline
+    run), before anything else. The hooks are excluded from ``torch.compile`` tracing: they
+    update Python state.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class EvaluationWatch:
         *,
         before_tick: Callable[[], None] | None = None,
         after_tick: Callable[[], None] | None = None,
+        after_call: Callable[[], None] | None = None,
         on_failure: Callable[[], None] | None = None,
     ) -> None:
         self._clock = clock
@@ -66,6 +69,7 @@ class EvaluationWatch:
         self._read = source.read
         self._before_tick = before_tick
         self._after_tick = after_tick
+        self._after_call = after_call
         self._on_failure = on_failure
         self._ticks_in_call: int | None = None  # None outside a root call seen by the hooks
         self._last_calls = 0
@@ -99,6 +103,8 @@ class EvaluationWatch:
     @torch.compiler.disable
     def _on_root_return(self, _module: nn.Module, _args: tuple[Any, ...], _output: Any) -> None:
         self._ticks_in_call = None
+        if self._after_call is not None:
+            self._after_call()
 
     @torch.compiler.disable
     def _on_source(self, _module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

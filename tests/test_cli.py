@@ -284,11 +284,8 @@ def test_hostile_arguments_give_one_error_line_before_any_work(
     if not torch.cuda.is_available():
         cases.append(([*calibrate, "--class-labels", "1", "--device", "cuda"], 2, "not available"))
 
-    def no_work(*_args, **_kwargs):
-        raise AssertionError("the pipeline was loaded before the arguments were checked")
-
     with monkeypatch.context() as patch:
-        patch.setattr("smoothcache.cli._load_pipeline", no_work)
+        patch.setattr("smoothcache.cli._load_pipeline", _no_work)
         for argv, status, message in cases:
             code, _, err = run(capsys, *argv)
             assert code == status, (argv, err)
@@ -311,3 +308,30 @@ def test_show_takes_shipped_names(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 1
     line = error_line(err)
     assert "no shipped schedule has that name" in line and "dit-xl-2-256/ddim-50/fora-2" in line
+
+
+def test_numbers_are_bounded_as_a_person_reads_them_and_written_in_ascii(
+    pipeline_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """Issue #24, item 4: a bound says "at least" or "at most", not the int32 range; digits of
+    other scripts and Python's "1_000" are not numbers on a command line (issue #24, item 3)."""
+    calibrate = ["calibrate", str(pipeline_dir), "--class-labels", "1"]
+    cases = [
+        ([*calibrate, "--steps", "1"], "--steps: must be at least 2, found 1"),
+        ([*calibrate, "--steps", str(2**40)], "must be at most 2,147,483,647"),
+        ([*calibrate, "--steps", "\u0665"], "expected an integer, found '\u0665'"),
+        ([*calibrate, "--steps", "1_0"], "expected an integer, found '1_0'"),
+        ([*calibrate, "--guidance-scale", "\u0661.5"], "expected a number"),
+        (["schedule", "c.safetensors", "--compute", "0.\u0665", "-o", "x.json"], "a number"),
+    ]
+    with monkeypatch.context() as patch:
+        patch.setattr("smoothcache.cli._load_pipeline", _no_work)
+        for argv, message in cases:
+            code, _, err = run(capsys, *argv)
+            assert code == 2, (argv, err)
+            assert message in error_line(err), err
+            assert "2147483647" not in err
+
+
+def _no_work(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("the pipeline was loaded before the arguments were checked")

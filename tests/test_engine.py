@@ -207,6 +207,75 @@ def test_cache_holds_one_output_per_branch_and_frees_it(original_dit):
     assert stats.cache_bytes == 0  # every entry dropped after its last reuse
 
 
+def _recording_outputs(model, paths):
+    """Keep a weak reference to every output the original forward of ``paths`` computes."""
+    import weakref
+
+    seen: list[weakref.ref] = []
+    for path in paths:
+        module = model.get_submodule(path)
+        original = module.forward
+
+        def recording(*args, _f=original, **kwargs):
+            output = _f(*args, **kwargs)
+            seen.append(weakref.ref(output))
+            return output
+
+        module.forward = recording
+    return seen
+
+
+def _live_bytes(seen) -> tuple[int, int]:
+    """Number and bytes of the recorded outputs still alive."""
+    import gc
+
+    gc.collect()
+    live = {id(o): o for o in (ref() for ref in seen) if o is not None}
+    return len(live), sum(o.numel() * o.element_size() for o in live.values())
+
+
+@pytest.mark.parametrize(
+    ("rows", "guided", "orders"),
+    [
+        # issue #24's case: guidance as two calls at every step
+        ({"attn1": [1, 0, 1, 0, 1], "ff": [1, 0, 0, 1, 1]}, range(5), None),
+        # a guidance interval: the second pass stops after step 2 and never comes back
+        ({"attn1": [1, 0, 1, 0, 1], "ff": [1, 0, 1, 1, 0]}, range(3), None),
+        # the second pass runs at alternate steps only: each resumption finds its store stale
+        ({"attn1": [1, 0, 0, 1, 1], "ff": [1, 1, 0, 1, 1]}, (0, 1, 3), None),
+        # forecasts keep two outputs per branch and pass
+        ({"attn1": [1, 1, 0, 1, 1], "ff": [1, 1, 0, 0, 1]}, range(5), {"attn1": [0, 0, 1, 0, 0]}),
+    ],
+)
+@torch.no_grad()
+def test_every_stored_output_is_counted_and_dropped_after_its_last_use(rows, guided, orders):
+    """After every model call the branch outputs still alive are exactly the bytes that
+    ``stats.cache_bytes`` reports, in every pass, and none is alive once the generation ended."""
+    from tests.models.tiny_diffusers import tiny_dit_transformer
+
+    model = tiny_dit_transformer(seed=0)
+    paths = [f"transformer_blocks.{b}.{k}" for b in range(2) for k in ("attn1", "ff")]
+    seen = _recording_outputs(model, paths)
+    schedule = Schedule(rows, orders=orders or {})
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond, null = torch.tensor([1, 2]), torch.tensor([1000, 1000])
+    held = []
+    try:
+        with smoothcache.enabled(model, schedule) as session:
+            for step, t in enumerate([900, 700, 500, 300, 100]):
+                for labels in (cond, null) if step in guided else (cond,):
+                    model(x, timestep=torch.full((2,), t), class_labels=labels)
+                    count, size = _live_bytes(seen)
+                    held.append(count)
+                    assert size == session.stats.cache_bytes, (step, count)
+            assert _live_bytes(seen) == (0, 0)  # inside the session: dropped, not left to exit
+            assert session.stats.cache_bytes == 0
+            assert session.stats.total_reused > 0 and max(held) > 0
+    finally:
+        for path in paths:
+            del model.get_submodule(path).forward
+
+
 # -- exact restore, errors leave no trace ------------------------------------------------------
 
 

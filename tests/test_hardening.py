@@ -6,6 +6,8 @@ Each test reproduces one numbered item of the issue and fails without its fix.
 from __future__ import annotations
 
 import copy
+import os
+import signal
 import sys
 import threading
 import time
@@ -67,6 +69,41 @@ def test_a_key_with_a_trailing_newline_is_refused(original_dit):
     with pytest.raises(ScheduleError, match="attn"):
         smoothcache.enable(original_dit, {"attn\n": ROW})
     assert_same_state(before, module_state(original_dit))
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "attn-\u0661",  # Arabic-Indic one, through the diffusers-dit alias attn -> attn1
+        "attn1-\u0661",
+        "attn1-\uff11",  # fullwidth one
+        "attn1-01",  # block 1 written another way
+        "attn\u0131",  # a dotless i: not an ASCII letter
+    ],
+)
+def test_keys_are_ascii_with_one_spelling_per_block(diffusers_dit, key):
+    """Issue #24, item 3: one grammar for every key, with or without an alias; the error quotes
+    the key as written."""
+    before = module_state(diffusers_dit)
+    with pytest.raises(ScheduleError) as caught:
+        smoothcache.enable(diffusers_dit, {key: [1, 0, 1]})
+    assert repr(key) in str(caught.value) and "ASCII" in str(caught.value)
+    assert_same_state(before, module_state(diffusers_dit))
+
+
+@pytest.mark.parametrize("key", ["mlp-5", "mlp", "attn-2"])
+def test_an_error_quotes_the_key_as_written_not_as_the_alias_reads_it(diffusers_dit, key):
+    """``mlp`` is read as ``ff`` and ``attn`` as ``attn1`` on a diffusers DiT: a key that still
+    matches nothing is named as the user wrote it. (``mlp`` alone does match: the kind exists.)"""
+    if key == "mlp":
+        with smoothcache.enabled(diffusers_dit, {key: [1, 0, 1]}) as session:
+            assert set(session.schedule.rows) == {"ff"}
+        return
+    with pytest.raises(ScheduleError) as caught:
+        smoothcache.enable(diffusers_dit, {key: [1, 0, 1]})
+    message = str(caught.value)
+    assert message.startswith(f"schedule key {key!r} matches no branch"), message
+    assert "'ff-5'" not in message and "'attn1-2'" not in message
 
 
 # -- 2. guidance at some steps only ---------------------------------------------------------------
@@ -300,6 +337,102 @@ def test_an_interrupt_anywhere_in_disable_is_finished_by_a_second_disable(origin
         assert_same_state(before, module_state(original_dit))
         lines += 7  # a stride keeps the test short; every part of disable() is still hit
     assert interrupted > 20
+    assert_same_state(before, module_state(original_dit))
+
+
+def _at_undo_step(number: int, action):
+    """A trace function that runs ``action(frame)`` as the ``number``-th undo step of
+    :meth:`Patches._undo_all` is called (1-based; 0 only counts); ``action`` returns the step's
+    local trace function or ``None``. ``counted[0]`` holds the steps seen."""
+    counted = [0]
+    undo = patching.Patches._undo_all.__code__
+
+    def trace(frame, event, _arg):
+        if event == "call" and frame.f_back is not None and frame.f_back.f_code is undo:
+            counted[0] += 1
+            if counted[0] == number:
+                return action(frame)
+        return None
+
+    return trace, counted
+
+
+def _raise_at(when: str):
+    """A local trace function raising KeyboardInterrupt at the step's first line, or as it
+    returns (the step done, not yet forgotten)."""
+
+    def local(_frame, event, _arg):
+        if event == when:
+            raise KeyboardInterrupt
+        return local
+
+    return lambda _frame: local
+
+
+def _send_sigint(_frame):
+    os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered inside the step
+
+
+def _undo_steps(model) -> int:
+    trace, counted = _at_undo_step(0, lambda _frame: None)
+    with smoothcache.enabled(model, {"attn": [1, 0, 1, 1]}):
+        _loop(model, ddim_timesteps(4))
+        sys.settrace(trace)
+    sys.settrace(None)
+    return counted[0]
+
+
+@pytest.mark.parametrize("interrupt", ["line", "return", "sigint"])
+def test_an_interrupt_at_any_step_of_the_restore_propagates_after_it(original_dit, interrupt):
+    """Issue #24, item 1: leaving the ``with`` block is enough. An interrupt at any undo step
+    (inside it, or after it and before it is forgotten, or a real SIGINT) reaches the caller
+    only once every module is restored and the session has ended."""
+    before = module_state(original_dit)
+    total = _undo_steps(original_dit)
+    assert total > 20  # hooks, forwards and the attributes of every branch module
+    action = _send_sigint if interrupt == "sigint" else _raise_at(interrupt)
+    for number in range(1, total + 1):
+        trace, counted = _at_undo_step(number, action)
+        session = None
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                with smoothcache.enabled(original_dit, {"attn": [1, 0, 1, 1]}) as session:
+                    _loop(original_dit, ddim_timesteps(4))
+                    sys.settrace(trace)
+        finally:
+            sys.settrace(None)
+        assert counted[0] >= number, "the interrupt was never delivered"
+        assert session is not None and not session.active, number
+        assert_same_state(before, module_state(original_dit))
+    with smoothcache.enabled(original_dit, {"attn": [1, 0, 1, 1]}):  # usable again
+        _loop(original_dit, ddim_timesteps(4))
+
+
+def test_a_restore_step_that_keeps_failing_is_left_for_a_second_disable(original_dit):
+    """An undo step that raises every time (not an interrupt) does not stop the others; the
+    session stays active so that ``disable()`` can retry it, and the error is raised."""
+    before = module_state(original_dit)
+    session = smoothcache.enable(original_dit, {"attn": [1, 0, 1, 1]})
+    _loop(original_dit, ddim_timesteps(4))
+    undo = session._patches._undo
+    broken = undo[len(undo) // 2]
+    calls = []
+
+    def failing():
+        calls.append(1)
+        raise OSError("a step that cannot run")
+
+    undo[len(undo) // 2] = failing
+    with pytest.raises(OSError, match="cannot run"):
+        session.disable()
+    assert len(calls) == 2 and session.active  # tried again once, then left
+    assert module_state(original_dit) != before
+    with pytest.raises(OSError, match="cannot run"):
+        session.disable()  # retried: it still fails
+    assert len(calls) == 4 and session.active
+    session._patches._left[0] = broken  # whatever made it fail has gone
+    session.disable()
+    assert not session.active
     assert_same_state(before, module_state(original_dit))
 
 
