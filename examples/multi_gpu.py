@@ -30,6 +30,7 @@ parallel the largest difference is printed and held to ``--tolerance``.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import tempfile
@@ -269,6 +270,20 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def shutdown() -> None:
+    """Leave the process group so that none of its threads outlives the interpreter.
+
+    ``destroy_process_group()`` drops torch's own references to the groups, but a model under
+    diffusers' context parallelism still holds its device mesh, and so its groups, through a
+    reference cycle of its hooks. Left to the garbage collector of interpreter exit, the
+    groups' C++ threads (gloo's run loops, NCCL's watchdog) would be torn down while Python
+    finalizes, which now and then aborts the process ("terminate called without an active
+    exception"). Collecting that garbage here, while Python is fully alive, joins them.
+    """
+    dist.destroy_process_group()
+    gc.collect()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     rank, world, device = setup()
@@ -276,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run = data_parallel if args.mode == "data" else context_parallel
         return run(args, rank, world, device)
     finally:
-        dist.destroy_process_group()
+        shutdown()
 
 
 if __name__ == "__main__":

@@ -39,6 +39,13 @@ import torch.distributed._functional_collectives as funcol
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+# Imported before any rank joins its group: importing smoothcache imports torch._dynamo, which
+# imports torch.distributed.nn.functional, whose functions take ``group=group.WORLD`` as a
+# default argument evaluated at import. Imported after init_process_group, that default would
+# hold the world group (and its gloo threads) until interpreter exit (docs/distributed.md).
+import smoothcache
+from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
+
 STEPS = 6
 ROW = [1, 0, 1, 0, 1, 1]
 #: every collective and point-to-point function of torch.distributed (those this torch has)
@@ -150,9 +157,6 @@ def free_port() -> int:
 
 
 def _data(rank: int, out: dict[str, Any]) -> None:
-    import smoothcache
-    from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
-
     entry = ZOO["DiTTransformer2DModel"]
     model = randomize_zeros_(entry.factory())
     schedule = {"attn1": ROW, "ff": ROW}
@@ -170,9 +174,6 @@ def _data(rank: int, out: dict[str, Any]) -> None:
 
 
 def _context(name: str, kinds: list[str], world: int, out: dict[str, Any]) -> None:
-    import smoothcache
-    from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
-
     entry = ZOO[name]
     schedule = {kind: ROW for kind in kinds}
     single = randomize_zeros_(entry.factory())
@@ -212,7 +213,6 @@ def _context(name: str, kinds: list[str], world: int, out: dict[str, Any]) -> No
 def _pipeline(world: int, out: dict[str, Any]) -> None:
     """A real ``WanPipeline`` (guidance as two calls per step) around a context-parallel
     transformer, cached, beside the same pipeline in one process."""
-    import smoothcache
     from tests.test_pipelines import wan
 
     schedule = {"attn1": ROW, "ffn": ROW}
@@ -233,9 +233,6 @@ def _pipeline(world: int, out: dict[str, Any]) -> None:
 
 
 def _more_steps(rank: int, world: int, out: dict[str, Any]) -> None:
-    import smoothcache
-    from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
-
     entry = ZOO["WanTransformer3DModel"]
     model = randomize_zeros_(entry.factory())
     _parallel(model, world)
@@ -253,9 +250,6 @@ def _more_steps(rank: int, world: int, out: dict[str, Any]) -> None:
 
 
 def _fewer_steps(rank: int, out: dict[str, Any]) -> None:
-    import smoothcache
-    from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
-
     entry = ZOO["DiTTransformer2DModel"]
     model = randomize_zeros_(entry.factory())
     result: dict[str, Any] = {"error": None}
@@ -289,5 +283,25 @@ def worker(rank: int, world: int, port: int, folder: str) -> None:
     except Exception:
         out["failure"] = traceback.format_exc()
     finally:
+        try:
+            from tests.conftest import load_script
+
+            load_script("examples/multi_gpu.py").shutdown()
+            out["threads after shutdown"] = communication_threads()
+        except Exception:
+            out["failure"] = out.get("failure", "") + traceback.format_exc()
         torch.save(out, Path(folder) / f"rank{rank}.pt")
-        dist.destroy_process_group()
+
+
+def communication_threads() -> list[str] | None:
+    """Names of this process's native threads that belong to gloo (Linux; else ``None``)."""
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    names = []
+    for task in tasks.iterdir():
+        try:
+            names.append((task / "comm").read_text().strip())
+        except OSError:  # the thread ended meanwhile
+            continue
+    return sorted(name for name in names if "gloo" in name)
