@@ -37,11 +37,10 @@ from smoothcache.adapter import Adapter
 from smoothcache.clock import StepClock
 from smoothcache.curves import ALL_BRANCHES, ErrorCurves, Sensitivity, all_but
 from smoothcache.engine import (
+    denoisers,
     enabled,
-    model_branches,
-    prefixed_branch,
+    measured_branches,
     resolve,
-    second_denoisers,
     timestep_source,
 )
 from smoothcache.errors import AdapterError, ArgumentError, CalibrationError, StepCountError
@@ -235,13 +234,8 @@ class Recorder:
         root, chosen = resolve(model, adapter)
         # Every denoiser of the pipeline (Wan 2.2's second expert takes over partway), one clock;
         # group members follow their leader's schedule and are not measured.
-        roots = [("", root), *second_denoisers(model, root, chosen)]
-        pairs = [
-            (prefixed_branch(b, name), m)
-            for name, denoiser in roots
-            for b, m in model_branches(denoiser, chosen)
-            if b.leader is None
-        ]
+        roots = denoisers(model, root, chosen)
+        pairs = measured_branches(roots, chosen)
         sources = [(denoiser, timestep_source(denoiser, chosen)) for _, denoiser in roots]
         self.model = root
         self.adapter = chosen
@@ -480,6 +474,9 @@ class Recorder:
             self._patches.undo()  # completes, then re-raises an interrupt that arrived meanwhile
         finally:
             self.active = self._patches.pending
+            if not self.active:  # no cycle through the recorder keeps the model alive
+                self._watches = []
+                self.clock.detach()
 
     def __enter__(self) -> Recorder:
         return self

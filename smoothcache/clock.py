@@ -70,6 +70,12 @@ class StepClock:
         self.ticks = 0
         self.reset()
 
+    def detach(self) -> None:
+        """Drop the callbacks: their owner has ended and keeps only the clock's counts (a
+        callback bound to the owner would otherwise make a cycle that only the garbage
+        collector frees, and with it the model the owner holds)."""
+        self._on_generation = self._on_generation_end = None
+
     def reset(self) -> None:
         """Forget the current generation: the next call is step 0 of a new one."""
         self.step = -1

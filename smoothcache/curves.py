@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from smoothcache.adapter import Adapter, Branch
-from smoothcache.engine import model_branches, resolve
+from smoothcache.engine import denoisers, measured_branches, resolve
 from smoothcache.errors import CalibrationError, CurvesFileError, ScheduleError
 from smoothcache.forecast_search import ForecastErrors, forecast_candidates, forecast_schedule
 from smoothcache.jsonfile import parse_json
@@ -749,10 +749,11 @@ class ErrorCurves:
         """Raise :class:`CalibrationError` unless ``model`` is the kind of model the curves fit.
 
         Compares the denoiser's class name, the adapter's name and the branch list (paths, kinds
-        and blocks) with those recorded at calibration. ``model`` is a denoiser or a pipeline.
+        and blocks of the branches calibration measures: group leaders, the second denoiser's
+        too) with those recorded at calibration. ``model`` is a denoiser or a pipeline.
         """
         root, chosen = resolve(model, adapter)
-        branches = [b for b, _ in model_branches(root, chosen)]
+        branches = [b for b, _ in measured_branches(denoisers(model, root, chosen), chosen)]
         recorded_class = self.metadata.get("model")
         recorded_adapter = self.metadata.get("adapter")
         found_class = type(root).__qualname__

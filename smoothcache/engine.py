@@ -850,6 +850,9 @@ class Session:
                     self._patches.undo()
                 finally:
                     self.active = self._patches.pending
+                    if not self.active:  # no cycle through the session keeps the model alive
+                        self._watches = []
+                        self.clock.detach()
         logger.debug("smoothcache disabled on %s", type(self.model).__name__)
 
     def __enter__(self) -> Session:
@@ -991,6 +994,27 @@ def prefixed_branch(branch: Branch, name: str) -> Branch:
         return branch
     leader = f"{name}.{branch.leader}" if branch.leader is not None else None
     return Branch(f"{name}.{branch.path}", branch.kind, branch.block, leader=leader)
+
+
+def denoisers(holder: Any, root: nn.Module, adapter: Adapter) -> list[tuple[str, nn.Module]]:
+    """Every denoiser of ``holder`` by the attribute name its branch paths start with: the
+    root (``""``), then the ones that take over partway (:func:`second_denoisers`)."""
+    return [("", root), *second_denoisers(holder, root, adapter)]
+
+
+def measured_branches(
+    roots: Sequence[tuple[str, nn.Module]], adapter: Adapter
+) -> list[tuple[Branch, nn.Module]]:
+    """The branches calibration measures, with their modules: those of every denoiser in
+    ``roots`` (:func:`denoisers`), paths prefixed, group leaders only (a member follows its
+    leader's schedule and is not measured). Curves record these, and are checked against them.
+    """
+    return [
+        (prefixed_branch(b, name), m)
+        for name, denoiser in roots
+        for b, m in model_branches(denoiser, adapter)
+        if b.leader is None
+    ]
 
 
 def second_denoisers(holder: Any, root: nn.Module, adapter: Adapter) -> list[tuple[str, nn.Module]]:

@@ -37,7 +37,10 @@ pytest, subclass :class:`AdapterConformance`. What the checks hold an adapter to
 * ``restore`` — leaving a session, normally or through an exception raised mid-evaluation,
   leaves every module as it was;
 * ``calibration`` — calibrating over two runs gives curves for every branch, and a schedule made
-  from them applies.
+  from them applies;
+* ``calibration_path`` — the whole recommended path on the same model: the curves pass
+  ``check_model``, the sensitivity is measured, every schedule method and the choice among the
+  forecast candidates give schedules that apply and skip what they say (``num_steps >= 4``).
 
 Importing this module does not import pytest; :class:`AdapterConformance` imports it only to
 skip the fast-path test of an adapter that declares none.
@@ -57,7 +60,7 @@ import torch
 from torch import nn
 
 from smoothcache.adapter import Adapter, Branch
-from smoothcache.calibration import calibrating
+from smoothcache.calibration import calibrating, measure_sensitivity, select_schedule
 from smoothcache.engine import Session, enabled, model_branches, resolve
 from smoothcache.engine import _identical as _same_values
 from smoothcache.errors import SmoothCacheError
@@ -810,6 +813,55 @@ def _calibration(subject: _Subject) -> None:
         subject.run(check)
 
 
+#: The budget of the schedules :func:`_calibration_path` makes: one skipped step of four.
+_PATH_FRACTION = 0.75
+
+
+def _calibration_path(subject: _Subject) -> None:
+    """The whole path from calibration to a cached run, as the README recommends it."""
+    check = "calibration_path"
+    subject.baseline(check)
+    before = module_state(subject.root)
+    with _as_failure(check):
+        with calibrating(subject.obj, lookahead=2, adapter=subject.adapter) as recorder:
+            subject.run(check)
+        curves = recorder.curves()
+    _assert_restored(check, before, subject, "after calibrating")
+    try:
+        curves.check_model(subject.obj, subject.adapter)
+    except SmoothCacheError as exc:
+        raise ConformanceError(
+            check, f"curves recorded on this model are refused by check_model: {exc}"
+        ) from None
+    with _as_failure(check):
+        curves = measure_sensitivity(
+            subject.obj, lambda: subject.run(check), curves, adapter=subject.adapter
+        )
+        alpha = float(np.nanmedian(curves.mean[:, :, 0, :][curves.count[:, :, 0, :] > 0]))
+        schedules = {
+            "paper, alpha": curves.schedule(alpha),
+            "paper, per block": curves.schedule(alpha, per_block=True),
+            "paper, budget": curves.schedule(compute_fraction=_PATH_FRACTION),
+            "sensitivity": curves.schedule(compute_fraction=_PATH_FRACTION, method="sensitivity"),
+            "forecast": curves.schedule(compute_fraction=_PATH_FRACTION, method="forecast"),
+        }
+        candidates = curves.forecast_candidates(compute_fraction=_PATH_FRACTION)
+        schedules["selected"] = select_schedule(
+            subject.obj, lambda: subject.run(check), candidates, adapter=subject.adapter
+        )
+    for name, schedule in schedules.items():
+        with _as_failure(check), subject.enabled(schedule) as session:
+            subject.run(check)
+        skips = any(0 in row for row in schedule.rows.values())
+        if name != "paper, alpha" and not skips:
+            raise ConformanceError(check, f"the {name} schedule skips nothing at a 0.75 budget")
+        if skips and session.stats.total_reused == 0:
+            raise ConformanceError(
+                check, f"the {name} schedule skips steps but the run reused nothing"
+            )
+    _assert_restored(check, before, subject, "after the schedules ran")
+
+
 #: Every check, in the order :func:`check_adapter` runs them.
 _CHECKS: dict[str, Callable[[_Subject], None]] = {
     "detection": _detection,
@@ -821,6 +873,7 @@ _CHECKS: dict[str, Callable[[_Subject], None]] = {
     "forecast": _forecast,
     "restore": _restore,
     "calibration": _calibration,
+    "calibration_path": _calibration_path,
 }
 
 
@@ -917,6 +970,16 @@ check_calibration = _public_check(
 )
 
 
+check_calibration_path = _public_check(
+    "calibration_path",
+    "The path from calibration to a cached run: curves recorded on the model pass "
+    ":meth:`~smoothcache.ErrorCurves.check_model` on it, :func:`smoothcache.measure_sensitivity` "
+    "runs, every schedule method (the paper's rule by alpha, per block and by budget, the "
+    "sensitivity search, the forecast search) and :func:`smoothcache.select_schedule` among "
+    "the forecast candidates give schedules that apply and skip what they say.",
+)
+
+
 #: The checks by name, each ``check(factory, run, *, adapter=None, num_steps, min_change=1e-5)``.
 CHECKS: dict[str, Check] = {
     "detection": check_detection,
@@ -928,6 +991,7 @@ CHECKS: dict[str, Check] = {
     "forecast": check_forecast,
     "restore": check_restore,
     "calibration": check_calibration,
+    "calibration_path": check_calibration_path,
 }
 
 
@@ -1044,3 +1108,6 @@ class AdapterConformance:
 
     def test_calibration(self) -> None:
         self._check("calibration")
+
+    def test_calibration_path(self) -> None:
+        self._check("calibration_path")

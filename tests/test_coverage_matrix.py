@@ -1,9 +1,9 @@
 """The coverage matrix (issue #16): every transformer class of the installed diffusers.
 
 Runs the same :func:`matrix` as ``benchmarks/coverage_matrix.py`` (the conformance kit on a tiny
-instance of each class, about 20 s) and holds it to the targets: at least 45 classes pass the
-five checks, every family the issue names passes through its own pipeline's call pattern, and
-each class that does not pass says why.
+instance of each class, about 40 s) and holds it to the targets: at least 45 classes pass the
+six checks (the whole calibration path among them), every family the issue names passes through
+its own pipeline's call pattern, and each class that does not pass says why.
 """
 
 from __future__ import annotations

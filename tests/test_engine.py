@@ -276,6 +276,43 @@ def test_every_stored_output_is_counted_and_dropped_after_its_last_use(rows, gui
             del model.get_submodule(path).forward
 
 
+@pytest.mark.parametrize("use", ["session", "calibration"])
+def test_a_model_is_freed_by_reference_counting_once_the_session_ended(use):
+    """No cycle through a finished session or recorder holds the model: dropping the last
+    reference frees it at once, not at some later garbage collection (under context
+    parallelism the model holds process groups, whose threads must not live to interpreter
+    exit; docs/distributed.md)."""
+    import gc
+    import weakref
+
+    from tests.models.tiny_diffusers import tiny_dit_transformer
+
+    model = tiny_dit_transformer(seed=0)
+    x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    gc.collect()
+    gc.disable()
+    try:
+        context = (
+            smoothcache.enabled(model, {"attn1": [1, 0, 1]})
+            if use == "session"
+            else smoothcache.calibrating(model)
+        )
+        with torch.no_grad(), context as handle:
+            for t in (900, 500, 100):
+                model(x, timestep=torch.full((2,), t), class_labels=torch.tensor([1, 2]))
+        if use == "session":
+            assert handle.stats.total_reused > 0
+        else:
+            assert handle.curves().num_steps == 3
+        freed = weakref.ref(model)
+        del model, context
+        assert freed() is not None  # the handle still holds it, as documented
+        del handle
+        assert freed() is None
+    finally:
+        gc.enable()
+
+
 # -- exact restore, errors leave no trace ------------------------------------------------------
 
 

@@ -148,6 +148,42 @@ def test_members_are_not_calibrated_and_follow_the_schedule_made_for_leaders():
     assert session.stats.reused["blocks.1.proj_out"] > 0
 
 
+def test_curves_of_a_grouped_model_fit_it_and_its_sensitivity_measures():
+    """Issue #24, item 5: the curves hold group leaders only, and check_model compares them
+    with the leaders (it compared with every member and refused the model they came from)."""
+    model = make()
+    adapter = SingleStreamAdapter()
+    with smoothcache.calibrating(model, adapter=adapter) as recorder:
+        run(model)
+    curves = recorder.curves()
+    curves.check_model(model, adapter)
+    measured = smoothcache.measure_sensitivity(model, lambda: run(model), curves, adapter=adapter)
+    assert measured.sensitivity is not None
+    schedule = measured.schedule(compute_fraction=0.7, method="sensitivity")
+    with smoothcache.enabled(model, schedule, adapter=adapter) as session:
+        run(model)
+    assert session.stats.reused["blocks.0.attn"] == session.stats.reused["blocks.0.proj_out"] > 0
+
+
+def test_the_recipe_runs_on_a_real_flux_transformer():
+    """The issue's case: a tiny FluxTransformer2DModel with the built-in ``flux`` adapter."""
+    from tests.models.diffusers_zoo import ZOO, randomize_zeros_
+    from tests.models.diffusers_zoo import run as zoo_run
+
+    entry = ZOO["FluxTransformer2DModel"]
+    model = randomize_zeros_(entry.factory())
+    with smoothcache.calibrating(model) as recorder:
+        zoo_run(entry, model, num_steps=5)
+    curves = recorder.curves()
+    assert {b.kind for b in curves.branches} == {"attn", "ff", "ff_context", "single"}
+    curves.check_model(model)
+    curves = smoothcache.measure_sensitivity(model, lambda: zoo_run(entry, model, 5), curves)
+    schedule = curves.schedule(compute_fraction=0.6, method="forecast")
+    with smoothcache.enabled(model, schedule) as session:
+        zoo_run(entry, model, num_steps=5)
+    assert session.stats.total_reused > 0
+
+
 def test_the_flux_fast_path_skips_the_group_with_less_work():
     """FLUX's single-stream fast path: same output, fewer aten ops (counted, not timed)."""
     from tests.conftest import load_script

@@ -90,6 +90,7 @@ def test_calibration_spans_both_denoisers_and_its_schedules_apply():
     # each expert's errors exist at its own steps only (steps 0-3 and 4-7, lag 1)
     assert (curves.count[first, 0, 0, 1:4] > 0).all() and not curves.count[first, 0, 0, 4:].any()
     assert (curves.count[second, 0, 0, 5:] > 0).all() and not curves.count[second, 0, 0, :5].any()
+    curves.check_model(pipe)  # both experts' branches, as recorded (issue #24)
     for method in ("paper", "forecast"):
         schedule = curves.schedule(compute_fraction=0.75, method=method)
         with smoothcache.enabled(pipe, schedule) as session:
