@@ -22,15 +22,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.distributed_scenarios import ROW, STEPS, free_port, worker  # noqa: E402
+from tests.distributed_scenarios import ROW, STEPS, worker  # noqa: E402
 
 WORLD = 2
 
 
 def main() -> int:
-    port = free_port()
     with tempfile.TemporaryDirectory() as folder:
-        mp.start_processes(worker, args=(WORLD, port, folder), nprocs=WORLD, start_method="spawn")
+        mp.start_processes(worker, args=(WORLD, folder), nprocs=WORLD, start_method="spawn")
         ranks = [torch.load(Path(folder) / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
     for rank, result in enumerate(ranks):
         if "failure" in result:

@@ -24,7 +24,6 @@ the parent's join time out.
 from __future__ import annotations
 
 import collections
-import os
 import socket
 import traceback
 from collections.abc import Callable, Iterator
@@ -261,10 +260,13 @@ def _fewer_steps(rank: int, out: dict[str, Any]) -> None:
     out["fewer steps"] = result
 
 
-def worker(rank: int, world: int, port: int, folder: str) -> None:
-    """One rank: join the gloo group, run every scenario, save what was measured."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+def worker(rank: int, world: int, folder: str) -> None:
+    """One rank: join the gloo group, run every scenario, save what was measured.
+
+    The ranks meet through a file in ``folder``, not a TCP port chosen in advance (another
+    process could take such a port between its choice and the group's start)."""
+    store = dist.FileStore(str(Path(folder) / "rendezvous"), world)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     torch.set_num_threads(1)
     out: dict[str, Any] = {}
     try:

@@ -46,9 +46,8 @@ pytestmark = pytest.mark.skipif(_why_not() is not None, reason=str(_why_not()))
 
 def _torchrun(*args: str) -> str:
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(WORLD),
-        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-        str(ROOT / "examples" / "multi_gpu.py"), *args,
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        "--nproc-per-node", str(WORLD), str(ROOT / "examples" / "multi_gpu.py"), *args,
     ]  # fmt: skip
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, env=env)
@@ -80,7 +79,7 @@ def ranks(tmp_path_factory):
     """What each rank of a spawned group measured (see tests/distributed_scenarios.py)."""
     folder = tmp_path_factory.mktemp("ranks")
     context = mp.start_processes(
-        worker, args=(WORLD, free_port(), str(folder)), nprocs=WORLD, join=False,
+        worker, args=(WORLD, str(folder)), nprocs=WORLD, join=False,
         start_method="spawn",
     )  # fmt: skip
     deadline = time.monotonic() + TIMEOUT

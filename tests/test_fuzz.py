@@ -8,6 +8,7 @@ error (exit status 1 or 2 with one error line): never another exception.
 from __future__ import annotations
 
 import json
+import os
 import string
 
 import torch
@@ -20,9 +21,15 @@ from smoothcache import ErrorCurves, Schedule
 from smoothcache.cli import main
 from smoothcache.errors import CurvesFileError, ScheduleError, ScheduleFileError
 
+#: The same inputs on every run, so that the suite gives the same verdict every time (a fuzz
+#: failure that shows up once in a hundred runs would be a flaky test); set
+#: SMOOTHCACHE_FUZZ_EXPLORE=1 to draw new inputs on each run while hunting for bugs.
+DERANDOMIZE = os.environ.get("SMOOTHCACHE_FUZZ_EXPLORE", "") != "1"
+
 FUZZ = settings(
     max_examples=1500,
     deadline=None,
+    derandomize=DERANDOMIZE,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
@@ -165,7 +172,7 @@ _WORDS = [
 ]  # fmt: skip
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=1000, deadline=None, derandomize=DERANDOMIZE)
 @given(st.lists(st.one_of(st.sampled_from(_WORDS), st.text(max_size=6)), max_size=8))
 def test_command_line_exits_with_a_status_never_a_traceback(argv):
     if argv[:1] == ["calibrate"] and "--help" not in argv:
