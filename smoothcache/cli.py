@@ -94,9 +94,9 @@ _NUMBER = re.compile(r"\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*",
 def _number(text: str) -> float:
     """A finite number written with ASCII digits, else an argument error."""
     if not _NUMBER.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"expected a number, found {text!r:.40}")
+        raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r:.40}")
     value = float(text)
-    if not math.isfinite(value):
+    if not math.isfinite(value):  # digits past float's range: 1e999
         raise argparse.ArgumentTypeError(f"expected a finite number, found {text!r:.40}")
     return value
 

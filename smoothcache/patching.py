@@ -21,11 +21,11 @@ import copy
 import functools
 import logging
 import signal
+import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from torch import nn
@@ -194,28 +194,68 @@ class Patches:
                     d.update(saved)
 
 
-@contextmanager
-def interrupts_deferred() -> Iterator[None]:
+class _HeldInterrupt:
+    """The ``SIGINT`` handler while a restore runs: it keeps a Ctrl-C for when the restore ends.
+
+    ``owner`` is the frame of the ``with interrupts_deferred():`` statement. While that frame is
+    on the stack the restore is running; once it is not, the holder is stale (its exit was cut
+    short before it put the previous handler back, which only a trace function raising at that
+    very line can do), and it hands over: a Ctrl-C that reaches a stale holder is delivered at
+    once, and the next restore puts the previous handler back.
+    """
+
+    def __init__(self, previous: Callable[..., Any], owner: Any) -> None:
+        self.previous = previous
+        self.owner = owner
+        self.caught: tuple[int, Any] | None = None
+
+    def running(self) -> bool:
+        """Whether the ``with`` block that installed this holder is still on the stack."""
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame is self.owner:
+                return True
+            frame = frame.f_back
+        return False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.running():
+            self.caught = self.caught or (signum, frame)
+            return
+        signal.signal(signal.SIGINT, self.previous)  # stale: step aside and deliver
+        self.previous(signum, frame)
+
+
+class interrupts_deferred:
     """Hold back ``SIGINT`` (Ctrl-C) while the block runs and deliver it when the block ends.
 
     Only the main thread receives Python signal handlers, and only a Python handler can be
     swapped (one installed outside Python, or ``SIG_IGN``/``SIG_DFL``, is left as it is).
+    Nested blocks defer to the outermost one.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGINT)
-    if not callable(previous):
-        yield
-        return
-    caught: list[tuple[int, Any]] = []
-    signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            previous(*caught[0])  # the default handler raises KeyboardInterrupt here
+
+    def __enter__(self) -> None:
+        self._held: _HeldInterrupt | None = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        current = signal.getsignal(signal.SIGINT)
+        if isinstance(current, _HeldInterrupt):
+            if current.running():
+                return  # an outer block holds the interrupts
+            current = current.previous
+        if not callable(current):
+            return
+        self._held = _HeldInterrupt(current, sys._getframe(1))
+        signal.signal(signal.SIGINT, self._held)
+
+    def __exit__(self, *_exc: object) -> None:
+        held = self._held
+        if held is None:
+            return
+        if signal.getsignal(signal.SIGINT) is held:
+            signal.signal(signal.SIGINT, held.previous)
+        if held.caught is not None:
+            held.previous(*held.caught)  # the default handler raises KeyboardInterrupt here
 
 
 def _put_back(state: dict[str, Any], name: str, changed: _Changed) -> None:

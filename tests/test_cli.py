@@ -321,8 +321,8 @@ def test_numbers_are_bounded_as_a_person_reads_them_and_written_in_ascii(
         ([*calibrate, "--steps", str(2**40)], "must be at most 2,147,483,647"),
         ([*calibrate, "--steps", "\u0665"], "expected an integer, found '\u0665'"),
         ([*calibrate, "--steps", "1_0"], "expected an integer, found '1_0'"),
-        ([*calibrate, "--guidance-scale", "\u0661.5"], "expected a number"),
-        (["schedule", "c.safetensors", "--compute", "0.\u0665", "-o", "x.json"], "a number"),
+        ([*calibrate, "--guidance-scale", "\u0661.5"], "expected a finite number"),
+        (["schedule", "c.safetensors", "--compute", "0.\u0665", "-o", "x.json"], "a finite number"),
     ]
     with monkeypatch.context() as patch:
         patch.setattr("smoothcache.cli._load_pipeline", _no_work)

@@ -6,7 +6,6 @@ Each test reproduces one numbered item of the issue and fails without its fix.
 from __future__ import annotations
 
 import copy
-import os
 import signal
 import sys
 import threading
@@ -319,6 +318,7 @@ def _interrupt_after(lines: int):
 
 def test_an_interrupt_anywhere_in_disable_is_finished_by_a_second_disable(original_dit):
     before = module_state(original_dit)
+    handler = signal.getsignal(signal.SIGINT)
     steps = ddim_timesteps(4)
     lines, interrupted = 1, 0
     while True:
@@ -335,6 +335,9 @@ def test_an_interrupt_anywhere_in_disable_is_finished_by_a_second_disable(origin
             sys.settrace(None)
         session.disable()
         assert_same_state(before, module_state(original_dit))
+        with pytest.raises(KeyboardInterrupt):  # Ctrl-C interrupts again, and leaves the
+            signal.raise_signal(signal.SIGINT)  # handler the user had
+        assert signal.getsignal(signal.SIGINT) is handler
         lines += 7  # a stride keeps the test short; every part of disable() is still hit
     assert interrupted > 20
     assert_same_state(before, module_state(original_dit))
@@ -370,7 +373,7 @@ def _raise_at(when: str):
 
 
 def _send_sigint(_frame):
-    os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered inside the step
+    signal.raise_signal(signal.SIGINT)  # a real Ctrl-C, delivered inside the step
 
 
 def _undo_steps(model) -> int:
