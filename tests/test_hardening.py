@@ -299,6 +299,16 @@ def test_reset_after_the_session_ended_leaves_nothing(original_dit):
 # -- 8. an interrupt inside disable() -------------------------------------------------------------
 
 
+@pytest.fixture
+def ctrl_c():
+    """SIGINT raises KeyboardInterrupt during the test, as in an interactive Python: a process
+    that a non-interactive shell starts in the background inherits SIGINT ignored, and then
+    neither Python nor smoothcache has a handler to hold back."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _interrupt_after(lines: int):
     """A trace function raising KeyboardInterrupt at the ``lines``-th line run in smoothcache."""
     seen = [0]
@@ -316,7 +326,7 @@ def _interrupt_after(lines: int):
     return trace
 
 
-def test_an_interrupt_anywhere_in_disable_is_finished_by_a_second_disable(original_dit):
+def test_an_interrupt_anywhere_in_disable_is_finished_by_a_second_disable(original_dit, ctrl_c):
     before = module_state(original_dit)
     handler = signal.getsignal(signal.SIGINT)
     steps = ddim_timesteps(4)
@@ -386,7 +396,9 @@ def _undo_steps(model) -> int:
 
 
 @pytest.mark.parametrize("interrupt", ["line", "return", "sigint"])
-def test_an_interrupt_at_any_step_of_the_restore_propagates_after_it(original_dit, interrupt):
+def test_an_interrupt_at_any_step_of_the_restore_propagates_after_it(
+    original_dit, interrupt, ctrl_c
+):
     """Issue #24, item 1: leaving the ``with`` block is enough. An interrupt at any undo step
     (inside it, or after it and before it is forgotten, or a real SIGINT) reaches the caller
     only once every module is restored and the session has ended."""
