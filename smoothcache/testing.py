@@ -61,6 +61,7 @@ from torch import nn
 
 from smoothcache.adapter import Adapter, Branch
 from smoothcache.calibration import calibrating, measure_sensitivity, select_schedule
+from smoothcache.curves import ErrorCurves
 from smoothcache.engine import Session, enabled, model_branches, resolve
 from smoothcache.engine import _identical as _same_values
 from smoothcache.errors import SmoothCacheError
@@ -782,19 +783,26 @@ def _restore(subject: _Subject) -> None:
         pass  # enabling again works: the interrupted session released the model
 
 
+def _calibrated(subject: _Subject, check: str, runs: int) -> tuple[ErrorCurves, dict[str, Any]]:
+    """Curves of ``runs`` calibration runs (lookahead 2), and the model's state before them,
+    which calibrating must have left as it was."""
+    subject.baseline(check)  # a model may create state lazily on its first call: not ours
+    before = module_state(subject.root)
+    with _as_failure(check):
+        with calibrating(subject.obj, lookahead=2, adapter=subject.adapter) as recorder:
+            for _ in range(runs):
+                subject.run(check)
+        curves = recorder.curves()
+    _assert_restored(check, before, subject, "after calibrating")
+    return curves, before
+
+
 def _calibration(subject: _Subject) -> None:
     check = "calibration"
     pairs = [
         (b, m) for b, m in subject.branches(check) if b.leader is None
     ]  # members: not measured
-    subject.baseline(check)  # a model may create state lazily on its first call: not ours
-    before = module_state(subject.root)
-    with _as_failure(check):
-        with calibrating(subject.obj, lookahead=2, adapter=subject.adapter) as recorder:
-            subject.run(check)
-            subject.run(check)
-        curves = recorder.curves()
-    _assert_restored(check, before, subject, "after calibrating")
+    curves, _ = _calibrated(subject, check, runs=2)
     if curves.num_steps != subject.num_steps or curves.metadata.get("runs") != 2:
         raise ConformanceError(
             check,
@@ -820,13 +828,7 @@ _PATH_FRACTION = 0.75
 def _calibration_path(subject: _Subject) -> None:
     """The whole path from calibration to a cached run, as the README recommends it."""
     check = "calibration_path"
-    subject.baseline(check)
-    before = module_state(subject.root)
-    with _as_failure(check):
-        with calibrating(subject.obj, lookahead=2, adapter=subject.adapter) as recorder:
-            subject.run(check)
-        curves = recorder.curves()
-    _assert_restored(check, before, subject, "after calibrating")
+    curves, before = _calibrated(subject, check, runs=1)
     try:
         curves.check_model(subject.obj, subject.adapter)
     except SmoothCacheError as exc:

@@ -70,27 +70,43 @@ def curves_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @contextmanager
-def count_original_calls(model: nn.Module, paths: list[str]) -> Iterator[dict[str, int]]:
-    """Count calls of the *original* forward of each module at ``paths``.
+def observing_original_forwards(
+    model: nn.Module, paths: list[str], observe: Callable[[str, Any], None]
+) -> Iterator[None]:
+    """Call ``observe(path, output)`` for every output the *original* forward of each module at
+    ``paths`` computes.
 
-    Installs a counting instance ``forward`` before smoothcache patches the module, so the
-    engine wraps the counter: a reused step never reaches it. Removed on exit.
+    Installs an observing instance ``forward`` before smoothcache patches the module, so the
+    engine wraps it: a reused step never reaches it. Removed on exit.
     """
-    counts: dict[str, int] = defaultdict(int)
     modules = {path: model.get_submodule(path) for path in paths}
     for path, module in modules.items():
         original = module.forward
 
-        def counting(*args: Any, _p: str = path, _f: Callable[..., Any] = original, **kw: Any):
-            counts[_p] += 1
-            return _f(*args, **kw)
+        def observing(*args: Any, _p: str = path, _f: Callable[..., Any] = original, **kw: Any):
+            output = _f(*args, **kw)
+            observe(_p, output)
+            return output
 
-        module.forward = counting
+        module.forward = observing
     try:
-        yield counts
+        yield
     finally:
         for module in modules.values():
             del module.forward
+
+
+@contextmanager
+def count_original_calls(model: nn.Module, paths: list[str]) -> Iterator[dict[str, int]]:
+    """Count calls of the *original* forward of each module at ``paths`` (see
+    :func:`observing_original_forwards`)."""
+    counts: dict[str, int] = defaultdict(int)
+
+    def count(path: str, _output: Any) -> None:
+        counts[path] += 1
+
+    with observing_original_forwards(model, paths, count):
+        yield counts
 
 
 def module_state(model: nn.Module) -> dict[str, Any]:

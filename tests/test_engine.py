@@ -6,6 +6,9 @@ changed the output; each exactness test compares bit for bit.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -15,7 +18,13 @@ from smoothcache.adapter import TimestepSource
 from smoothcache.adapters.diffusers_dit import DiffusersDiTAdapter
 from smoothcache.adapters.dit import OriginalDiTAdapter
 from smoothcache.engine import actions_for
-from tests.conftest import assert_same_state, count_original_calls, module_state, sample_two_calls
+from tests.conftest import (
+    assert_same_state,
+    count_original_calls,
+    module_state,
+    observing_original_forwards,
+    sample_two_calls,
+)
 from tests.models.original_dit import sample_original_dit
 
 STEPS = 8
@@ -207,28 +216,8 @@ def test_cache_holds_one_output_per_branch_and_frees_it(original_dit):
     assert stats.cache_bytes == 0  # every entry dropped after its last reuse
 
 
-def _recording_outputs(model, paths):
-    """Keep a weak reference to every output the original forward of ``paths`` computes."""
-    import weakref
-
-    seen: list[weakref.ref] = []
-    for path in paths:
-        module = model.get_submodule(path)
-        original = module.forward
-
-        def recording(*args, _f=original, **kwargs):
-            output = _f(*args, **kwargs)
-            seen.append(weakref.ref(output))
-            return output
-
-        module.forward = recording
-    return seen
-
-
 def _live_bytes(seen) -> tuple[int, int]:
     """Number and bytes of the recorded outputs still alive."""
-    import gc
-
     gc.collect()
     live = {id(o): o for o in (ref() for ref in seen) if o is not None}
     return len(live), sum(o.numel() * o.element_size() for o in live.values())
@@ -255,12 +244,12 @@ def test_every_stored_output_is_counted_and_dropped_after_its_last_use(rows, gui
 
     model = tiny_dit_transformer(seed=0)
     paths = [f"transformer_blocks.{b}.{k}" for b in range(2) for k in ("attn1", "ff")]
-    seen = _recording_outputs(model, paths)
+    seen: list[weakref.ref] = []
     schedule = Schedule(rows, orders=orders or {})
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     cond, null = torch.tensor([1, 2]), torch.tensor([1000, 1000])
     held = []
-    try:
+    with observing_original_forwards(model, paths, lambda _p, out: seen.append(weakref.ref(out))):
         with smoothcache.enabled(model, schedule) as session:
             for step, t in enumerate([900, 700, 500, 300, 100]):
                 for labels in (cond, null) if step in guided else (cond,):
@@ -271,9 +260,6 @@ def test_every_stored_output_is_counted_and_dropped_after_its_last_use(rows, gui
             assert _live_bytes(seen) == (0, 0)  # inside the session: dropped, not left to exit
             assert session.stats.cache_bytes == 0
             assert session.stats.total_reused > 0 and max(held) > 0
-    finally:
-        for path in paths:
-            del model.get_submodule(path).forward
 
 
 @pytest.mark.parametrize("use", ["session", "calibration"])
@@ -282,9 +268,6 @@ def test_a_model_is_freed_by_reference_counting_once_the_session_ended(use):
     reference frees it at once, not at some later garbage collection (under context
     parallelism the model holds process groups, whose threads must not live to interpreter
     exit; docs/distributed.md)."""
-    import gc
-    import weakref
-
     from tests.models.tiny_diffusers import tiny_dit_transformer
 
     model = tiny_dit_transformer(seed=0)
