@@ -34,15 +34,10 @@ import torch
 from torch import nn
 
 from smoothcache.adapter import Adapter
+from smoothcache.binding import denoisers, measured_branches, resolve, timestep_source
 from smoothcache.clock import StepClock
 from smoothcache.curves import ALL_BRANCHES, ErrorCurves, Sensitivity, all_but
-from smoothcache.engine import (
-    denoisers,
-    enabled,
-    measured_branches,
-    resolve,
-    timestep_source,
-)
+from smoothcache.engine import enabled
 from smoothcache.errors import AdapterError, ArgumentError, CalibrationError, StepCountError
 from smoothcache.forecast_search import ForecastErrors, combo_weights, forecast_combos, reach
 from smoothcache.patching import Patches

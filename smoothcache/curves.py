@@ -33,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from smoothcache.adapter import Adapter, Branch
-from smoothcache.engine import denoisers, measured_branches, resolve
+from smoothcache.binding import denoisers, measured_branches, resolve
 from smoothcache.errors import CalibrationError, CurvesFileError, ScheduleError
 from smoothcache.forecast_search import ForecastErrors, forecast_candidates, forecast_schedule
 from smoothcache.jsonfile import parse_json

@@ -14,6 +14,7 @@ from diffusers import DiTTransformer2DModel
 from torch import nn
 
 import smoothcache
+import smoothcache.binding
 from smoothcache import AdapterError
 from smoothcache import registry as registry_module
 from smoothcache.adapters.diffusers_dit import DiffusersDiTAdapter
@@ -467,7 +468,7 @@ def test_matching_by_structure_only_is_least_specific(diffusers_dit):
 
 def test_naming_the_adapter_always_wins(diffusers_dit, monkeypatch):
     registry = _registry(_DiTOverride())
-    monkeypatch.setattr(smoothcache.engine, "REGISTRY", registry)
+    monkeypatch.setattr(smoothcache.binding, "REGISTRY", registry)
     with smoothcache.enabled(diffusers_dit, {"attn1": [1, 1]}) as session:
         assert session.adapter.name == "dit-override"
     with smoothcache.enabled(diffusers_dit, {"attn1": [1, 1]}, adapter="diffusers-dit") as session:

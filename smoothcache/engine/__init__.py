@@ -24,18 +24,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from smoothcache.adapter import Adapter, Branch, TimestepSource
+from smoothcache.adapter import Adapter, TimestepSource
+from smoothcache.binding import plan_model, prefixed_branch, resolve, second_denoisers
 from smoothcache.clock import StepClock, check_count
+from smoothcache.engine.outputs import identical, input_shape, like, nbytes, stand_in
 from smoothcache.errors import (
     AdapterError,
     ArgumentError,
-    ScheduleError,
     StepCountError,
 )
 from smoothcache.forecast import combine, first_tensor, step_plan
 from smoothcache.patching import Patches, interrupts_deferred
-from smoothcache.registry import REGISTRY, call_adapter
-from smoothcache.schedule import Schedule, as_schedule, parse_key
+from smoothcache.registry import call_adapter
+from smoothcache.schedule import Schedule, as_schedule
 from smoothcache.watch import EvaluationWatch, watch_runs
 
 logger = logging.getLogger(__name__)
@@ -85,48 +86,6 @@ def member_actions(row: tuple[int, ...]) -> list[Action]:
     """The actions of a group member (see :class:`~smoothcache.adapter.Branch`): compute with
     its leader, remembering its output's shape; stand in for it at the leader's skipped steps."""
     return [((_LIKE if flag else _STUB), 0, 0, ()) for flag in row]
-
-
-def _like(output: Any) -> Any:
-    """The shapes, dtypes and devices of a branch output's tensors, in its structure."""
-    if isinstance(output, torch.Tensor):
-        return (output.shape, output.dtype, output.device)
-    if isinstance(output, (tuple, list)):
-        return type(output)(_like(o) for o in output)
-    return output
-
-
-def _stand_in(like: Any) -> Any:
-    """NaN-filled tensors in the structure :func:`_like` recorded."""
-    if isinstance(like, tuple) and len(like) == 3 and isinstance(like[1], torch.dtype):
-        shape, dtype, device = like
-        if dtype.is_floating_point or dtype.is_complex:
-            return torch.full(shape, float("nan"), dtype=dtype, device=device)
-        return torch.zeros(shape, dtype=dtype, device=device)
-    if isinstance(like, (tuple, list)):
-        return type(like)(_stand_in(x) for x in like)
-    return like
-
-
-def _input_shape(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Shape of a branch call's first tensor argument: the guard against reusing across shapes."""
-    if args:
-        return getattr(args[0], "shape", None)
-    for value in kwargs.values():
-        if isinstance(value, torch.Tensor):
-            return value.shape
-    return None
-
-
-def nbytes(obj: Any) -> int:
-    """Bytes held by the tensors in a branch output (a tensor, or a tuple/list/dict of them)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, (tuple, list)):
-        return sum(nbytes(o) for o in obj)
-    if isinstance(obj, dict):
-        return sum(nbytes(o) for o in obj.values())
-    return 0
 
 
 @dataclass(frozen=True)
@@ -180,7 +139,7 @@ def _branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     state["_sc_ran"] = True
     action = state["_sc_action"]
     if action & _SKIP:
-        value = _answer(state, action, _input_shape(args, kwargs))
+        value = _answer(state, action, input_shape(args, kwargs))
         if value is not None:
             return value
         state["_sc_fell_back"] = True
@@ -189,9 +148,9 @@ def _branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         raise state["_sc_session"]._no_clock(self)
     output = state["_sc_original"](*args, **kwargs)
     if action & _LIKE:
-        state["_sc_like"] = (_input_shape(args, kwargs), _like(output))
+        state["_sc_like"] = (input_shape(args, kwargs), like(output))
     if action & _STORE:
-        shape = _input_shape(args, kwargs)
+        shape = input_shape(args, kwargs)
         if state["_sc_shape"] == shape:  # the older outputs a later step reads are kept
             state["_sc_stored"] = [*state["_sc_stored"], output]
         else:  # none, or computed from inputs of another shape
@@ -208,7 +167,7 @@ def _answer(state: dict[str, Any], action: int, input_shape: Any) -> Any:
     """
     if action & _STUB:
         like = state["_sc_like"]
-        return None if like is None or like[0] != input_shape else _stand_in(like[1])
+        return None if like is None or like[0] != input_shape else stand_in(like[1])
     read = state["_sc_read"]  # chosen before the evaluation: [] if too few are stored
     if not read or state["_sc_shape"] != input_shape:
         return None
@@ -285,7 +244,7 @@ def _fast_block_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         got = self._sc_fast(self, *args, **kwargs)
         left = [type(m).__name__ for m in branches if records.get(id(m))]
         problem = f"{', '.join(left)} called less often" if left else ""
-        if not problem and not _identical(got, expected):
+        if not problem and not identical(got, expected):
             problem = "block output"
     except _Mismatch as exc:
         problem = str(exc)
@@ -338,15 +297,15 @@ def _replaying_forward(records: dict[int, list[Any]]) -> Callable[..., Any]:
             raise _Mismatch(f"{name} called more often by the adapter's forward")
         seen_args, seen_kwargs, output = queue.pop(0)
         same_kwargs = seen_kwargs.keys() == kwargs.keys() and all(
-            _identical(kwargs[k], seen_kwargs[k]) for k in kwargs
+            identical(kwargs[k], seen_kwargs[k]) for k in kwargs
         )
-        if not (_identical(list(args), list(seen_args)) and same_kwargs):
+        if not (identical(list(args), list(seen_args)) and same_kwargs):
             raise _Mismatch(f"input of {name}")
         asked = _asked.pop(id(module), None)
-        if asked is not None and asked != _input_shape(args, kwargs):
+        if asked is not None and asked != input_shape(args, kwargs):
             raise _Mismatch(
                 f"input_shape {tuple(asked)} given to reused_output for {name}, whose input "
-                f"has shape {tuple(_input_shape(args, kwargs) or ())}"
+                f"has shape {tuple(input_shape(args, kwargs) or ())}"
             )
         return output
 
@@ -355,17 +314,6 @@ def _replaying_forward(records: dict[int, list[Any]]) -> Callable[..., Any]:
 
 def _own_forward(block: nn.Module, *args: Any, **kwargs: Any) -> Any:
     return block._sc_block_original(*args, **kwargs)
-
-
-def _identical(a: Any, b: Any) -> bool:
-    """Bit-identical tensors, or tuples/lists of them; other values compare with ``==``."""
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        return a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
-        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b))
-    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return False
-    return a == b
 
 
 class Session:
@@ -403,7 +351,7 @@ class Session:
         self._sources: list[tuple[nn.Module, str, Callable[..., Any]]] = []
         branches, self._modules = [], []
         for name, root in self.roots:
-            planned, found, modules, (path, read) = _plan(root, adapter, schedule)
+            planned, found, modules, (path, read) = plan_model(root, adapter, schedule)
             branches += [prefixed_branch(b, name) for b in found]
             self._modules += modules
             self._sources.append((root, path, read))
@@ -870,206 +818,6 @@ class Session:
             f"<smoothcache.Session {state} adapter={self.adapter.name!r} "
             f"branches={len(self.branches)} steps={self.schedule.num_steps}>"
         )
-
-
-_ADAPTER_METHODS = ("name", "root", "matches", "branches", "timestep_source")
-
-
-def resolve(model: Any, adapter: str | Adapter | None) -> tuple[nn.Module, Adapter]:
-    """The adapter for ``model`` (forced by name or instance, else detected) and its root module."""
-    if adapter is None:
-        chosen = REGISTRY.detect(model)
-    elif isinstance(adapter, str):
-        chosen = REGISTRY.get(adapter)
-    elif isinstance(adapter, Adapter) or all(hasattr(adapter, a) for a in _ADAPTER_METHODS):
-        chosen = adapter
-    else:
-        raise ArgumentError(
-            f"adapter must be an adapter's name (str), an Adapter or None (detect), found "
-            f"{adapter!r} ({type(adapter).__name__}); smoothcache adapters lists the names"
-        )
-    root = call_adapter(chosen, "root", model)
-    if root is None:
-        raise AdapterError(
-            f"adapter {chosen.name!r} found no denoiser module in a {type(model).__name__}; pass "
-            "the transformer module itself or a pipeline that holds it as `.transformer`"
-        )
-    if adapter is not None and not call_adapter(chosen, "matches", root):
-        raise AdapterError(
-            f"adapter {chosen.name!r} does not recognise a {type(root).__qualname__}; "
-            f"smoothcache.detect(model) says which adapter fits, if any"
-        )
-    return root, chosen
-
-
-def model_branches(root: nn.Module, adapter: Adapter) -> list[tuple[Branch, nn.Module]]:
-    """The adapter's branches of ``root`` with their modules, checked against the model."""
-    found = []
-    seen: set[str] = set()
-    for branch in call_adapter(adapter, "branches", root):
-        if branch.path in seen:
-            raise AdapterError(f"adapter {adapter.name!r} declares branch {branch.path!r} twice")
-        seen.add(branch.path)
-        try:
-            module = root.get_submodule(branch.path)
-        except AttributeError:
-            raise AdapterError(
-                f"adapter {adapter.name!r} declares branch {branch.path!r}, which a "
-                f"{type(root).__name__} does not have; the adapter does not fit this model"
-            ) from None
-        found.append((branch, module))
-    leaders = {b.path: b for b, _ in found if b.leader is None}
-    for branch, _ in found:
-        leader = leaders.get(branch.leader) if branch.leader is not None else branch
-        if leader is None or (leader.kind, leader.block) != (branch.kind, branch.block):
-            raise AdapterError(
-                f"adapter {adapter.name!r} declares branch {branch.path!r} a member of the group "
-                f"led by {branch.leader!r}, which is not a declared branch of the same kind and "
-                "block (a leader is itself no member)"
-            )
-    if not found:
-        raise AdapterError(f"adapter {adapter.name!r} declares no branches for this model")
-    return found
-
-
-def model_kind_names(
-    schedule: Schedule, adapter: Adapter, branches: list[Branch]
-) -> dict[str, str]:
-    """The kinds of ``schedule``'s keys that the model lacks but the adapter lists in
-    ``kind_aliases``, each mapped to the model's kind (a schedule made with another adapter of
-    the same network)."""
-    kinds = {b.kind for b in branches}
-    aliases = getattr(adapter, "kind_aliases", {}) or {}
-    return {
-        kind: aliases[kind]
-        for kind in {parse_key(key)[0] for key in schedule.rows}
-        if kind not in kinds and aliases.get(kind) in kinds
-    }
-
-
-def check_keys(
-    schedule: Schedule,
-    branches: list[Branch],
-    adapter: Adapter | None = None,
-    rename: Mapping[str, str] | None = None,
-) -> None:
-    """Every schedule key must name a branch kind of the model, or a kind and an existing block.
-
-    ``rename`` maps kinds of the keys to the model's kinds (:func:`model_kind_names`); an error
-    quotes the key as the schedule wrote it.
-    """
-    kinds = {b.kind for b in branches}
-    keys = {b.key for b in branches}
-    rename = rename or {}
-    aliases = dict(getattr(adapter, "kind_aliases", {}) or {})
-    for written in schedule.rows:
-        written_kind, block = parse_key(written)
-        kind = rename.get(written_kind, written_kind)
-        if (block is None and kind in kinds) or f"{kind}-{block}" in keys:
-            continue
-        blocks = sorted({b.block for b in branches if b.kind == kind})
-        read_as = f" (read as {kind!r})" if kind != written_kind else ""
-        hint = (
-            f"kind {written_kind!r}{read_as} has blocks {blocks[0]}..{blocks[-1]}"
-            if blocks
-            else f"the model's branch kinds are {sorted(kinds)}"
-        )
-        mapped = (
-            f"; adapter {adapter.name!r} also reads "
-            f"{', '.join(f'{a!r} as {b!r}' for a, b in sorted(aliases.items()))}"
-            if adapter is not None and aliases
-            else f"; adapter {adapter.name!r} declares no other names for its kinds"
-            if adapter is not None
-            else ""
-        )
-        raise ScheduleError(
-            f"schedule key {written!r} matches no branch of this model ({hint}{mapped}); rename "
-            "or remove the key, or use a schedule made for this model"
-        )
-
-
-def prefixed_branch(branch: Branch, name: str) -> Branch:
-    """``branch`` of the denoiser held as ``name`` by the pipeline, with paths from there."""
-    if not name:
-        return branch
-    leader = f"{name}.{branch.leader}" if branch.leader is not None else None
-    return Branch(f"{name}.{branch.path}", branch.kind, branch.block, leader=leader)
-
-
-def denoisers(holder: Any, root: nn.Module, adapter: Adapter) -> list[tuple[str, nn.Module]]:
-    """Every denoiser of ``holder`` by the attribute name its branch paths start with: the
-    root (``""``), then the ones that take over partway (:func:`second_denoisers`)."""
-    return [("", root), *second_denoisers(holder, root, adapter)]
-
-
-def measured_branches(
-    roots: Sequence[tuple[str, nn.Module]], adapter: Adapter
-) -> list[tuple[Branch, nn.Module]]:
-    """The branches calibration measures, with their modules: those of every denoiser in
-    ``roots`` (:func:`denoisers`), paths prefixed, group leaders only (a member follows its
-    leader's schedule and is not measured). Curves record these, and are checked against them.
-    """
-    return [
-        (prefixed_branch(b, name), m)
-        for name, denoiser in roots
-        for b, m in model_branches(denoiser, adapter)
-        if b.leader is None
-    ]
-
-
-def second_denoisers(holder: Any, root: nn.Module, adapter: Adapter) -> list[tuple[str, nn.Module]]:
-    """Other denoisers of the pipeline ``holder`` that take over partway through a run.
-
-    Wan 2.2 A14B runs ``transformer`` for the high-noise steps and ``transformer_2`` for the
-    rest: one schedule spans both, with one step clock. A ``transformer_2`` that the adapter
-    does not fit is an error rather than a denoiser left uncached.
-    """
-    if holder is root:
-        return []
-    other = getattr(holder, "transformer_2", None)
-    if not isinstance(other, nn.Module) or other is root:
-        return []
-    if not call_adapter(adapter, "matches", other):
-        raise AdapterError(
-            f"the pipeline's transformer_2 is a {type(other).__name__}, which adapter "
-            f"{adapter.name!r} (chosen for its transformer) does not fit; both denoisers must "
-            "be one architecture to share a schedule"
-        )
-    return [("transformer_2", other)]
-
-
-def _plan(
-    model: nn.Module, adapter: Adapter, schedule: Schedule
-) -> tuple[Schedule, list[Branch], list[nn.Module], tuple[str, Callable[..., Any]]]:
-    """Validate everything before touching the model; return the schedule in the model's kinds,
-    the branches, their modules and the timestep source.
-
-    Scheduled branches come first; the others follow, to be wrapped as always-computing so
-    that every declared branch marks the evaluation as having run branches.
-    """
-    pairs = model_branches(model, adapter)
-    rename = model_kind_names(schedule, adapter, [b for b, _ in pairs])
-    check_keys(schedule, [b for b, _ in pairs], adapter, rename)
-    if rename:
-        schedule = schedule.renamed(rename)
-    scheduled = [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is not None]
-    scheduled += [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is None]
-    source = timestep_source(model, adapter)
-    branches, modules = [b for b, _ in scheduled], [m for _, m in scheduled]
-    return schedule, branches, modules, (source.path, source.read)
-
-
-def timestep_source(model: nn.Module, adapter: Adapter) -> TimestepSource:
-    """The adapter's timestep source for ``model``, checked to name one of its submodules."""
-    source = call_adapter(adapter, "timestep_source", model)
-    try:
-        model.get_submodule(source.path)
-    except AttributeError:
-        raise AdapterError(
-            f"adapter {adapter.name!r} names timestep source {source.path!r}, which a "
-            f"{type(model).__name__} does not have"
-        ) from None
-    return source
 
 
 def enable(

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from smoothcache import registry
+from smoothcache.binding import model_branches, resolve, timestep_source
 from smoothcache.calibration import calibrating
 from smoothcache.curves import METHODS, ErrorCurves
-from smoothcache.engine import model_branches, resolve, timestep_source
 from smoothcache.errors import PluginWarning, SmoothCacheError
 from smoothcache.jsonfile import parse_json
 from smoothcache.schedule import MAX_ORDER, Schedule, shipped_schedules

@@ -60,10 +60,11 @@ import torch
 from torch import nn
 
 from smoothcache.adapter import Adapter, Branch
+from smoothcache.binding import model_branches, resolve
 from smoothcache.calibration import calibrating, measure_sensitivity, select_schedule
 from smoothcache.curves import ErrorCurves
-from smoothcache.engine import Session, enabled, model_branches, resolve
-from smoothcache.engine import _identical as _same_values
+from smoothcache.engine import Session, enabled
+from smoothcache.engine.outputs import identical as _same_values
 from smoothcache.errors import SmoothCacheError
 from smoothcache.forecast import first_tensor, lagrange_weights
 from smoothcache.registry import REGISTRY
