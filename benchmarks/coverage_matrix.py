@@ -1,21 +1,12 @@
 """The coverage matrix: every transformer class of the installed diffusers, checked.
 
-For each class that diffusers exports (``tests/models/diffusers_zoo.py`` enumerates them and
-builds a tiny random instance of each, from a small config, no download), the matrix records
-the adapter detection picks (a specific one, the generic ``diffusers-generic``, or none, with
-the reason) and runs the conformance kit on it (``smoothcache.testing.check_adapter``: 4
-denoising steps, the call pattern of the class's pipeline). A class *passes* when the six
-checks the coverage promise rests on pass: ``detection``, ``exact`` (compute-everything
-bit-identical), ``branches_residual`` (reuse skips each branch's forward and changes the
-output), ``calibration`` (calibrating runs and its schedule applies), ``calibration_path`` (the
-whole recommended path: the curves fit the model they came from, the sensitivity is measured,
-every schedule method and the held-out choice give schedules that apply) and ``restore`` (the
-model is exactly as before). The other checks of the kit are reported beside them.
+Prints the table of :func:`smoothcache.testing.coverage.matrix` (a tiny random instance of each
+class that diffusers exports, the adapter detection picks, and the conformance kit run on it: a
+class *passes* when the six checks of ``REQUIRED`` pass; the kit's other checks are reported
+beside them). The test suite holds the same rows to the targets.
 
-    python benchmarks/coverage_matrix.py            # print the table
-    python benchmarks/coverage_matrix.py --write    # and rewrite its part of docs/coverage.md
-
-The test suite runs the same :func:`matrix` (``tests/test_coverage_matrix.py``).
+    python -m benchmarks.coverage_matrix            # print the table
+    python -m benchmarks.coverage_matrix --write    # and rewrite its part of docs/coverage.md
 """
 
 from __future__ import annotations
@@ -23,82 +14,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import diffusers
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from smoothcache.testing.coverage import MIN_CHANGE, REQUIRED, STEPS, ClassCoverage, matrix
 
-import smoothcache  # noqa: E402
-from smoothcache.errors import AdapterError  # noqa: E402
-from smoothcache.testing import check_adapter  # noqa: E402
-from tests.models.diffusers_zoo import UNAVAILABLE, ZOO, run, transformer_classes  # noqa: E402
-
-#: The checks a class must pass to count as covered.
-REQUIRED = (
-    "detection", "exact", "branches_residual", "calibration", "calibration_path", "restore",
-)  # fmt: skip
-STEPS = 4
-#: The smallest relative change of the output that reusing a branch kind must cause. Lower than
-#: the kit's default (1e-5): in tiny random models the text stream of a joint-attention model
-#: moves the image output by 1e-7 to 1e-5. A change is still required (a zero-initialised gate
-#: gives exactly 0); a branch whose input is the same at every step passes with no change.
-MIN_CHANGE = 1e-7
-DOC = ROOT / "docs" / "coverage.md"
+DOC = Path(__file__).resolve().parents[1] / "docs" / "coverage.md"
 BEGIN, END = "<!-- coverage-matrix: begin -->", "<!-- coverage-matrix: end -->"
 
 
-@dataclass(frozen=True)
-class Row:
-    """One transformer class: its pipeline, adapter, check outcomes, and why it fails if so."""
-
-    name: str
-    pipeline: str | None
-    adapter: str | None
-    kind: str  # specific, generic or none
-    checks: dict[str, str]  # check -> passed / failed / skipped
-    reason: str
-
-    @property
-    def passed(self) -> bool:
-        return all(self.checks.get(c) == "passed" for c in REQUIRED)
-
-
-def check_class(name: str) -> Row:
-    """Build ``name``'s tiny instance, detect its adapter and run the kit on it."""
-    entry = ZOO.get(name)
-    if entry is None:
-        return Row(name, None, None, "none", {}, UNAVAILABLE.get(name, "no tiny instance"))
-    try:
-        adapter = smoothcache.detect(entry.factory())
-    except AdapterError as exc:
-        return Row(name, entry.pipeline, None, "none", {}, str(exc).split(". ")[0])
-    kind = "generic" if adapter.name == "diffusers-generic" else "specific"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        report = check_adapter(
-            entry.factory,
-            lambda model: run(entry, model, num_steps=STEPS),
-            num_steps=STEPS,
-            min_change=MIN_CHANGE,
-        )
-    checks = {r.check: r.status for r in report.results}
-    failed = [f"{r.check}: {r.message}" for r in report.results if r.status == "failed"]
-    return Row(name, entry.pipeline, adapter.name, kind, checks, "; ".join(failed))
-
-
-def matrix() -> list[Row]:
-    """One row per transformer class of the installed diffusers, in name order."""
-    torch.set_num_threads(1)
-    return [check_class(name) for name in transformer_classes()]
-
-
-def markdown(rows: list[Row], seconds: float) -> str:
+def markdown(rows: list[ClassCoverage], seconds: float) -> str:
     """The generated part of docs/coverage.md."""
     passed = sum(r.passed for r in rows)
     kinds = {k: sum(r.passed and r.kind == k for r in rows) for k in ("specific", "generic")}
@@ -106,7 +33,7 @@ def markdown(rows: list[Row], seconds: float) -> str:
         BEGIN,
         f"## Every transformer class of diffusers {diffusers.__version__}",
         "",
-        f"Generated by `python benchmarks/coverage_matrix.py --write` (torch {torch.__version__}, "
+        f"Generated by `python -m benchmarks.coverage_matrix --write` (torch {torch.__version__}, "
         f"CPU, {seconds:.0f} s): **{passed} of {len(rows)} classes pass** the {len(REQUIRED)} "
         f"checks ({kinds['specific']} with a specific adapter, {kinds['generic']} with the generic "
         f"one). Each is a tiny random instance built from a small config (no download) and "
@@ -138,6 +65,7 @@ def markdown(rows: list[Row], seconds: float) -> str:
 
 
 def main() -> int:
+    """Print the matrix; with ``--write``, put it in docs/coverage.md between its markers."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write", action="store_true", help="rewrite docs/coverage.md's matrix")
     args = parser.parse_args()

@@ -1,56 +1,31 @@
 """Counted work of the adapters' fast paths: aten ops per sampler run, with and without.
 
+The first table counts what a fast path saves (``smoothcache.testing.op_counts``: every aten op
+dispatched during a run of the tiny random model of ``smoothcache.testing.models.diffusers_zoo``
+under a schedule that reuses the fast-pathed kinds at every other step, with ``fast_path=True``
+and ``False``). A fast path skips a reused branch's input preparation (and, for a group, the
+stand-ins of its members and the merge).
+
 The second table bounds what a fast path could gain for the families that have none: the aten
 ops spent inside the blocks' normalisation modules outside every branch (adaLN modules compute
 the gates too, which a reuse step needs, so the real gain is a fraction of it).
 
-A fast path skips a reused branch's input preparation (and, for a group, the stand-ins of its
-members and the merge). Work is counted, not timed: every aten op dispatched during a run of
-the tiny random model (``tests/models/diffusers_zoo.py``, or the tiny DiT) under a schedule
-that reuses the fast-pathed kind at every other step, with ``fast_path=True`` and ``False``.
-
-    python benchmarks/fast_path_ops.py
+    python -m benchmarks.fast_path_ops
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import smoothcache  # noqa: E402
-from benchmarks.forecast_cost import OpCounter  # noqa: E402
-from tests.models.diffusers_zoo import ZOO, run  # noqa: E402
-
-STEPS = 8
-ROW = [1, 0] * (STEPS // 2 - 1) + [1, 1]
-#: class -> schedule: the kinds whose blocks have a fast path
-CASES = {
-    "FluxTransformer2DModel": {"single": ROW},
-    "DiTTransformer2DModel": {"attn1": ROW, "ff": ROW},
-    "WanTransformer3DModel": {"attn1": ROW, "attn2": ROW, "ffn": ROW},
-    "CogVideoXTransformer3DModel": {"attn1": ROW, "ff": ROW},
-    "SD3Transformer2DModel": {"attn": ROW, "attn2": ROW, "ff": ROW, "ff_context": ROW},
-    "Lumina2Transformer2DModel": {"attn": ROW, "feed_forward": ROW},
-}
-
-
-def count(name: str, fast_path: bool) -> int:
-    """Aten ops of one cached run of ``name``'s tiny instance."""
-    entry = ZOO[name]
-    model = entry.factory()
-    with smoothcache.enabled(model, CASES[name], fast_path=fast_path):
-        run(entry, model, num_steps=STEPS)  # step 0 checks the fast path; not counted
-        with OpCounter() as counter:
-            run(entry, model, num_steps=STEPS)
-    return counter.ops
-
+import smoothcache
+from smoothcache.testing.models.diffusers_zoo import ZOO, run
+from smoothcache.testing.op_counts import CASES, STEPS, OpCounter, count
 
 #: Families without a fast path, for the bound of :func:`norm_ops`.
 WITHOUT = (
@@ -72,8 +47,8 @@ def norm_ops(name: str) -> tuple[str, int, int]:
     }
     tally = [0]
 
-    def counted(forward):
-        def wrapper(*args, **kwargs):
+    def counted(forward: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             with OpCounter() as counter:
                 out = forward(*args, **kwargs)
             tally[0] += counter.ops
@@ -91,6 +66,8 @@ def norm_ops(name: str) -> tuple[str, int, int]:
 
 
 def main() -> int:
+    """Print both tables."""
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args()
     torch.set_num_threads(1)
     print(
         f"aten ops per {STEPS}-step run, reuse at every other step; CPU, float32, batch 1, "

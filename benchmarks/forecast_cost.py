@@ -9,8 +9,8 @@ it updates its state at a computed step (nothing for smoothcache, which only kee
 reference; TaylorSeer's divided differences). Memory: the session's peak cache bytes against
 ``(k + 1)`` branch outputs per forecasting branch.
 
-    python benchmarks/forecast_cost.py            # prints the table
-    python benchmarks/forecast_cost.py --markdown # the table for docs/forecast.md
+    python -m benchmarks.forecast_cost            # prints the table
+    python -m benchmarks.forecast_cost --markdown # the table for docs/forecast.md
 """
 
 from __future__ import annotations
@@ -23,27 +23,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import smoothcache
 import smoothcache.engine
 from smoothcache import Schedule
+from smoothcache.testing.op_counts import OpCounter
 
 STEPS = 20
 INTERVAL = 4
 KINDS = ("attn1", "ff")
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the aten ops dispatched while active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.ops += 1
-        return func(*args, **(kwargs or {}))
 
 
 @contextlib.contextmanager

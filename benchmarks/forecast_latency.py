@@ -13,7 +13,7 @@ The ratio forecast / reuse is the cost of forecasting (target: at most 1.03 on a
 ``--compile`` the blocks are compiled regionally (graphs shared between blocks) and the same
 configurations run again.
 
-    python benchmarks/forecast_latency.py --size xl --dtype bfloat16 --batch 8 --compile
+    python -m benchmarks.forecast_latency --size xl --dtype bfloat16 --batch 8 --compile
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import argparse
 import statistics
 
 import torch
-from speed import SIZES, build, make_sampler, timed_rounds  # benchmarks/ is on sys.path
 
 import smoothcache
+from benchmarks.common.dit import SIZES, build, make_sampler
+from benchmarks.common.timing import timed_rounds
 from smoothcache import Schedule
 
 

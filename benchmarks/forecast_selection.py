@@ -1,7 +1,7 @@
 """Forecast schedules chosen in closed loop on held-out samples, beside the plain search.
 
-For each budget of ``forecast_rows.BUDGETS``: the curves of the library's forecast rows
-(``forecast_rows.forecast_curves``: 50 calibration samples, seed 1000, lookahead ``--lookahead``,
+For each budget of ``benchmarks.common.forecast_rows.BUDGETS``: the curves of the library's
+forecast rows (``forecast_curves``: 50 calibration samples, seed 1000, lookahead ``--lookahead``,
 the sensitivity on the same samples, so the candidates' computes are placed by it),
 and the schedule that ``smoothcache.select_schedule`` chooses among
 ``curves.forecast_candidates(compute_fraction=f)`` on ``--held-out`` held-out samples (seed
@@ -14,8 +14,8 @@ The margin is over the peer envelope of the model's table (docs/quality_speed*.m
 forecast rows left out), with the peers at their table values: its interval is this row's
 resampling only (the table's margins also resample the peers, on the same draws).
 
-    python benchmarks/forecast_selection.py --model reference
-    python benchmarks/forecast_selection.py --model second
+    python -m benchmarks.forecast_selection --model reference
+    python -m benchmarks.forecast_selection --model second
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from forecast_rows import (
+import smoothcache
+from benchmarks.common.bench import HELD_OUT_SEED, Bench
+from benchmarks.common.forecast_rows import (
     BUDGETS,
     CALIBRATION_SAMPLES,
     FAMILY,
@@ -40,10 +40,7 @@ from forecast_rows import (
     forecast_curves,
     select,
 )
-from quality_bench import HELD_OUT_SEED, Bench
-from quality_stats import Bootstrap, interval, psnr_db, sample_errors, upper_envelope
-
-import smoothcache
+from benchmarks.common.stats import Bootstrap, interval, psnr_db, sample_errors, upper_envelope
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = {"reference": "quality_speed.md", "second": "quality_speed_second.md"}

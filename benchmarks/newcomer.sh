@@ -19,4 +19,4 @@ python3 -m venv "$work/venv"
 source "$work/venv/bin/activate"
 cd "$work/src"
 echo "newcomer check: $(git -C "$repo" rev-parse --short HEAD), $(python --version), $(nproc) cores, $(uname -m)"
-python benchmarks/readme_blocks.py README.md
+python tests/doc_blocks.py README.md

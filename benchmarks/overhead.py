@@ -5,7 +5,7 @@
    that computes everything, and with one that reuses every other step. The difference to the
    plain model, divided by the number of branch calls, is the library's cost per branch call;
    the pre-hook's per-evaluation work is included. Median of ``--repeats`` interleaved runs.
-2. The overhead target itself: a diffusers DiT (``benchmarks/speed.py``'s ``small`` model,
+2. The overhead target itself: a diffusers DiT (``benchmarks.common.dit``'s ``small`` model,
    random weights) sampled with DDIM and guidance, plain and inside ``enabled`` with a schedule
    that computes everything, in ``--pairs`` pairs whose order alternates. Reported: the median
    of each configuration and the median of the per-pair ratios (pairs share the machine's
@@ -18,8 +18,8 @@
    held (after one generation of warm-up: the fast path's one-time check is set-up), and the
    calls of set-up (``enable``, the first generation's extra calls, ``disable``).
 
-    python benchmarks/overhead.py
-    python benchmarks/overhead.py --only-calls    # section 3 alone, a few seconds
+    python -m benchmarks.overhead
+    python -m benchmarks.overhead --only-calls    # section 3 alone, a few seconds
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ import sys
 from collections.abc import Callable
 
 import torch
-from speed import build, make_sampler, timed, timed_rounds  # benchmarks/ is on sys.path
 from torch import nn
 
 import smoothcache
+from benchmarks.common.dit import build, make_sampler
+from benchmarks.common.timing import timed, timed_rounds
 
 
 class Net(nn.Module):
@@ -203,7 +204,7 @@ def install_ideal(model: nn.Module, row: list[int]) -> Callable[[], None]:
 
 def python_calls(steps: int = 20) -> None:
     """Section 3: Python calls per branch call, the library against the hand-written ideal."""
-    from tests.models.original_dit import DiT, sample_original_dit
+    from smoothcache.testing.models.original_dit import DiT, sample_original_dit
 
     torch.manual_seed(0)
     model = DiT(input_size=32, hidden_size=384, depth=12, num_heads=6).eval()

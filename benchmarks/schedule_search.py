@@ -16,19 +16,16 @@ accuracy of the reference digits classifier, and for the schedule search the PSN
 predicts on the calibration samples. Writes ``docs/schedule_search.md`` and
 ``docs/schedule_search.png``::
 
-    python benchmarks/schedule_search.py            # the page in the docs
-    python benchmarks/schedule_search.py --quick    # a small smoke run, written to /tmp
+    python -m benchmarks.schedule_search            # the page in the docs
+    python -m benchmarks.schedule_search --quick    # a small smoke run, written to /tmp
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import os
-import platform
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,11 +33,14 @@ import numpy as np
 import torch
 
 import smoothcache
+from benchmarks.common.bench import CALIBRATION_SEED, EVAL_SEED, KINDS
+from benchmarks.common.calibration import add_curves_option, calibrate, fora_share, shown_arguments
+from benchmarks.common.plot import compute_plot
+from benchmarks.common.stats import margin_interval
+from benchmarks.common.timing import Log, device_line
 from smoothcache import ErrorCurves, Schedule, ScheduleError
 from smoothcache.reference import digits_classifier, load_reference_model, psnr, sample
 
-KINDS = ("attn1", "ff")
-EVAL_SEED, CALIBRATION_SEED = 0, 1000
 BUDGETS = (0.5, 0.35, 0.25)
 EQUAL = (2, 3, 4)  # FORA every 2nd, 3rd, 4th step: the search runs at their shares too
 CURVE_BUDGETS = (0.2, 0.3, 0.4, 0.6)
@@ -73,12 +73,6 @@ class Row:
         if rms is None:
             return None
         return math.inf if rms == 0 else 10 * math.log10(4.0 / rms**2)
-
-
-def fora_share(schedule: Schedule) -> float:
-    """The share of branch-steps a FORA schedule computes (every kind shares one row)."""
-    row = next(iter(schedule.rows.values()))
-    return round(sum(row) / len(row), 6)
 
 
 def paper_at_least(curves: ErrorCurves, fraction: float, per_block: bool) -> Schedule:
@@ -142,21 +136,6 @@ def schedules(curves: ErrorCurves, steps: int, per_block: bool) -> list[Row]:
     return list(unique.values())
 
 
-def device_line(device: torch.device) -> str:
-    """The machine in words: GPU name, or CPU model and the threads torch uses."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU ({name}), {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=1000, help="evaluation samples (1000)")
@@ -178,10 +157,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out_dir = args.out_dir or (Path("/tmp") if args.quick else Path(__file__).parents[1] / "docs")
-    started = time.perf_counter()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f} s] {message}", file=sys.stderr, flush=True)
+    log = Log(sys.stderr)
+    started = log.started
 
     device = torch.device(args.device)
     model = load_reference_model(device=device)
@@ -239,7 +216,7 @@ def main() -> None:
             f"{predicted} |"
         )
     targets = _targets(rows)
-    command = "python benchmarks/schedule_search.py" + " ".join(
+    command = "python -m benchmarks.schedule_search" + " ".join(
         ["", *shown_arguments(sys.argv[1:])]
     )
     blocks = len({b.block for b in curves.branches})
@@ -313,79 +290,11 @@ The schedule search (per kind) at exactly the share each FORA row computes:
     md_path.write_text(
         header + "\n".join(lines) + "\n\n![PSNR against compute](schedule_search.png)\n"
     )
-    plot(rows, png_path)
+    compute_plot(
+        rows, FAMILIES, "Reference model, DDIM 50 steps: fidelity against compute", png_path
+    )
     print(targets)
     log(f"wrote {md_path} and {png_path}")
-
-
-def add_curves_option(parser: argparse.ArgumentParser) -> None:
-    """``--curves PATH``: where :func:`calibrate` reads or saves the calibration."""
-    parser.add_argument(
-        "--curves",
-        type=Path,
-        help="read the calibration (curves and sensitivity) from this file if it exists, else "
-        "measure it and save it there",
-    )
-
-
-def calibrate(
-    model: torch.nn.Module,
-    run: Callable[[], torch.Tensor],
-    path: Path | None,
-    per_block: bool,
-    log: Callable[[str], None],
-) -> ErrorCurves:
-    """Error curves (lookahead 3, for the paper's rule) and sensitivity of ``run``'s samples.
-
-    Read from ``path`` when that file exists (after checking it fits ``model``), else measured,
-    with the seconds each part took in the metadata, and saved to ``path`` when one is given.
-    """
-    if path is not None and path.exists():
-        log(f"reading the calibration from {path}")
-        curves = ErrorCurves.load(path)
-        curves.check_model(model)
-        return curves
-    log("calibrating the error curves")
-    clock = time.perf_counter()
-    with smoothcache.calibrating(model, lookahead=3) as recorder:
-        run()
-    curves = recorder.curves()
-    curves.metadata["seconds"] = round(time.perf_counter() - clock, 3)
-    curves = smoothcache.measure_sensitivity(
-        model, run, curves, per_block=per_block, on_run=_progress(log)
-    )
-    if path is not None:
-        curves.save(path)
-    return curves
-
-
-def shown_arguments(argv: list[str]) -> list[str]:
-    """The command-line arguments without ``--out-dir`` and ``--curves``.
-
-    Where the files go is not what they say, and a calibration read from a file is the one this
-    command would measure (the same samples, and the measurement is deterministic).
-    """
-    hidden = ("--out-dir", "--curves")
-    shown: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip or arg.startswith(tuple(f"{option}=" for option in hidden)):
-            skip = False
-            continue
-        skip = arg in hidden
-        if not skip:
-            shown.append(arg)
-    return shown
-
-
-def _progress(log: Callable[[str], None]) -> Callable[[int, int], None]:
-    """A callback for ``measure_sensitivity`` that logs every tenth of the runs."""
-
-    def report(done: int, total: int) -> None:
-        if done == total or done % max(total // 10, 1) == 0:
-            log(f"  sensitivity run {done}/{total}")
-
-    return report
 
 
 def _targets(rows: list[Row]) -> str:
@@ -483,47 +392,6 @@ def _bulk_and_tail(rows: list[Row]) -> str:
             f"{share_a:.0%}, {share_b:.0%} |"
         )
     return "\n".join(lines)
-
-
-def margin_interval(
-    ours: np.ndarray | None, theirs: np.ndarray | None, draws: int = 2000
-) -> tuple[float, float]:
-    """5th and 95th percentile of the PSNR margin ``ours - theirs`` over bootstrap resamples.
-
-    The evaluation samples are resampled with replacement, the same indices for both rows, so
-    the interval says how much of a margin could come from which samples were drawn.
-    """
-    assert ours is not None and theirs is not None
-    rng = np.random.default_rng(0)
-    picks = rng.integers(0, len(ours), size=(draws, len(ours)))
-    margins = 10 * np.log10(theirs[picks].mean(1) / ours[picks].mean(1))
-    low, high = np.percentile(margins, [5, 95])
-    return float(low), float(high)
-
-
-def plot(rows: list[Row], path: Path) -> None:
-    """PSNR against branch-steps computed, one line per family, up to 75% of the compute."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for family, (marker, colour) in FAMILIES.items():
-        points = sorted(
-            (r.computed, r.psnr) for r in rows if r.family == family and r.computed <= 0.75
-        )
-        if points:
-            xs, ys = zip(*points)
-            ax.plot(xs, ys, "-", marker=marker, color=colour, label=family, ms=7, lw=1)
-    ax.set_xlabel("branch-steps computed (fraction)")
-    ax.set_ylabel("PSNR against uncached (dB)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("Reference model, DDIM 50 steps: fidelity against compute", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

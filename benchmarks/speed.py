@@ -14,11 +14,11 @@ Everything runs in one process on one model and the same inputs, with the same s
   caching gain. ``efficiency`` is a configuration's speedup divided by the ideal's speedup.
 
 Models: diffusers ``DiTTransformer2DModel`` and the original-DiT-structured model of
-tests/models (random weights; DiT-XL/2 shape with ``--size xl``). With ``--compile`` the uncached
-model, smoothcache and both ideals also run with every block compiled (regional
-``torch.compile``).
+``smoothcache.testing.models`` (random weights; DiT-XL/2 shape with ``--size xl``). With
+``--compile`` the uncached model, smoothcache and both ideals also run with every block compiled
+(regional ``torch.compile``).
 
-    python benchmarks/speed.py --size xl --dtype bfloat16 --batch 8 32 --compile
+    python -m benchmarks.speed --size xl --dtype bfloat16 --batch 8 32 --compile
 """
 
 from __future__ import annotations
@@ -27,27 +27,17 @@ import argparse
 import contextlib
 import os
 import statistics
-import sys
-import time
 import types
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-sys.path.append(str(Path(__file__).resolve().parent.parent))  # for tests.models
-
 import smoothcache
+from benchmarks.common.dit import SCHEDULES, SIZES, build, make_sampler
+from benchmarks.common.timing import timed
 from smoothcache import Schedule
-
-SIZES = {  # layers, heads, head_dim, latent side: DiT-XL/2 at 256px is (28, 16, 72, 32)
-    "tiny": (2, 2, 16, 8),
-    "small": (6, 6, 64, 16),
-    "xl": (28, 16, 72, 32),
-}
-SCHEDULES = {30: "ddim-30/alpha-0.35", 50: "ddim-50/alpha-0.18", 70: "ddim-70/alpha-0.08"}
 
 
 class StepState:
@@ -106,68 +96,6 @@ def original_ideal(block: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.
     return x + gate_mlp.unsqueeze(1) * block._ideal_mlp
 
 
-def build(kind: str, size: str, device: str, dtype: torch.dtype) -> nn.Module:
-    """A random model of the given family and size."""
-    layers, heads, head_dim, side = SIZES[size]
-    torch.manual_seed(0)
-    if kind == "diffusers":
-        from diffusers import DiTTransformer2DModel
-
-        model = DiTTransformer2DModel(
-            num_attention_heads=heads,
-            attention_head_dim=head_dim,
-            in_channels=4,
-            out_channels=8,
-            num_layers=layers,
-            sample_size=side,
-            num_embeds_ada_norm=1000,
-        )
-    else:
-        from tests.models.original_dit import DiT
-
-        model = DiT(
-            input_size=side,
-            hidden_size=heads * head_dim,
-            depth=layers,
-            num_heads=heads,
-            num_classes=1000,
-        )
-    return model.to(device=device, dtype=dtype).eval()
-
-
-def make_sampler(
-    model: nn.Module, kind: str, steps: int, batch: int, side: int
-) -> Callable[[Callable[[int], None] | None], torch.Tensor]:
-    """DDIM with guidance as one doubled batch; ``on_step(i)`` runs before each model call."""
-    from diffusers import DDIMScheduler
-
-    param = next(model.parameters())
-    scheduler = DDIMScheduler(num_train_timesteps=1000, clip_sample=False)
-    scheduler.set_timesteps(steps)
-    gen = torch.Generator().manual_seed(0)
-    noise = torch.randn(batch, 4, side, side, generator=gen).to(param.device, param.dtype)
-    labels = torch.cat([torch.arange(batch) % 1000, torch.full((batch,), 1000)]).to(param.device)
-    stamps = [t.to(param.device).expand(2 * batch).contiguous() for t in scheduler.timesteps]
-
-    def call(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if kind == "diffusers":
-            return model(x, timestep=t, class_labels=labels).sample
-        return model(x, t, labels)
-
-    @torch.no_grad()
-    def run(on_step: Callable[[int], None] | None = None) -> torch.Tensor:
-        x = noise
-        for i, (t, tt) in enumerate(zip(scheduler.timesteps, stamps)):
-            if on_step is not None:
-                on_step(i)
-            out = call(torch.cat([x, x]), tt)
-            cond, uncond = out[:, :4].chunk(2)
-            x = scheduler.step(uncond + 4.0 * (cond - uncond), t, x).prev_sample
-        return x
-
-    return run
-
-
 @contextlib.contextmanager
 def patched_blocks(model: nn.Module, kind: str, state: StepState):
     """Install the hand-written ideal block forwards; remove them on exit."""
@@ -182,37 +110,6 @@ def patched_blocks(model: nn.Module, kind: str, state: StepState):
         for block in blocks:
             for name in ("forward", "_ideal", "_ideal_attn", "_ideal_ff", "_ideal_mlp"):
                 block.__dict__.pop(name, None)
-
-
-def timed(configs: dict[str, Callable[[], Any]], repeats: int, cuda: bool) -> dict[str, float]:
-    """Median seconds per configuration over :func:`timed_rounds`."""
-    rounds = timed_rounds(configs, repeats, cuda)
-    return {k: statistics.median(v) for k, v in rounds.items()}
-
-
-def timed_rounds(
-    configs: dict[str, Callable[[], Any]], repeats: int, cuda: bool
-) -> dict[str, list[float]]:
-    """Seconds of every round per configuration; one warm-up each, then interleaved rounds.
-
-    Every round runs each configuration once, in reversed order every other round, so that a
-    configuration's position in the round (what ran before it) does not bias it. Entry ``i``
-    of every list comes from round ``i``, so ratios of two lists pair runs made side by side.
-    """
-    for fn in configs.values():
-        fn()
-    samples: dict[str, list[float]] = {k: [] for k in configs}
-    for repeat in range(repeats):
-        order = list(configs.items())
-        for label, fn in order[::-1] if repeat % 2 else order:
-            if cuda:
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fn()
-            if cuda:
-                torch.cuda.synchronize()
-            samples[label].append(time.perf_counter() - start)
-    return samples
 
 
 def bench(kind: str, args: argparse.Namespace, steps: int, batch: int, compiled: bool) -> list[str]:

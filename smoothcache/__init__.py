@@ -17,8 +17,8 @@ from typing import Any
 
 from smoothcache import adapters
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
-from smoothcache.calibration import Recorder, calibrating, measure_sensitivity, select_schedule
-from smoothcache.curves import ErrorCurves, Sensitivity
+from smoothcache.calibration import Recorder, calibrating
+from smoothcache.curves import ErrorCurves
 from smoothcache.engine import CacheStats, Session, enable, enabled
 from smoothcache.errors import (
     AdapterError,
@@ -33,8 +33,10 @@ from smoothcache.errors import (
     StepCountError,
 )
 from smoothcache.hookspecs import hookimpl
+from smoothcache.measurements import Sensitivity
 from smoothcache.registry import REGISTRY
 from smoothcache.schedule import Schedule, shipped_schedules
+from smoothcache.tuning import measure_sensitivity, select_schedule
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,7 @@
 """Binding a schedule to a model: the adapter, the branches, the keys, the timestep source.
 
-Everything here reads the model and the adapter and checks them; nothing changes the model.
+Everything here reads the model and the adapter and checks them; nothing changes the model
+until :meth:`Bound.attach`, which does it through :class:`~smoothcache.patching.Patches`.
 The engine's :class:`~smoothcache.engine.Session` and calibration's
 :class:`~smoothcache.calibration.Recorder` both start here, so a model is resolved, its branches
 listed and a schedule's keys checked the same way whether a schedule is applied or measured.
@@ -9,14 +10,18 @@ listed and a schedule's keys checked the same way whether a schedule is applied 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from smoothcache.adapter import Adapter, Branch, TimestepSource
+from smoothcache.clock import StepClock
 from smoothcache.errors import AdapterError, ArgumentError, ScheduleError
+from smoothcache.patching import Patches
 from smoothcache.registry import REGISTRY, call_adapter
 from smoothcache.schedule import Schedule, parse_key
+from smoothcache.watch import EvaluationWatch, watch_runs
 
 _ADAPTER_METHODS = ("name", "root", "matches", "branches", "timestep_source")
 
@@ -184,27 +189,6 @@ def second_denoisers(holder: Any, root: nn.Module, adapter: Adapter) -> list[tup
     return [("transformer_2", other)]
 
 
-def plan_model(
-    model: nn.Module, adapter: Adapter, schedule: Schedule
-) -> tuple[Schedule, list[Branch], list[nn.Module], tuple[str, Callable[..., Any]]]:
-    """Validate everything before touching the model; return the schedule in the model's kinds,
-    the branches, their modules and the timestep source.
-
-    Scheduled branches come first; the others follow, to be wrapped as always-computing so
-    that every declared branch marks the evaluation as having run branches.
-    """
-    pairs = model_branches(model, adapter)
-    rename = model_kind_names(schedule, adapter, [b for b, _ in pairs])
-    check_keys(schedule, [b for b, _ in pairs], adapter, rename)
-    if rename:
-        schedule = schedule.renamed(rename)
-    scheduled = [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is not None]
-    scheduled += [(b, m) for b, m in pairs if schedule.row_for(b.kind, b.block) is None]
-    source = timestep_source(model, adapter)
-    branches, modules = [b for b, _ in scheduled], [m for _, m in scheduled]
-    return schedule, branches, modules, (source.path, source.read)
-
-
 def timestep_source(model: nn.Module, adapter: Adapter) -> TimestepSource:
     """The adapter's timestep source for ``model``, checked to name one of its submodules."""
     source = call_adapter(adapter, "timestep_source", model)
@@ -216,3 +200,76 @@ def timestep_source(model: nn.Module, adapter: Adapter) -> TimestepSource:
             f"{type(model).__name__} does not have"
         ) from None
     return source
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A model resolved for smoothcache: what :func:`bind` found, before anything is changed.
+
+    ``holder`` is what the user passed (a pipeline or the denoiser), ``model`` the denoiser the
+    adapter unwrapped, ``roots`` every denoiser by the name its branch paths start with
+    (:func:`denoisers`), ``sources`` each root's timestep source.
+    """
+
+    holder: Any
+    model: nn.Module
+    adapter: Adapter
+    roots: list[tuple[str, nn.Module]]
+    sources: list[tuple[nn.Module, TimestepSource]]
+
+    def attach(
+        self,
+        patches: Patches,
+        modules: Sequence[nn.Module],
+        clock: StepClock,
+        branch_calls: Callable[[], int],
+        new_run: Callable[[], None],
+        **callbacks: Callable[[], None] | None,
+    ) -> list[EvaluationWatch]:
+        """Hold every module that will change, watch each root's evaluations with ``clock``
+        (``callbacks`` as :class:`~smoothcache.watch.EvaluationWatch` takes them) and the
+        pipeline's runs (``new_run``); returns the watches. Everything goes through
+        ``patches``, which undoes it exactly."""
+        sources = [root.get_submodule(source.path) for root, source in self.sources]
+        patches.hold([*(root for _, root in self.roots), *sources, *modules])
+        watches = [
+            EvaluationWatch(
+                patches, root, source, clock, branch_calls, self.adapter.name, **callbacks
+            )
+            for root, source in self.sources
+        ]
+        watch_runs(patches, self.holder, self.model, new_run)
+        return watches
+
+
+def bind(holder: Any, adapter: str | Adapter | None) -> Bound:
+    """Resolve ``holder`` (a denoiser or a pipeline) and its adapter; list its denoisers and
+    their timestep sources. Reads and checks only: the model is not touched."""
+    model, chosen = resolve(holder, adapter)
+    roots = denoisers(holder, model, chosen)
+    sources = [(root, timestep_source(root, chosen)) for _, root in roots]
+    return Bound(holder, model, chosen, roots, sources)
+
+
+def scheduled_branches(
+    bound: Bound, schedule: Schedule
+) -> tuple[Schedule, list[Branch], list[nn.Module]]:
+    """Check ``schedule`` against every denoiser of ``bound``; return it in the model's kinds,
+    the branches (paths from the holder) and their modules. Reads only.
+
+    Per denoiser, scheduled branches come first; the others follow, to be wrapped as
+    always-computing so that every declared branch marks the evaluation as having run branches.
+    """
+    branches: list[Branch] = []
+    modules: list[nn.Module] = []
+    planned = schedule
+    for name, root in bound.roots:
+        pairs = model_branches(root, bound.adapter)
+        found = [b for b, _ in pairs]
+        rename = model_kind_names(schedule, bound.adapter, found)
+        check_keys(schedule, found, bound.adapter, rename)
+        planned = schedule.renamed(rename) if rename else schedule
+        pairs.sort(key=lambda pair: planned.row_for(pair[0].kind, pair[0].block) is None)
+        branches += [prefixed_branch(b, name) for b, _ in pairs]
+        modules += [m for _, m in pairs]
+    return planned, branches, modules

@@ -93,26 +93,26 @@ def first_tensor(value: Any) -> torch.Tensor | None:
     return None
 
 
-def step_plan(
+def plan_reads(
     row: Sequence[int], orders: Sequence[int] | None
-) -> list[tuple[bool, int, tuple[float, ...], int]]:
-    """What one branch does at every step: ``(skip, need, weights, hold)``.
+) -> list[tuple[bool, tuple[int, ...], int]]:
+    """What one branch reads and keeps at every step: ``(skip, positions, hold)``.
 
-    ``skip``: the step does not compute. ``need``: how many of the latest computed outputs the
-    answer reads (1 for reuse, ``k + 1`` for order ``k``; 0 when computing). ``weights``: the
-    Lagrange weights over those outputs, oldest first (empty for reuse). ``hold``: how many of
-    the latest computed outputs must be kept after the step, because a later skipped step reads
-    them: the engine stores an output only when a later step needs it and drops it after its
-    last use, so a branch never holds more than its largest ``need``.
+    ``skip``: the step does not compute. ``positions``: the steps whose computed outputs the
+    answer of a skipped step reads, oldest first (the latest ``k + 1`` for order ``k``; empty
+    when computing). ``hold``: how many of the latest computed outputs must be kept after the
+    step, because a later skipped step reads them: the engine stores an output only when a
+    later step needs it and drops it after its last use, so a branch never holds more than its
+    largest read.
     """
     n = len(row)
     orders = orders or (0,) * n
     needs = [0 if flag else order + 1 for flag, order in zip(row, orders)]
     computed_before = list(itertools.accumulate(row, initial=0))  # computes in steps [0, s)
-    weights: list[tuple[float, ...]] = []
+    positions: list[tuple[int, ...]] = []
     computed: list[int] = []
     for step, need in enumerate(needs):
-        weights.append(lagrange_weights(computed[-need:], step) if need > 1 else ())
+        positions.append(tuple(computed[-need:]) if need else ())
         if row[step]:
             computed.append(step)
     # hold after step s: over later skipped steps t, how many of the `need` latest outputs
@@ -122,4 +122,19 @@ def step_plan(
         for s in range(t if needs[t] else 0):
             later = computed_before[t] - computed_before[s + 1]  # computed in (s, t)
             holds[s] = max(holds[s], needs[t] - later)
-    return [(not row[s], needs[s], weights[s], holds[s]) for s in range(n)]
+    return [(not row[s], positions[s], holds[s]) for s in range(n)]
+
+
+def step_plan(
+    row: Sequence[int], orders: Sequence[int] | None
+) -> list[tuple[bool, int, tuple[float, ...], int]]:
+    """What one branch does at every step: ``(skip, need, weights, hold)``.
+
+    ``need``: how many of the latest computed outputs the answer reads (1 for reuse, ``k + 1``
+    for order ``k``; 0 when computing). ``weights``: the Lagrange weights over those outputs,
+    oldest first (empty for reuse). ``skip`` and ``hold`` as in :func:`plan_reads`.
+    """
+    return [
+        (skip, len(read), lagrange_weights(read, step) if len(read) > 1 else (), hold)
+        for step, (skip, read, hold) in enumerate(plan_reads(row, orders))
+    ]

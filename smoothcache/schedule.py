@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -28,134 +27,21 @@ from typing import Any
 
 from smoothcache.errors import ScheduleError, ScheduleFileError
 from smoothcache.jsonfile import parse_json
+from smoothcache.schedule_rules import MAX_ORDER as MAX_ORDER  # part of this module's API
+from smoothcache.schedule_rules import (
+    check_order,
+    parse_key,
+    validate_orders,
+    validate_rows,
+    validate_techniques,
+)
 
 FORMAT_NAME = "smoothcache.schedule"
 FORMAT_VERSION = 2
-#: Format versions :meth:`Schedule.from_dict` reads (1 has no forecast orders).
-READABLE_VERSIONS = (1, 2)
-#: The highest forecast order a schedule may ask for (order 0 is reuse).
-MAX_ORDER = 3
-
-#: ``kind`` or ``kind-<block>``, ASCII only and the block written one way (no leading zero):
-#: ``\d`` would also take other scripts' digits ("attn-\u0661" read as block 1), and "attn-01"
-#: would be block 1 to some checks and no block's key to others.
-_KEY_RE = re.compile(r"(?P<kind>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>0|[1-9][0-9]*))?", re.ASCII)
-
-
-def parse_key(key: str) -> tuple[str, int | None]:
-    """Split a schedule key into ``(kind, block)``; ``block`` is ``None`` for a per-kind key.
-
-    Raises :class:`ScheduleError` for a key that is neither ``kind`` nor ``kind-<index>``.
-    """
-    match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
-    if match is None:
-        raise ScheduleError(
-            f"schedule key {key!r} is not a branch kind ('attn1') or a kind with a block index "
-            "('attn1-3'; ASCII letters, digits, '_' and '.', the block without leading zeros); "
-            "rename it to one of the kinds the model's adapter declares"
-        )
-    block = match.group("block")
-    return match.group("kind"), None if block is None else int(block)
-
-
-def _validate_rows(rows: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
-    """Check the rows of a schedule and return them as tuples of ints."""
-    if not isinstance(rows, Mapping) or not rows:
-        raise ScheduleError(
-            f"a schedule needs at least one row {{key: [1, 0, ...]}}, found {type(rows).__name__} "
-            f"{rows!r:.80}; build one with Schedule.uniform(...) or load a schedule file"
-        )
-    clean: dict[str, tuple[int, ...]] = {}
-    length: int | None = None
-    first_key = ""
-    for key, values in rows.items():
-        parse_key(key)
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise ScheduleError(
-                f"schedule row {key!r} must be a list of 0/1 flags, found {type(values).__name__}"
-            )
-        values = list(values)
-        bad = [v for v in values if type(v) is not int or v not in (0, 1)]
-        if bad:
-            raise ScheduleError(
-                f"schedule row {key!r} may hold only 0 (reuse) and 1 (compute), found {bad[0]!r}; "
-                "fix that entry"
-            )
-        if not values:
-            raise ScheduleError(f"schedule row {key!r} is empty; it needs one flag per step")
-        if length is None:
-            length, first_key = len(values), key
-        elif len(values) != length:
-            raise ScheduleError(
-                f"schedule row {key!r} has {len(values)} steps but row {first_key!r} has {length}; "
-                "every row needs one flag per denoising step"
-            )
-        if values[0] != 1:
-            raise ScheduleError(
-                f"schedule row {key!r} reuses at step 0, where nothing has been computed yet; "
-                "set its first flag to 1"
-            )
-        clean[key] = tuple(values)
-    return clean
-
-
-def _validate_orders(
-    orders: Mapping[str, Any] | None, rows: Mapping[str, tuple[int, ...]]
-) -> dict[str, tuple[int, ...]]:
-    """Check a schedule's forecast orders against its rows; all-zero rows are dropped.
-
-    Every key must have a row; every list one entry per step; an order ``k > 0`` only at a
-    skipped step with at least ``k + 1`` computed steps before it (the points the forecast
-    extrapolates from). Errors name the key and the step.
-    """
-    if orders is None:
-        return {}
-    if not isinstance(orders, Mapping):
-        raise ScheduleError(
-            f"schedule orders must be an object {{key: [0, 0, 1, ...]}}, found "
-            f"{type(orders).__name__}; leave them out for plain reuse"
-        )
-    clean: dict[str, tuple[int, ...]] = {}
-    for key, values in orders.items():
-        if key not in rows:
-            raise ScheduleError(
-                f"schedule orders name key {key!r}, which has no row; give {key!r} a row of "
-                "0/1 flags or remove its orders"
-            )
-        row = rows[key]
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise ScheduleError(
-                f"orders of {key!r} must be a list of integers 0..{MAX_ORDER}, one per step, "
-                f"found {type(values).__name__}"
-            )
-        values = list(values)
-        if len(values) != len(row):
-            raise ScheduleError(
-                f"orders of {key!r} have {len(values)} entries but its row has {len(row)} steps; "
-                "give one order per step (0 where the step computes or reuses)"
-            )
-        computed = 0
-        for step, (flag, order) in enumerate(zip(row, values)):
-            if type(order) is not int or not 0 <= order <= MAX_ORDER:
-                raise ScheduleError(
-                    f"orders of {key!r} at step {step}: expected an integer 0..{MAX_ORDER} "
-                    f"(0 reuses, k > 0 forecasts with a polynomial of degree k), found {order!r}"
-                )
-            if order and flag:
-                raise ScheduleError(
-                    f"orders of {key!r} at step {step}: order {order} at a step that computes; "
-                    "a forecast order applies only where the row skips (0), set it to 0"
-                )
-            if order > computed - 1 and not flag:
-                raise ScheduleError(
-                    f"orders of {key!r} at step {step}: a forecast of order {order} needs "
-                    f"{order + 1} computed steps before it, the row has {computed}; lower the "
-                    "order or compute more steps first"
-                )
-            computed += flag
-        if any(values):
-            clean[key] = tuple(values)
-    return clean
+#: The version of a schedule that names techniques (written only then; others stay version 2).
+TECHNIQUES_VERSION = 3
+#: Format versions :meth:`Schedule.from_dict` reads (1 has no forecast orders, 2 no techniques).
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -165,7 +51,9 @@ class Schedule:
     ``rows`` maps keys to per-step flags (1 compute, 0 skip); ``orders`` (optional) maps some of
     those keys to per-step forecast orders (0 reuses the last computed output at a skipped step,
     ``k`` in 1..:data:`MAX_ORDER` extrapolates from the last ``k + 1`` computed outputs);
-    ``metadata`` records provenance (``alpha``, ``lookahead``, ``model``, ``solver`` ...).
+    ``metadata`` records provenance (``alpha``, ``lookahead``, ``model``, ``solver`` ...);
+    ``techniques`` (optional) names, for some keys, the technique that answers their skipped
+    steps instead (see :mod:`smoothcache.engine.technique`).
     Construction validates everything that can be checked without a model;
     :func:`smoothcache.enabled` checks the keys against the model.
     """
@@ -173,11 +61,13 @@ class Schedule:
     rows: Mapping[str, tuple[int, ...]]
     metadata: Mapping[str, Any] = field(default_factory=dict)
     orders: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    techniques: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        rows = _validate_rows(self.rows)
+        rows = validate_rows(self.rows)
         object.__setattr__(self, "rows", rows)
-        object.__setattr__(self, "orders", _validate_orders(self.orders, rows))
+        object.__setattr__(self, "orders", validate_orders(self.orders, rows))
+        object.__setattr__(self, "techniques", validate_techniques(self.techniques, rows))
         object.__setattr__(self, "metadata", dict(self.metadata))
 
     @property
@@ -208,6 +98,8 @@ class Schedule:
             "rows": {k: list(v) for k, v in sorted(self.rows.items())},
             "orders": {k: list(v) for k, v in sorted(self.orders.items())},
         }
+        if self.techniques:
+            decided["techniques"] = dict(sorted(self.techniques.items()))
         return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()
 
     def renamed(self, kinds: Mapping[str, str]) -> Schedule:
@@ -235,6 +127,7 @@ class Schedule:
             {names[k]: v for k, v in self.rows.items()},
             {**self.metadata, "renamed_keys": renamed},
             {names[k]: v for k, v in self.orders.items()},
+            {names[k]: v for k, v in self.techniques.items()},
         )
 
     def key_for(self, kind: str, block: int) -> str | None:
@@ -253,6 +146,12 @@ class Schedule:
         """The forecast orders of the row that applies to one branch (``None``: reuse only)."""
         key = self.key_for(kind, block)
         return None if key is None else self.orders.get(key)
+
+    def technique_for(self, kind: str, block: int) -> str | None:
+        """The technique named for the row that applies to one branch (``None``: the default,
+        reuse or forecast by its orders)."""
+        key = self.key_for(kind, block)
+        return None if key is None else self.techniques.get(key)
 
     # -- conversion -------------------------------------------------------------------------
 
@@ -289,7 +188,17 @@ class Schedule:
                 f"schedule metadata must be a JSON object, found {type(metadata).__name__}; "
                 "fix or remove it"
             )
-        schedule = cls(rows=data.get("schedule"), metadata=metadata, orders=data.get("orders"))
+        if version < TECHNIQUES_VERSION and "techniques" in data:
+            raise ScheduleError(
+                f"a version {version} schedule cannot name techniques (they came with version "
+                f'{TECHNIQUES_VERSION}); set "version": {TECHNIQUES_VERSION}'
+            )
+        schedule = cls(
+            rows=data.get("schedule"),
+            metadata=metadata,
+            orders=data.get("orders"),
+            techniques=data.get("techniques"),
+        )
         declared = data.get("num_steps")
         if declared is not None and declared != schedule.num_steps:
             raise ScheduleError(
@@ -300,15 +209,18 @@ class Schedule:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object :meth:`save` writes: format, version, num_steps, rows, metadata, and
-        the forecast orders when any step forecasts."""
+        the forecast orders when any step forecasts and the techniques when any is named (only
+        then version 3)."""
         data: dict[str, Any] = {
             "format": FORMAT_NAME,
-            "version": FORMAT_VERSION,
+            "version": TECHNIQUES_VERSION if self.techniques else FORMAT_VERSION,
             "num_steps": self.num_steps,
             "schedule": {k: list(v) for k, v in self.rows.items()},
         }
         if self.orders:
             data["orders"] = {k: list(v) for k, v in self.orders.items()}
+        if self.techniques:
+            data["techniques"] = dict(self.techniques)
         data["metadata"] = dict(self.metadata)
         return data
 
@@ -365,7 +277,7 @@ class Schedule:
         where fewer computed steps precede a skipped one), like diffusers' TaylorSeer at a
         fixed interval.
         """
-        _check_order(order)
+        check_order(order)
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ScheduleError(f"num_steps must be a positive integer, found {num_steps!r}")
         if not isinstance(every, int) or every < 1:
@@ -383,7 +295,7 @@ class Schedule:
         Where fewer than ``order + 1`` steps of a row computed before a skipped step, that step
         forecasts with the highest order they allow (reuse after the first computed step).
         """
-        _check_order(order)
+        check_order(order)
         if not order:
             return Schedule(self.rows, self.metadata)
         orders = {}
@@ -418,11 +330,6 @@ class Schedule:
             f"Schedule(num_steps={self.num_steps}, keys=[{keys}], "
             f"compute_fraction={self.compute_fraction:.3f}{forecast})"
         )
-
-
-def _check_order(order: Any) -> None:
-    if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= MAX_ORDER:
-        raise ScheduleError(f"order must be an integer 0..{MAX_ORDER}, found {order!r}")
 
 
 def _shipped_index() -> dict[str, dict[str, Any]]:

@@ -15,8 +15,8 @@ import pytest
 import torch
 from torch import nn
 
-from tests.models.original_dit import DiT, ddim_timesteps
-from tests.models.random_init import randomize_
+from smoothcache.testing.models.original_dit import DiT, ddim_timesteps
+from smoothcache.testing.models.random_init import randomize_
 
 # The test models are tiny: handing each small op to a second thread costs more than the op,
 # and many times more on a busy 2-core machine.
@@ -33,7 +33,7 @@ def original_dit() -> DiT:
 @pytest.fixture
 def diffusers_dit() -> nn.Module:
     """A tiny diffusers DiTTransformer2DModel (2 blocks), random, eval mode."""
-    from tests.models.tiny_diffusers import tiny_dit_transformer
+    from smoothcache.testing.models.tiny_diffusers import tiny_dit_transformer
 
     return tiny_dit_transformer(seed=0)
 
@@ -56,7 +56,7 @@ def load_script(path: str) -> Any:
 @pytest.fixture(scope="session")
 def curves_file(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real curves file (reuse and forecast errors, 5 steps) of a tiny original DiT."""
-    from tests.models.original_dit import sample_original_dit
+    from smoothcache.testing.models.original_dit import sample_original_dit
 
     torch.manual_seed(0)
     model = randomize_(DiT(depth=1).eval(), seed=1)

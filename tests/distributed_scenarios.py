@@ -19,12 +19,17 @@ measured to ``<folder>/rank<r>.pt``; the tests read those files. Scenarios:
 
 Every scenario ends with a barrier of the test's own: a rank stuck in a collective would make
 the parent's join time out.
+
+``python -m tests.distributed_scenarios FOLDER`` runs them on a spawned group of 2 and leaves the
+rank files in ``FOLDER``, with ``scenario.pt`` (the steps and the schedule row):
+``python -m benchmarks.distributed_counts`` prints its table from them, in a process of its own.
 """
 
 from __future__ import annotations
 
 import collections
 import socket
+import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -35,6 +40,7 @@ from unittest import mock
 import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
+import torch.multiprocessing as mp
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -43,7 +49,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 # default argument evaluated at import. Imported after init_process_group, that default would
 # hold the world group (and its gloo threads) until interpreter exit (docs/distributed.md).
 import smoothcache
-from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
+from smoothcache.testing.models.diffusers_zoo import ZOO, randomize_zeros_, run
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 1, 1]
@@ -307,3 +313,8 @@ def communication_threads() -> list[str] | None:
         except OSError:  # the thread ended meanwhile
             continue
     return sorted(name for name in names if "gloo" in name)
+
+
+if __name__ == "__main__":
+    torch.save({"steps": STEPS, "row": ROW}, Path(sys.argv[1]) / "scenario.pt")
+    mp.start_processes(worker, args=(2, sys.argv[1]), nprocs=2, start_method="spawn")

@@ -16,8 +16,14 @@ import smoothcache
 from smoothcache import AdapterError, Schedule
 from smoothcache.adapter import TimestepSource, argument
 from smoothcache.adapters.opensora import STDiT2Adapter, STDiT3Adapter
+from smoothcache.testing.models.stdit import (
+    STDiT3,
+    iddpm_sample,
+    rflow_sample,
+    tiny_stdit2,
+    tiny_stdit3,
+)
 from tests.conftest import assert_same_state, count_original_calls, module_state
-from tests.models.stdit import STDiT3, iddpm_sample, rflow_sample, tiny_stdit2, tiny_stdit3
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 0, 1]

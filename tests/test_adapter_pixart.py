@@ -13,8 +13,8 @@ import torch
 import smoothcache
 from smoothcache import Schedule
 from smoothcache.adapters.pixart import PixArtAdapter
+from smoothcache.testing.models.tiny_pixart import pixart_latents, tiny_pixart_pipeline
 from tests.conftest import assert_same_state, count_original_calls, module_state
-from tests.models.tiny_pixart import pixart_latents, tiny_pixart_pipeline
 
 pytest.importorskip("transformers", reason="diffusers' PixArt pipelines need transformers")
 

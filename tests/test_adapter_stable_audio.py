@@ -19,8 +19,7 @@ import smoothcache
 from smoothcache import Schedule
 from smoothcache.adapters.stable_audio import DiffusersStableAudioAdapter
 from smoothcache.adapters.stable_audio_tools import StableAudioToolsAdapter
-from tests.conftest import assert_same_state, count_original_calls, module_state
-from tests.models.tiny_stable_audio import (
+from smoothcache.testing.models.tiny_stable_audio import (
     guided_steps,
     sat_euler_sample,
     stable_audio_latents,
@@ -28,6 +27,7 @@ from tests.models.tiny_stable_audio import (
     tiny_stable_audio_pipeline,
     tiny_stable_audio_transformer,
 )
+from tests.conftest import assert_same_state, count_original_calls, module_state
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 0, 1]

@@ -27,10 +27,10 @@ from smoothcache import (
     StepCountError,
 )
 from smoothcache.adapter import Adapter, TimestepSource, argument
-from smoothcache.curves import paper_rule
+from smoothcache.searches.paper import paper_rule
+from smoothcache.testing.models.original_dit import sample_original_dit
+from smoothcache.testing.models.tiny_diffusers import tiny_dit_transformer
 from tests.conftest import assert_same_state, module_state, sample_two_calls
-from tests.models.original_dit import sample_original_dit
-from tests.models.tiny_diffusers import tiny_dit_transformer
 
 # ---------------------------------------------------------------------------------------------
 # A toy model: linear branches with a bias (so relative error depends on a sample's scale), one

@@ -17,8 +17,8 @@ from safetensors.torch import save_file
 import smoothcache
 from smoothcache import ErrorCurves, Schedule
 from smoothcache.cli import main
+from smoothcache.testing.models.tiny_diffusers import tiny_dit_pipeline
 from tests.cli_helpers import error_line, run
-from tests.models.tiny_diffusers import tiny_dit_pipeline
 
 STEPS = 5
 
@@ -285,7 +285,7 @@ def test_hostile_arguments_give_one_error_line_before_any_work(
         cases.append(([*calibrate, "--class-labels", "1", "--device", "cuda"], 2, "not available"))
 
     with monkeypatch.context() as patch:
-        patch.setattr("smoothcache.cli._load_pipeline", _no_work)
+        patch.setattr("smoothcache.cli.calibrate._load_pipeline", _no_work)
         for argv, status, message in cases:
             code, _, err = run(capsys, *argv)
             assert code == status, (argv, err)
@@ -325,7 +325,7 @@ def test_numbers_are_bounded_as_a_person_reads_them_and_written_in_ascii(
         (["schedule", "c.safetensors", "--compute", "0.\u0665", "-o", "x.json"], "a finite number"),
     ]
     with monkeypatch.context() as patch:
-        patch.setattr("smoothcache.cli._load_pipeline", _no_work)
+        patch.setattr("smoothcache.cli.calibrate._load_pipeline", _no_work)
         for argv, message in cases:
             code, _, err = run(capsys, *argv)
             assert code == 2, (argv, err)

@@ -54,7 +54,9 @@ def test_lists_failed_plugins(capsys, monkeypatch) -> None:
 
 
 def test_check_shows_the_adapter_branches_and_source(capsys) -> None:
-    code, out, err = run(capsys, "--check", "tests.models.tiny_diffusers:tiny_dit_pipeline")
+    code, out, err = run(
+        capsys, "--check", "smoothcache.testing.models.tiny_diffusers:tiny_dit_pipeline"
+    )
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].endswith("DiTTransformer2DModel (inside a DiTPipeline)")
@@ -77,7 +79,9 @@ def test_check_names_the_runners_up(capsys, monkeypatch) -> None:
     ranked = registry.Registry()
     ranked.register(Override())
     monkeypatch.setattr(registry, "REGISTRY", ranked)
-    code, out, _ = run(capsys, "--check", "tests.models.tiny_diffusers:tiny_dit_transformer")
+    code, out, _ = run(
+        capsys, "--check", "smoothcache.testing.models.tiny_diffusers:tiny_dit_transformer"
+    )
     assert code == 0
     assert "adapter: 'dit-override' (class DiTTransformer2DModel, priority 2) from runtime" in out
     assert "also matches, ranked lower: 'diffusers-dit'" in out
@@ -88,7 +92,7 @@ def test_check_imports_from_the_current_directory(capsys, tmp_path: Path, monkey
         textwrap.dedent(
             """
             import torch
-            from tests.models.original_dit import DiT
+            from smoothcache.testing.models.original_dit import DiT
 
             class Factories:
                 @staticmethod
@@ -125,7 +129,7 @@ def test_check_imports_from_the_current_directory(capsys, tmp_path: Path, monkey
     [
         ("no_colon", 2, "--check takes MODULE:FACTORY"),
         ("sc_no_such_module:f", 1, "cannot import module 'sc_no_such_module'"),
-        ("tests.models.tiny_diffusers:nope", 1, "does not name a callable factory"),
+        ("smoothcache.testing.models.tiny_diffusers:nope", 1, "does not name a callable factory"),
     ],
 )
 def test_check_bad_specs(capsys, spec: str, code: int, message: str) -> None:

@@ -56,7 +56,7 @@ def test_caching_under_compile_matches_eager_and_recompiles_do_not_grow(how, ord
     With forecasts (``order=2``) every skipped step has its own extrapolation weights, yet the
     graphs stay those of the distinct step patterns: the weights are tensors, not guards.
     """
-    from tests.models.tiny_diffusers import tiny_dit_transformer
+    from smoothcache.testing.models.tiny_diffusers import tiny_dit_transformer
 
     graphs = []
     lengths = (12, 18) if order else (6, 12)  # past the steps where orders ramp up

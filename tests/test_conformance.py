@@ -39,12 +39,12 @@ from smoothcache.testing import (
     check_restore,
     check_timestep_source_once,
 )
-from tests.models.diffusers_zoo import ZOO
-from tests.models.diffusers_zoo import run as zoo_run
-from tests.models.original_dit import DiT, sample_original_dit
-from tests.models.random_init import randomize_
-from tests.models.stdit import iddpm_sample, rflow_sample, tiny_stdit2, tiny_stdit3
-from tests.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
+from smoothcache.testing.models.diffusers_zoo import ZOO
+from smoothcache.testing.models.diffusers_zoo import run as zoo_run
+from smoothcache.testing.models.original_dit import DiT, sample_original_dit
+from smoothcache.testing.models.random_init import randomize_
+from smoothcache.testing.models.stdit import iddpm_sample, rflow_sample, tiny_stdit2, tiny_stdit3
+from smoothcache.testing.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
 
 STEPS = 4
 #: The tiny DiTs' default weights (std 0.05) make each reuse move the output by only ~3e-5
@@ -86,39 +86,39 @@ def run_dit_pipeline(pipe: Any) -> torch.Tensor:
 
 def pixart_pipeline() -> Any:
     pytest.importorskip("transformers", reason="diffusers' PixArt pipelines need transformers")
-    from tests.models.tiny_pixart import tiny_pixart_pipeline
+    from smoothcache.testing.models.tiny_pixart import tiny_pixart_pipeline
 
     return tiny_pixart_pipeline("alpha")
 
 
 def run_pixart(pipe: Any) -> torch.Tensor:
-    from tests.models.tiny_pixart import pixart_latents
+    from smoothcache.testing.models.tiny_pixart import pixart_latents
 
     return pixart_latents(pipe, STEPS)
 
 
 def stable_audio_pipeline() -> Any:
     pytest.importorskip("transformers", reason="diffusers' StableAudioPipeline needs transformers")
-    from tests.models.tiny_stable_audio import tiny_stable_audio_pipeline
+    from smoothcache.testing.models.tiny_stable_audio import tiny_stable_audio_pipeline
 
     return tiny_stable_audio_pipeline()
 
 
 def run_stable_audio(pipe: Any) -> torch.Tensor:
-    from tests.models.tiny_stable_audio import stable_audio_latents
+    from smoothcache.testing.models.tiny_stable_audio import stable_audio_latents
 
     return stable_audio_latents(pipe, STEPS)
 
 
 def sat_dit() -> nn.Module:
     pytest.importorskip("stable_audio_tools.models.dit", reason="stable-audio-tools not installed")
-    from tests.models.tiny_stable_audio import tiny_sat_dit
+    from smoothcache.testing.models.tiny_stable_audio import tiny_sat_dit
 
     return tiny_sat_dit()
 
 
 def run_sat(model: nn.Module) -> torch.Tensor:
-    from tests.models.tiny_stable_audio import sat_euler_sample
+    from smoothcache.testing.models.tiny_stable_audio import sat_euler_sample
 
     return sat_euler_sample(model, STEPS)
 
@@ -438,8 +438,8 @@ def test_the_adapter_guide_runs_as_written() -> None:
 
 def test_the_forecast_check_catches_an_engine_that_reuses_instead(monkeypatch) -> None:
     """If skipped steps were answered by the newest output, the hand computation disagrees."""
-    import smoothcache.engine
+    import smoothcache.engine.forecast
 
-    monkeypatch.setattr(smoothcache.engine, "combine", lambda values, _weights: values[-1])
+    monkeypatch.setattr(smoothcache.engine.forecast, "combine", lambda values, _weights: values[-1])
     with pytest.raises(ConformanceError, match="differs from the extrapolation"):
         CHECKS["forecast"](original_dit, run_original_dit, adapter="dit", num_steps=STEPS)

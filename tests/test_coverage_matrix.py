@@ -1,16 +1,17 @@
 """The coverage matrix (issue #16): every transformer class of the installed diffusers.
 
-Runs the same :func:`matrix` as ``benchmarks/coverage_matrix.py`` (the conformance kit on a tiny
-instance of each class, about 40 s) and holds it to the targets: at least 45 classes pass the
-six checks (the whole calibration path among them), every family the issue names passes through
-its own pipeline's call pattern, and each class that does not pass says why.
+Runs :func:`smoothcache.testing.coverage.matrix`, the matrix that
+``python -m benchmarks.coverage_matrix`` prints (the conformance kit on a tiny instance of each
+class, about 40 s), and holds it to the targets: at least 45 classes pass the six checks (the
+whole calibration path among them), every family the issue names passes through its own
+pipeline's call pattern, and each class that does not pass says why.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from tests.conftest import load_script
+from smoothcache.testing.coverage import matrix
 
 #: The families the issue names, by class (their pipelines' call patterns are in the zoo).
 FAMILIES = (
@@ -24,7 +25,7 @@ FAMILIES = (
 
 @pytest.fixture(scope="module")
 def rows():
-    return {row.name: row for row in load_script("benchmarks/coverage_matrix.py").matrix()}
+    return {row.name: row for row in matrix()}
 
 
 def test_at_least_45_classes_pass(rows):

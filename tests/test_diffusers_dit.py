@@ -9,9 +9,9 @@ import torch
 
 import smoothcache
 from smoothcache import Schedule, ScheduleError
+from smoothcache.testing.models.original_dit import sample_original_dit
+from smoothcache.testing.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
 from tests.conftest import assert_same_state, count_original_calls, module_state
-from tests.models.original_dit import sample_original_dit
-from tests.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
 
 STEPS = 10
 ROW = [1, 0, 1, 0, 0, 1, 0, 1, 0, 1]

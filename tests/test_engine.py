@@ -18,6 +18,7 @@ from smoothcache.adapter import TimestepSource
 from smoothcache.adapters.diffusers_dit import DiffusersDiTAdapter
 from smoothcache.adapters.dit import OriginalDiTAdapter
 from smoothcache.engine import actions_for
+from smoothcache.testing.models.original_dit import sample_original_dit
 from tests.conftest import (
     assert_same_state,
     count_original_calls,
@@ -25,7 +26,6 @@ from tests.conftest import (
     observing_original_forwards,
     sample_two_calls,
 )
-from tests.models.original_dit import sample_original_dit
 
 STEPS = 8
 # compute at 0, 3, 4, 6, 7: reuse at 1, 2, 5
@@ -240,7 +240,7 @@ def _live_bytes(seen) -> tuple[int, int]:
 def test_every_stored_output_is_counted_and_dropped_after_its_last_use(rows, guided, orders):
     """After every model call the branch outputs still alive are exactly the bytes that
     ``stats.cache_bytes`` reports, in every pass, and none is alive once the generation ended."""
-    from tests.models.tiny_diffusers import tiny_dit_transformer
+    from smoothcache.testing.models.tiny_diffusers import tiny_dit_transformer
 
     model = tiny_dit_transformer(seed=0)
     paths = [f"transformer_blocks.{b}.{k}" for b in range(2) for k in ("attn1", "ff")]
@@ -268,7 +268,7 @@ def test_a_model_is_freed_by_reference_counting_once_the_session_ended(use):
     reference frees it at once, not at some later garbage collection (under context
     parallelism the model holds process groups, whose threads must not live to interpreter
     exit; docs/distributed.md)."""
-    from tests.models.tiny_diffusers import tiny_dit_transformer
+    from smoothcache.testing.models.tiny_diffusers import tiny_dit_transformer
 
     model = tiny_dit_transformer(seed=0)
     x = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import smoothcache
-from tests.models.diffusers_zoo import ZOO, randomize_zeros_, run
+from smoothcache.testing.models.diffusers_zoo import ZOO, randomize_zeros_, run
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 1, 1]

@@ -12,8 +12,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import smoothcache
 from smoothcache import Schedule, ScheduleError
 from smoothcache.forecast import combine, lagrange_weights, step_plan
+from smoothcache.testing.models.original_dit import sample_original_dit
 from tests.conftest import count_original_calls, sample_two_calls
-from tests.models.original_dit import sample_original_dit
 
 STEPS = 10
 ROW = [1, 0, 1, 1, 0, 0, 1, 0, 1, 1]  # computes at 0, 2, 3, 6, 8, 9: uneven gaps

@@ -14,16 +14,18 @@ from safetensors.torch import save_file
 import smoothcache
 from smoothcache import CurvesFileError, ErrorCurves, Schedule, ScheduleError
 from smoothcache.adapter import Branch
-from smoothcache.curves import ALL_BRANCHES, Sensitivity, run_costs
 from smoothcache.forecast import lagrange_weights
-from smoothcache.forecast_search import (
+from smoothcache.measurements import (
+    ALL_BRANCHES,
     ForecastErrors,
+    Sensitivity,
     combo_weights,
     forecast_combos,
-    forecast_schedule,
     reach,
 )
-from tests.models.original_dit import sample_original_dit
+from smoothcache.searches.forecast import forecast_schedule
+from smoothcache.searches.sensitivity import run_costs
+from smoothcache.testing.models.original_dit import sample_original_dit
 from tests.test_calibration import ToyAdapter, run_toy, store_outputs, toy
 
 STEPS = 16
@@ -213,7 +215,7 @@ def test_recorded_forecast_schedule_runs_and_forecasts():
 
 
 def test_preferred_order_takes_the_highest_order_within_the_prior():
-    from smoothcache.forecast_search import preferred_order
+    from smoothcache.searches.forecast import preferred_order
 
     errors = np.array([1.0, 0.2, 0.3, np.inf])
     assert preferred_order(errors) == 1  # the least error

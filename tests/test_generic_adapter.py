@@ -13,9 +13,9 @@ from smoothcache.adapters.diffusers_generic import (
     block_lists,
     timestep_argument,
 )
+from smoothcache.testing.models.diffusers_zoo import ZOO
+from smoothcache.testing.models.diffusers_zoo import run as zoo_run
 from tests.cli_helpers import run as run_cli
-from tests.models.diffusers_zoo import ZOO
-from tests.models.diffusers_zoo import run as zoo_run
 
 
 def sd3() -> nn.Module:

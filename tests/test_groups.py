@@ -167,8 +167,8 @@ def test_curves_of_a_grouped_model_fit_it_and_its_sensitivity_measures():
 
 def test_the_recipe_runs_on_a_real_flux_transformer():
     """The issue's case: a tiny FluxTransformer2DModel with the built-in ``flux`` adapter."""
-    from tests.models.diffusers_zoo import ZOO, randomize_zeros_
-    from tests.models.diffusers_zoo import run as zoo_run
+    from smoothcache.testing.models.diffusers_zoo import ZOO, randomize_zeros_
+    from smoothcache.testing.models.diffusers_zoo import run as zoo_run
 
     entry = ZOO["FluxTransformer2DModel"]
     model = randomize_zeros_(entry.factory())
@@ -186,11 +186,10 @@ def test_the_recipe_runs_on_a_real_flux_transformer():
 
 def test_the_flux_fast_path_skips_the_group_with_less_work():
     """FLUX's single-stream fast path: same output, fewer aten ops (counted, not timed)."""
-    from tests.conftest import load_script
-    from tests.models.diffusers_zoo import ZOO
-    from tests.models.diffusers_zoo import run as zoo_run
+    from smoothcache.testing import op_counts as ops
+    from smoothcache.testing.models.diffusers_zoo import ZOO
+    from smoothcache.testing.models.diffusers_zoo import run as zoo_run
 
-    ops = load_script("benchmarks/fast_path_ops.py")
     assert ops.count("FluxTransformer2DModel", True) < ops.count("FluxTransformer2DModel", False)
     entry = ZOO["FluxTransformer2DModel"]
     model = entry.factory()

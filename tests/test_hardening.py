@@ -27,9 +27,9 @@ from smoothcache.errors import (
     ScheduleFileError,
     StepCountError,
 )
+from smoothcache.testing.models.original_dit import ddim_timesteps, sample_original_dit
+from smoothcache.testing.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
 from tests.conftest import assert_same_state, count_original_calls, module_state
-from tests.models.original_dit import ddim_timesteps, sample_original_dit
-from tests.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
 
 STEPS = 8
 ROW = [1, 0, 1, 1, 1, 1, 0, 1]  # step 6 reuses
@@ -131,7 +131,7 @@ def test_repeated_calls_at_one_timestep_are_bounded(original_dit):
         with smoothcache.enabled(original_dit, {"attn": ROW}) as session:
             for _ in range(200):
                 original_dit(x, t, y)
-    assert len(session._values) <= 8  # the cache never grew past the bound
+    assert len(session._store.values) <= 8  # the cache never grew past the bound
 
 
 def test_calls_per_step_are_bounded_at_every_step_and_may_grow_after_step_0(original_dit):
@@ -280,7 +280,7 @@ def test_an_exception_at_the_fast_path_check_propagates(original_dit, recwarn):
     finally:
         del module.forward
     assert torch.equal(out, expected)
-    assert fast is not smoothcache.engine._own_forward
+    assert fast is not smoothcache.engine.fastpath.own_forward
     assert not [w for w in recwarn if "fast path" in str(w.message)]
     assert session.stats.reused[ATTN0] == 2 * ROW.count(0)
 

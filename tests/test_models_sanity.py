@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.original_dit import DiT, ddim_timesteps, sample_original_dit
-from tests.models.random_init import randomize_
+from smoothcache.testing.models.original_dit import DiT, ddim_timesteps, sample_original_dit
+from smoothcache.testing.models.random_init import randomize_
 
 
 def _zeroed_modulations(model: DiT) -> list[str]:
@@ -160,7 +160,7 @@ CALL = {"class_labels": [1, 2], "num_inference_steps": 5, "guidance_scale": 4.0}
 
 
 def test_tiny_dit_transformer_has_no_zero_gates() -> None:
-    from tests.models.tiny_diffusers import tiny_dit_transformer
+    from smoothcache.testing.models.tiny_diffusers import tiny_dit_transformer
 
     model = tiny_dit_transformer(num_layers=3)
     assert not model.training
@@ -177,7 +177,7 @@ def test_tiny_dit_transformer_has_no_zero_gates() -> None:
 
 
 def test_tiny_dit_pipeline_runs_and_is_finite() -> None:
-    from tests.models.tiny_diffusers import tiny_dit_pipeline
+    from smoothcache.testing.models.tiny_diffusers import tiny_dit_pipeline
 
     pipe = tiny_dit_pipeline()
     images = pipe(**CALL, generator=torch.manual_seed(0), output_type="np").images
@@ -191,7 +191,7 @@ def test_tiny_dit_pipeline_runs_and_is_finite() -> None:
 
 
 def test_tiny_dit_pipeline_calls_transformer_once_per_step() -> None:
-    from tests.models.tiny_diffusers import tiny_dit_pipeline
+    from smoothcache.testing.models.tiny_diffusers import tiny_dit_pipeline
 
     pipe = tiny_dit_pipeline()
     calls: list[tuple[tuple[int, ...], list[int], list[int]]] = []
@@ -208,7 +208,7 @@ def test_tiny_dit_pipeline_calls_transformer_once_per_step() -> None:
 
 
 def test_dit_pipeline_latents_match_decoded_output() -> None:
-    from tests.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
+    from smoothcache.testing.models.tiny_diffusers import dit_pipeline_latents, tiny_dit_pipeline
 
     pipe = tiny_dit_pipeline()
     latents = dit_pipeline_latents(pipe, **CALL, generator=torch.manual_seed(0), output_type="pt")

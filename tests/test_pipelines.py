@@ -44,8 +44,8 @@ from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
 import smoothcache
+from smoothcache.testing.models.diffusers_zoo import ZOO, randomize_zeros_
 from tests.conftest import count_original_calls
-from tests.models.diffusers_zoo import ZOO, randomize_zeros_
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 1, 1]

@@ -19,7 +19,7 @@ from smoothcache import AdapterError
 from smoothcache import registry as registry_module
 from smoothcache.adapters.diffusers_dit import DiffusersDiTAdapter
 from smoothcache.registry import DISABLE_ENV, Registry
-from tests.models.original_dit import DiT
+from smoothcache.testing.models.original_dit import DiT
 
 
 def test_builtins_are_found_through_entry_points():
@@ -30,7 +30,7 @@ def test_builtins_are_found_through_entry_points():
 
 
 def test_detection(original_dit, diffusers_dit):
-    from tests.models.tiny_diffusers import tiny_dit_pipeline
+    from smoothcache.testing.models.tiny_diffusers import tiny_dit_pipeline
 
     assert smoothcache.detect(original_dit).name == "dit"
     assert smoothcache.detect(diffusers_dit).name == "diffusers-dit"

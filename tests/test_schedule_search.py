@@ -14,16 +14,17 @@ from safetensors import safe_open
 import smoothcache
 from smoothcache import Branch, CalibrationError, ErrorCurves, Schedule, ScheduleError, Sensitivity
 from smoothcache.cli import main
-from smoothcache.curves import (
-    all_but,
+from smoothcache.measurements import all_but
+from smoothcache.searches import METHODS
+from smoothcache.searches.paper import paper_rule
+from smoothcache.searches.sensitivity import (
     fewest_error_rows,
-    paper_rule,
     predicted_error,
     run_costs,
     spend_remainder,
     split_run_cost,
 )
-from tests.models.tiny_diffusers import tiny_dit_transformer
+from smoothcache.testing.models.tiny_diffusers import tiny_dit_transformer
 
 # ---------------------------------------------------------------------------------------------
 # Helpers: hand-made responses and curves, brute force
@@ -270,6 +271,22 @@ def test_paper_rule_unchanged_by_a_sensitivity() -> None:
     assert plain.schedule(alpha=0.15).rows["attn"] == tuple(
         paper_rule(plain.curve("attn")[0], 0.15)
     )
+
+
+def test_a_new_search_is_one_entry_in_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``schedule(method=...)`` dispatches through METHODS: a toy search that computes every
+    step is used by name once registered, and named among the choices when a method is not."""
+
+    def compute_everything(curves, *, alpha, compute_fraction, per_block) -> Schedule:
+        rows = {key: [1] * curves.num_steps for key, _ in curves.row_members(per_block)}
+        return Schedule(rows=rows, metadata={"method": "everything"})
+
+    curves = hand_curves(6)
+    monkeypatch.setitem(METHODS, "everything", compute_everything)
+    schedule = curves.schedule(method="everything")
+    assert schedule.rows == {"attn": (1,) * 6, "ff": (1,) * 6}
+    with pytest.raises(ScheduleError, match="methods: paper, sensitivity, forecast, everything"):
+        curves.schedule(method="nothing")
 
 
 ZERO = sensitivity_of({"all": np.zeros((8, 1))})

@@ -10,8 +10,8 @@ from __future__ import annotations
 import torch
 
 import smoothcache
+from smoothcache.testing.models.diffusers_zoo import ZOO, timestep_tensor
 from tests.conftest import count_original_calls
-from tests.models.diffusers_zoo import ZOO, timestep_tensor
 
 ENTRY = ZOO["WanTransformer3DModel"]
 STEPS = 8

@@ -8,15 +8,14 @@ computed, the batch PSNR (from the mean squared error over all samples), the med
 per-sample PSNR, and how many samples fall below 20 dB. Also the digits classifier's accuracy on
 the uncached samples. Run::
 
-    python benchmarks/second_model/check.py                      # the weights beside this file
-    python benchmarks/second_model/check.py --path smoothcache/reference   # the shipped model
+    python -m benchmarks.second_model.check                      # the weights beside this file
+    python -m benchmarks.second_model.check --path smoothcache/reference   # the shipped model
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,14 +24,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from model import FOLDER, load, make_scheduler  # this script's folder is on sys.path
 
 import smoothcache
+from benchmarks.common.bench import BranchCounter
+from benchmarks.second_model.model import FOLDER, load, make_scheduler
 from smoothcache import Schedule
 from smoothcache.reference import digits_classifier, psnr, reference_config, sample
-
-sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/
-from quality_bench import BranchCounter
 
 KINDS = ("attn1", "ff")
 BROKEN_DB = 20.0

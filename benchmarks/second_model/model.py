@@ -6,7 +6,7 @@ scheduler (betas and prediction type come from this ``config.json``), so sample 
 :func:`scheduler`, not the reference model's default::
 
     from smoothcache.reference import sample
-    from second_model.model import load, scheduler   # with benchmarks/ on sys.path
+    from benchmarks.second_model.model import load, scheduler   # from the repository root
 
     model = load()
     images = sample(model, labels, num_steps=50, guidance_scale=1.5, seed=0,

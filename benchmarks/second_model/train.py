@@ -7,7 +7,7 @@ classifier-free guidance) but trained differently: the noise schedule, predictio
 rate schedule, EMA and length are flags, and the defaults are the recipe whose weights sit beside
 this file (``README.md`` says why this one). Run::
 
-    python benchmarks/second_model/train.py --out benchmarks/second_model
+    python -m benchmarks.second_model.train --out benchmarks/second_model
 
 ``--snapshots 1000,2000 --snapshot-dir DIR`` also saves the model as it is after those steps
 (``DIR/step-01000`` with the EMA weights, ``DIR/step-01000-raw`` with the raw ones when EMA is
@@ -25,7 +25,6 @@ import argparse
 import copy
 import json
 import math
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,10 +36,8 @@ from diffusers import DDPMScheduler, DiTTransformer2DModel
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
+from benchmarks.common.timing import device_line
 from smoothcache.reference import reference_config
-
-sys.path.append(str(Path(__file__).resolve().parent.parent))  # benchmarks/, for device_line
-from schedule_search import device_line
 
 SEED = 0
 NUM_CLASSES = 10

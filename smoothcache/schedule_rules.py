@@ -1,0 +1,170 @@
+"""The rules of a schedule's tables: keys, rows of 0/1 flags, forecast orders, techniques.
+
+:class:`~smoothcache.schedule.Schedule` runs these on construction, so every schedule in memory
+is valid whatever it was made from (a dict, a file, a search); errors name the key, the step
+and what to do.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from smoothcache.errors import ScheduleError
+
+#: The highest forecast order a schedule may ask for (order 0 is reuse).
+MAX_ORDER = 3
+
+#: ``kind`` or ``kind-<block>``, ASCII only and the block written one way (no leading zero):
+#: ``\d`` would also take other scripts' digits ("attn-\u0661" read as block 1), and "attn-01"
+#: would be block 1 to some checks and no block's key to others.
+_KEY_RE = re.compile(r"(?P<kind>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>0|[1-9][0-9]*))?", re.ASCII)
+
+
+def parse_key(key: str) -> tuple[str, int | None]:
+    """Split a schedule key into ``(kind, block)``; ``block`` is ``None`` for a per-kind key.
+
+    Raises :class:`ScheduleError` for a key that is neither ``kind`` nor ``kind-<index>``.
+    """
+    match = _KEY_RE.fullmatch(key) if isinstance(key, str) else None
+    if match is None:
+        raise ScheduleError(
+            f"schedule key {key!r} is not a branch kind ('attn1') or a kind with a block index "
+            "('attn1-3'; ASCII letters, digits, '_' and '.', the block without leading zeros); "
+            "rename it to one of the kinds the model's adapter declares"
+        )
+    block = match.group("block")
+    return match.group("kind"), None if block is None else int(block)
+
+
+def validate_rows(rows: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Check the rows of a schedule and return them as tuples of ints."""
+    if not isinstance(rows, Mapping) or not rows:
+        raise ScheduleError(
+            f"a schedule needs at least one row {{key: [1, 0, ...]}}, found {type(rows).__name__} "
+            f"{rows!r:.80}; build one with Schedule.uniform(...) or load a schedule file"
+        )
+    clean: dict[str, tuple[int, ...]] = {}
+    length: int | None = None
+    first_key = ""
+    for key, values in rows.items():
+        parse_key(key)
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise ScheduleError(
+                f"schedule row {key!r} must be a list of 0/1 flags, found {type(values).__name__}"
+            )
+        values = list(values)
+        bad = [v for v in values if type(v) is not int or v not in (0, 1)]
+        if bad:
+            raise ScheduleError(
+                f"schedule row {key!r} may hold only 0 (reuse) and 1 (compute), found {bad[0]!r}; "
+                "fix that entry"
+            )
+        if not values:
+            raise ScheduleError(f"schedule row {key!r} is empty; it needs one flag per step")
+        if length is None:
+            length, first_key = len(values), key
+        elif len(values) != length:
+            raise ScheduleError(
+                f"schedule row {key!r} has {len(values)} steps but row {first_key!r} has {length}; "
+                "every row needs one flag per denoising step"
+            )
+        if values[0] != 1:
+            raise ScheduleError(
+                f"schedule row {key!r} reuses at step 0, where nothing has been computed yet; "
+                "set its first flag to 1"
+            )
+        clean[key] = tuple(values)
+    return clean
+
+
+def validate_orders(
+    orders: Mapping[str, Any] | None, rows: Mapping[str, tuple[int, ...]]
+) -> dict[str, tuple[int, ...]]:
+    """Check a schedule's forecast orders against its rows; all-zero rows are dropped.
+
+    Every key must have a row; every list one entry per step; an order ``k > 0`` only at a
+    skipped step with at least ``k + 1`` computed steps before it (the points the forecast
+    extrapolates from). Errors name the key and the step.
+    """
+    if orders is None:
+        return {}
+    if not isinstance(orders, Mapping):
+        raise ScheduleError(
+            f"schedule orders must be an object {{key: [0, 0, 1, ...]}}, found "
+            f"{type(orders).__name__}; leave them out for plain reuse"
+        )
+    clean: dict[str, tuple[int, ...]] = {}
+    for key, values in orders.items():
+        if key not in rows:
+            raise ScheduleError(
+                f"schedule orders name key {key!r}, which has no row; give {key!r} a row of "
+                "0/1 flags or remove its orders"
+            )
+        row = rows[key]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise ScheduleError(
+                f"orders of {key!r} must be a list of integers 0..{MAX_ORDER}, one per step, "
+                f"found {type(values).__name__}"
+            )
+        values = list(values)
+        if len(values) != len(row):
+            raise ScheduleError(
+                f"orders of {key!r} have {len(values)} entries but its row has {len(row)} steps; "
+                "give one order per step (0 where the step computes or reuses)"
+            )
+        computed = 0
+        for step, (flag, order) in enumerate(zip(row, values)):
+            if type(order) is not int or not 0 <= order <= MAX_ORDER:
+                raise ScheduleError(
+                    f"orders of {key!r} at step {step}: expected an integer 0..{MAX_ORDER} "
+                    f"(0 reuses, k > 0 forecasts with a polynomial of degree k), found {order!r}"
+                )
+            if order and flag:
+                raise ScheduleError(
+                    f"orders of {key!r} at step {step}: order {order} at a step that computes; "
+                    "a forecast order applies only where the row skips (0), set it to 0"
+                )
+            if order > computed - 1 and not flag:
+                raise ScheduleError(
+                    f"orders of {key!r} at step {step}: a forecast of order {order} needs "
+                    f"{order + 1} computed steps before it, the row has {computed}; lower the "
+                    "order or compute more steps first"
+                )
+            computed += flag
+        if any(values):
+            clean[key] = tuple(values)
+    return clean
+
+
+def check_order(order: Any) -> None:
+    if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= MAX_ORDER:
+        raise ScheduleError(f"order must be an integer 0..{MAX_ORDER}, found {order!r}")
+
+
+def validate_techniques(
+    techniques: Mapping[str, Any] | None, rows: Mapping[str, tuple[int, ...]]
+) -> dict[str, str]:
+    """Check which technique answers the skipped steps of each key (a name registered with
+    :func:`smoothcache.engine.register_technique`; the engine checks the name when the schedule
+    is applied). Keys without one reuse, or forecast where the orders say so."""
+    if techniques is None:
+        return {}
+    if not isinstance(techniques, Mapping):
+        raise ScheduleError(
+            f"schedule techniques must be an object {{key: name}}, found "
+            f"{type(techniques).__name__}; leave them out for reuse and forecasts"
+        )
+    for key, name in techniques.items():
+        if key not in rows:
+            raise ScheduleError(
+                f"schedule techniques name key {key!r}, which has no row; give {key!r} a row "
+                "of 0/1 flags or remove its technique"
+            )
+        if not isinstance(name, str) or not name:
+            raise ScheduleError(
+                f"the technique of {key!r} must be a technique's name (a string such as "
+                f"'forecast'), found {name!r}"
+            )
+    return dict(techniques)

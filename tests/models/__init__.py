@@ -1,1 +1,0 @@
-"""Tiny test models: a from-scratch original-DiT clone and small diffusers DiT builders."""
