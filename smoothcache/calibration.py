@@ -30,6 +30,7 @@ from smoothcache.binding import bind, measured_branches
 from smoothcache.clock import StepClock
 from smoothcache.curves import ErrorCurves
 from smoothcache.errors import AdapterError, CalibrationError, StepCountError
+from smoothcache.lifecycle import Attachment
 from smoothcache.measurements import combo_weights, forecast_combos, reach
 from smoothcache.patching import Patches
 from smoothcache.recording import ForecastSums, Slot, error_arrays, forecast_errors
@@ -53,7 +54,7 @@ def _check_depths(lookahead: Any, orders: Any) -> None:
         )
 
 
-class Recorder:
+class Recorder(Attachment):
     """Records calibration errors of one model until :meth:`close`; see :func:`calibrating`.
 
     ``model`` is a denoiser or an object holding one (a pipeline); ``adapter`` forces an adapter
@@ -272,28 +273,10 @@ class Recorder:
 
     def close(self) -> None:
         """Restore the model exactly, then check the last run's step count. Idempotent."""
-        if not self.active:
-            return
-        self._restore()
+        self.end()
+
+    def _check_end(self) -> None:
         self._close_run()
-
-    def _restore(self) -> None:
-        try:
-            self._patches.undo()  # completes, then re-raises an interrupt that arrived meanwhile
-        finally:
-            self.active = self._patches.pending
-            if not self.active:  # no cycle through the recorder keeps the model alive
-                self._watches = []
-                self.clock.detach()
-
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        elif self.active:
-            self._restore()
 
     def __repr__(self) -> str:
         state = "active" if self.active else "closed"

@@ -10,8 +10,9 @@ with the polynomial of degree ``k`` through them (see :mod:`smoothcache.forecast
 
 The original SmoothCache JSON (a bare ``{key: [0/1, ...]}`` dict) is a valid schedule file; this
 library writes the same rows inside an object that also records the format version, the
-forecast orders (version 2; version 1 files, which have none, still load) and where the
-schedule came from.
+forecast orders, the techniques and where the schedule came from
+(:mod:`smoothcache.schedule_file`). A key's skipped steps may name another technique
+(``techniques``), registered with :func:`smoothcache.engine.register_technique`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,23 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from smoothcache.errors import ScheduleError, ScheduleFileError
+from smoothcache.errors import ScheduleError
 from smoothcache.jsonfile import parse_json
+from smoothcache.schedule_file import (
+    FORMAT_NAME as FORMAT_NAME,
+)
+from smoothcache.schedule_file import (
+    FORMAT_VERSION as FORMAT_VERSION,
+)
+from smoothcache.schedule_file import (
+    READABLE_VERSIONS as READABLE_VERSIONS,
+)
+from smoothcache.schedule_file import (
+    read_schedule,
+    schedule_from_dict,
+    schedule_to_dict,
+    write_schedule,
+)
 from smoothcache.schedule_rules import MAX_ORDER as MAX_ORDER  # part of this module's API
 from smoothcache.schedule_rules import (
     check_order,
@@ -35,13 +51,6 @@ from smoothcache.schedule_rules import (
     validate_rows,
     validate_techniques,
 )
-
-FORMAT_NAME = "smoothcache.schedule"
-FORMAT_VERSION = 2
-#: The version of a schedule that names techniques (written only then; others stay version 2).
-TECHNIQUES_VERSION = 3
-#: Format versions :meth:`Schedule.from_dict` reads (1 has no forecast orders, 2 no techniques).
-READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -158,114 +167,21 @@ class Schedule:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Schedule:
         """Build a schedule from this library's JSON object or the original bare ``{key: list}``."""
-        if not isinstance(data, Mapping):
-            raise ScheduleError(
-                f"a schedule must be a JSON object, found {type(data).__name__}; expected "
-                '{"attn": [1, 0, ...]} or the object written by Schedule.save()'
-            )
-        if "schedule" not in data and "format" not in data:
-            return cls(rows=data)
-        if data.get("format") != FORMAT_NAME:
-            raise ScheduleError(
-                f"expected format {FORMAT_NAME!r}, found {data.get('format')!r}; "
-                "is this a smoothcache schedule file?"
-            )
-        version = data.get("version")
-        if type(version) is not int or version not in READABLE_VERSIONS:
-            raise ScheduleError(
-                f"schedule format version {version!r} is not supported (this library reads "
-                f"versions {', '.join(map(str, READABLE_VERSIONS))}); upgrade smoothcache or "
-                "re-create the schedule"
-            )
-        if version == 1 and "orders" in data:
-            raise ScheduleError(
-                "a version 1 schedule cannot carry forecast orders (they came with version 2); "
-                'set "version": 2'
-            )
-        metadata = data.get("metadata", {})
-        if not isinstance(metadata, Mapping):
-            raise ScheduleError(
-                f"schedule metadata must be a JSON object, found {type(metadata).__name__}; "
-                "fix or remove it"
-            )
-        if version < TECHNIQUES_VERSION and "techniques" in data:
-            raise ScheduleError(
-                f"a version {version} schedule cannot name techniques (they came with version "
-                f'{TECHNIQUES_VERSION}); set "version": {TECHNIQUES_VERSION}'
-            )
-        schedule = cls(
-            rows=data.get("schedule"),
-            metadata=metadata,
-            orders=data.get("orders"),
-            techniques=data.get("techniques"),
-        )
-        declared = data.get("num_steps")
-        if declared is not None and declared != schedule.num_steps:
-            raise ScheduleError(
-                f"schedule declares num_steps={declared} but its rows have {schedule.num_steps} "
-                "steps; the file is inconsistent, re-create it"
-            )
-        return schedule
+        return schedule_from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object :meth:`save` writes: format, version, num_steps, rows, metadata, and
-        the forecast orders when any step forecasts and the techniques when any is named (only
-        then version 3)."""
-        data: dict[str, Any] = {
-            "format": FORMAT_NAME,
-            "version": TECHNIQUES_VERSION if self.techniques else FORMAT_VERSION,
-            "num_steps": self.num_steps,
-            "schedule": {k: list(v) for k, v in self.rows.items()},
-        }
-        if self.orders:
-            data["orders"] = {k: list(v) for k, v in self.orders.items()}
-        if self.techniques:
-            data["techniques"] = dict(self.techniques)
-        data["metadata"] = dict(self.metadata)
-        return data
+        the forecast orders and techniques when there are any."""
+        return schedule_to_dict(self)
 
     @classmethod
     def load(cls, path: str | Path) -> Schedule:
         """Read a schedule JSON file (this library's format or the original SmoothCache one)."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ScheduleFileError(
-                f"schedule file {str(path)!r} does not exist; check the path, or pass a shipped "
-                "name (smoothcache.shipped_schedules() lists them)"
-            ) from None
-        except (OSError, ValueError) as exc:  # ValueError: a NUL byte, undecodable text
-            raise ScheduleFileError(f"cannot read schedule file {str(path)!r}: {exc}") from None
-        try:
-            data = parse_json(text)
-        except json.JSONDecodeError as exc:
-            raise ScheduleFileError(
-                f"schedule file {str(path)!r} is not valid JSON ({exc.msg} at line {exc.lineno}, "
-                f"column {exc.colno}); it may be truncated or corrupt: re-create or re-download it"
-            ) from None
-        except ValueError as exc:
-            raise ScheduleFileError(
-                f"schedule file {str(path)!r} is not a schedule: it holds {exc}"
-            ) from None
-        try:
-            return cls.from_dict(data)
-        except ScheduleError as exc:
-            raise ScheduleFileError(f"schedule file {str(path)!r}: {exc}") from None
+        return read_schedule(cls, path)
 
     def save(self, path: str | Path) -> None:
         """Write the schedule as JSON (rows one per line, so diffs stay readable)."""
-        data = self.to_dict()
-        tables = {name: data.pop(name) for name in ("schedule", "orders") if name in data}
-        parts = [json.dumps(data, indent=2)[:-2]]  # without the closing "\n}"
-        for name, table in tables.items():
-            lines = [
-                f"    {json.dumps(k)}: {json.dumps(v, separators=(',', ':'))}"
-                for k, v in table.items()
-            ]
-            body = ",\n".join(lines)
-            parts.append(f'  "{name}": {{\n{body}\n  }}')
-        Path(path).write_text(",\n".join(parts) + "\n}\n", encoding="utf-8")
+        write_schedule(self, path)
 
     # -- constructors -----------------------------------------------------------------------
 

@@ -68,12 +68,12 @@ def blocks(text: str, name: str = "<page>") -> list[Block]:
     """
     found: list[Block] = []
     lines = text.splitlines()
+    following = [*lines[1:], ""]
     index = 0
     while index < len(lines):
         line = lines[index]
-        mark = _MARK.search(line)
-        if mark is not None and not _FENCE.match(lines[index + 1] if index + 1 < len(lines) else ""):
-            raise ValueError(f"{name}:{index + 1}: a '{mark['mark']}' mark must stand right above a block")
+        if _MARK.search(line) and not _FENCE.match(following[index]):
+            raise ValueError(f"{name}:{index + 1}: a mark must stand right above its block")
         match = _FENCE.match(line)
         if match is None:
             index += 1

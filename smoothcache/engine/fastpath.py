@@ -10,6 +10,7 @@ model's output silently, so the first call of every such block checks it: see
 
 from __future__ import annotations
 
+import logging
 import types
 import warnings
 from collections.abc import Callable
@@ -20,7 +21,12 @@ from torch import nn
 from torch.nn.modules import module as torch_module
 
 import smoothcache.engine.hotpath as hotpath
+from smoothcache.adapter import Branch
 from smoothcache.engine.outputs import identical, input_shape
+from smoothcache.patching import Patches
+from smoothcache.registry import call_adapter
+
+logger = logging.getLogger(__name__)
 
 
 class _Mismatch(Exception):
@@ -146,3 +152,36 @@ def _replaying_forward(records: dict[int, list[Any]]) -> Callable[..., Any]:
 def own_forward(block: nn.Module, *args: Any, **kwargs: Any) -> Any:
     """The block's own forward: what a block keeps when its fast path is not trusted."""
     return block._sc_block_original(*args, **kwargs)
+
+
+def install_fast_paths(
+    session: Any,
+    patches: Patches,
+    branches: list[Branch],
+    modules: list[nn.Module],
+    skipping: set[int],
+) -> None:
+    """Give each block with a branch that some step skips (``skipping``, indices into
+    ``branches``) the adapter's forward, through ``patches``."""
+    for name, root in session.roots:
+        for path, forward in call_adapter(session.adapter, "fast_forwards", root).items():
+            block = root.get_submodule(path)
+            prefix = f"{name}.{path}." if name else f"{path}."
+            members = [i for i, b in enumerate(branches) if b.path.startswith(prefix)]
+            if skipping.isdisjoint(members):  # nothing to skip: keep its own forward
+                continue
+            if "forward" in block.__dict__:
+                # another library wrapped this block's forward (diffusers' hooks, e.g. the
+                # input split of context parallelism; accelerate): the adapter's forward
+                # would bypass that wrapper, so the block keeps it
+                logger.info("block %s keeps its wrapped forward: no fast path", path)
+                continue
+            patches.set_attributes(
+                block,
+                _sc_session=session,
+                _sc_fast=forward,
+                _sc_block_original=block.forward,
+                _sc_branches=[modules[i] for i in members],
+                _sc_checked=False,
+            )
+            patches.replace_forward(block, types.MethodType(fast_block_forward, block))

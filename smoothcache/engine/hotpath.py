@@ -14,6 +14,7 @@ from torch import nn
 
 from smoothcache.engine.actions import NO_CLOCK, SKIP, STORE
 from smoothcache.engine.outputs import input_shape
+from smoothcache.errors import AdapterError
 
 #: While a fast path's first call is checked (:mod:`smoothcache.engine.fastpath`), the input
 #: shape each branch was asked about, by ``id(module)``; ``None`` otherwise, so the per-call
@@ -30,7 +31,7 @@ def branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
     """
     state = self.__dict__  # plain dict access: nn.Module.__setattr__ costs microseconds
     if state["_sc_ran"]:
-        raise state["_sc_session"].called_twice(self)
+        raise called_twice(state["_sc_session"].path_of(self))
     state["_sc_ran"] = True
     action = state["_sc_action"]
     shape = getattr(args[0], "shape", None) if args else input_shape(args, kwargs)
@@ -41,7 +42,7 @@ def branch_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         state["_sc_fell_back"] = True  # compute: nothing stored, or from another input shape
         state["_sc_stored"] = []
     elif action & NO_CLOCK:
-        raise state["_sc_session"].no_clock(self)
+        raise no_clock(state["_sc_session"], self)
     output = state["_sc_original"](*args, **kwargs)
     if action & STORE:
         keep = state["_sc_keep"]
@@ -73,3 +74,24 @@ def reused_output(module: nn.Module, input_shape: Any) -> Any:
             state["_sc_ran"] = True
             return state["_sc_answer"](read)
     return None
+
+
+def called_twice(path: str) -> AdapterError:
+    """The error of a branch called twice in one evaluation."""
+    return AdapterError(
+        f"branch {path!r} was called twice in one model evaluation (feed-forward chunking, "
+        "or a block that runs a branch per chunk or per modality?). One cached output "
+        "cannot stand for several calls; turn that feature off (e.g. diffusers' "
+        "disable_forward_chunking()) or leave this branch out of the schedule"
+    )
+
+
+def no_clock(session: Any, module: nn.Module) -> AdapterError:
+    """The error of a branch that ran before the timestep source fired."""
+    return AdapterError(
+        f"adapter {session.adapter.name!r}: branch {session.path_of(module)!r} ran before the "
+        f"timestep source {session.source_path or '<root>'!r} was called, so the step is "
+        "unknown. "
+        "The caller bypasses that module's __call__ (hooks do not fire); the adapter must "
+        "name a module that is called through __call__ once per evaluation"
+    )

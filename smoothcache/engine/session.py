@@ -20,22 +20,22 @@ from torch import nn
 from smoothcache.binding import Bound, scheduled_branches
 from smoothcache.clock import StepClock
 from smoothcache.engine.actions import DROP, SKIP
-from smoothcache.engine.fastpath import fast_block_forward
+from smoothcache.engine.fastpath import install_fast_paths
 from smoothcache.engine.hotpath import branch_forward
 from smoothcache.engine.plans import StepPlans
 from smoothcache.engine.state import initial_branch_state
 from smoothcache.engine.stats import CacheStats, Tally
 from smoothcache.engine.store import PassStore
-from smoothcache.errors import AdapterError, StepCountError
+from smoothcache.errors import StepCountError
 from smoothcache.forecast import first_tensor
-from smoothcache.patching import Patches, interrupts_deferred
-from smoothcache.registry import call_adapter
+from smoothcache.lifecycle import Attachment
+from smoothcache.patching import Patches
 from smoothcache.schedule import Schedule
 
 logger = logging.getLogger(__name__)
 
 
-class Session:
+class Session(Attachment):
     """One application of a schedule to one model; undone by :meth:`disable`.
 
     Create it with :func:`~smoothcache.enable` or :func:`~smoothcache.enabled`. ``model`` is the
@@ -69,7 +69,7 @@ class Session:
         self._current = -1  # plan index of the evaluation in progress; -1 between evaluations
         self._loaded = -1  # plan index whose actions the modules hold
         self._call_marks = 0
-        self._source_path = bound.sources[0][1].path
+        self.source_path = bound.sources[0][1].path  #: the first denoiser's timestep source
         self.clock = StepClock(
             self.schedule.num_steps,
             calls_per_step,
@@ -77,8 +77,6 @@ class Session:
             max_calls_per_step=max_calls_per_step,
         )
         self._patches = Patches(owner=f"session with adapter {self.adapter.name!r}")
-        self._restoring = False
-        self.active = False
         try:
             self._install(bound)
         except BaseException:
@@ -105,34 +103,8 @@ class Session:
             forward = types.MethodType(branch_forward, module)
             self._patches.replace_forward(module, forward)
         if self.fast_path:
-            self._install_fast_paths()
-
-    def _install_fast_paths(self) -> None:
-        """Give each block with a branch the schedule skips at some step the adapter's forward."""
-        skipping = {i for plan in self._plans.skipping for i in plan}
-        for name, root in self.roots:
-            for path, forward in call_adapter(self.adapter, "fast_forwards", root).items():
-                block = root.get_submodule(path)
-                prefix = f"{name}.{path}." if name else f"{path}."
-                members = [i for i, b in enumerate(self._branches) if b.path.startswith(prefix)]
-                if skipping.isdisjoint(members):  # nothing to skip: keep its own forward
-                    continue
-                if "forward" in block.__dict__:
-                    # another library wrapped this block's forward (diffusers' hooks, e.g. the
-                    # input split of context parallelism; accelerate): the adapter's forward
-                    # would bypass that wrapper, so the block keeps it
-                    logger.info("block %s keeps its wrapped forward: no fast path", path)
-                    continue
-                self._patches.set_attributes(
-                    block,
-                    _sc_session=self,
-                    _sc_fast=forward,
-                    _sc_block_original=block.forward,
-                    _sc_branches=[self._modules[i] for i in members],
-                    _sc_checked=False,
-                )
-                forward = types.MethodType(fast_block_forward, block)
-                self._patches.replace_forward(block, forward)
+            skipping = {i for plan in self._plans.skipping for i in plan}
+            install_fast_paths(self, self._patches, self._branches, self._modules, skipping)
 
     # -- once per model evaluation -----------------------------------------------------------
 
@@ -236,64 +208,18 @@ class Session:
         self._store.clear()
         self._loaded = -1
 
-    def called_twice(self, module: nn.Module) -> AdapterError:
-        """The error of a branch called twice in one evaluation (raised by the wrapper)."""
-        path = self._branches[self._modules.index(module)].path
-        return AdapterError(
-            f"branch {path!r} was called twice in one model evaluation (feed-forward chunking, "
-            "or a block that runs a branch per chunk or per modality?). One cached output "
-            "cannot stand for several calls; turn that feature off (e.g. diffusers' "
-            "disable_forward_chunking()) or leave this branch out of the schedule"
-        )
-
-    def no_clock(self, module: nn.Module) -> AdapterError:
-        """The error of a branch that ran before the timestep source fired."""
-        path = self._branches[self._modules.index(module)].path
-        return AdapterError(
-            f"adapter {self.adapter.name!r}: branch {path!r} ran before the "
-            f"timestep source {self._source_path or '<root>'!r} was called, so the step is "
-            "unknown. "
-            "The caller bypasses that module's __call__ (hooks do not fire); the adapter must "
-            "name a module that is called through __call__ once per evaluation"
-        )
+    def path_of(self, module: nn.Module) -> str:
+        """The branch path of a wrapped module (for the per-call path's errors)."""
+        return self._branches[self._modules.index(module)].path
 
     # -- public ----------------------------------------------------------------------------
 
     @property
     def stats(self) -> CacheStats:
         """A snapshot of the counts since the session started (including the last evaluation)."""
-        plans, current = self._plans, self._current
-        plan = plans.plans[current] if current >= 0 else None
-        skipping = plans.skipping[current] if current >= 0 else []
-        computed, reused, forecast, fallbacks = self._tally.counts(plan, skipping)
-        held, dropped = self._store.pending(plans.touched[current] if current >= 0 else [])
         scheduled = {b.path for b in self.branches}
         shown = [(i, b.path) for i, b in enumerate(self._branches) if b.path in scheduled]
-
-        def by_path(values: list[int]) -> dict[str, int]:
-            return {path: values[i] for i, path in shown}
-
-        return CacheStats(
-            computed=by_path(computed),
-            reused=by_path(reused),
-            forecast=by_path(forecast),
-            fallbacks=by_path(fallbacks),
-            steps=self.clock.steps_seen,
-            passes=self.clock.max_passes,
-            generations=self.clock.generations,
-            cache_bytes=held,
-            peak_cache_bytes=max(self._store.peak_cache_bytes, held + dropped),
-        )
-
-    @property
-    def cache_bytes(self) -> int:
-        """Bytes the stored outputs held at the end of the last counted evaluation."""
-        return self._store.cache_bytes
-
-    @property
-    def peak_cache_bytes(self) -> int:
-        """The most bytes the stored outputs held, counted once per evaluation."""
-        return self._store.peak_cache_bytes
+        return self._tally.snapshot(self._plans, self._current, self._store, self.clock, shown)
 
     def reset(self) -> None:
         """Drop the cache and start over: the next model call is step 0 of a new generation.
@@ -318,9 +244,13 @@ class Session:
         restores the model and lets that exception win: a run cut short by it is not a second
         error (the step-count problem is added to the exception as a note).
         """
-        if not self.active:
-            return
-        self._restore()
+        self.end()
+
+    def _before_restore(self) -> None:
+        self._account()
+        self._clear()
+
+    def _check_end(self) -> None:
         in_flight = sys.exc_info()[1]
         if in_flight is None:
             self.clock.finish()
@@ -333,34 +263,6 @@ class Session:
                 in_flight.add_note(note)
             else:
                 logger.warning(note)
-
-    def _restore(self) -> None:
-        """Drop the cache, then undo every change, even if an interrupt arrives meanwhile
-        (it propagates once the model is restored)."""
-        with interrupts_deferred():
-            try:
-                if not self._restoring:  # once: clearing sets attributes that undo then removes
-                    self._restoring = True
-                    self._account()
-                    self._clear()
-            finally:
-                try:
-                    self._patches.undo()
-                finally:
-                    self.active = self._patches.pending
-                    if not self.active:  # no cycle through the session keeps the model alive
-                        self._watches = []
-                        self.clock.detach()
-        logger.debug("smoothcache disabled on %s", type(self.model).__name__)
-
-    def __enter__(self) -> Session:
-        return self
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.disable()
-        elif self.active:
-            self._restore()
 
     def __repr__(self) -> str:
         state = "active" if self.active else "disabled"

@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from smoothcache.clock import StepClock
 from smoothcache.engine.actions import SKIP, Action
+from smoothcache.engine.plans import StepPlans
+from smoothcache.engine.store import PassStore
 
 
 @dataclass(frozen=True)
@@ -119,3 +122,33 @@ class Tally:
             reused[i] -= extra
             forecast[i] -= forecast_fallbacks[i]
         return computed, reused, forecast, fallbacks
+
+    def snapshot(
+        self,
+        plans: StepPlans,
+        current: int,
+        store: PassStore,
+        clock: StepClock,
+        shown: Sequence[tuple[int, str]],
+    ) -> CacheStats:
+        """The counts so far, with the evaluation in progress (plan ``current``, -1 between
+        evaluations), of the branches ``shown`` (index, path)."""
+        plan = plans.plans[current] if current >= 0 else None
+        skipping = plans.skipping[current] if current >= 0 else []
+        computed, reused, forecast, fallbacks = self.counts(plan, skipping)
+        held, dropped = store.pending(plans.touched[current] if current >= 0 else [])
+
+        def by_path(values: list[int]) -> dict[str, int]:
+            return {path: values[i] for i, path in shown}
+
+        return CacheStats(
+            computed=by_path(computed),
+            reused=by_path(reused),
+            forecast=by_path(forecast),
+            fallbacks=by_path(fallbacks),
+            steps=clock.steps_seen,
+            passes=clock.max_passes,
+            generations=clock.generations,
+            cache_bytes=held,
+            peak_cache_bytes=max(store.peak_cache_bytes, held + dropped),
+        )
