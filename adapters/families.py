@@ -57,7 +57,7 @@ from smoothcache.engine import reused_output
 from smoothcache.hookspecs import hookimpl
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Family:
     """One DiT family: ``lists`` maps each block list to {branch child: schedule kind}."""
 
@@ -231,41 +231,109 @@ def _same(*children: str) -> dict[str, str]:
 
 
 FAMILIES = (
-    Family("sd3", "SD3Transformer2DModel",
-           {"transformer_blocks": _same("attn", "attn2", "ff", "ff_context")}, 3,
-           fast=("JointTransformerBlock", sd3_block_forward)),
-    Family("flux2", "Flux2Transformer2DModel",
-           {"transformer_blocks": _same("attn", "ff", "ff_context"),
-            "single_transformer_blocks": {"attn": "single"}}, 2),
-    Family("hunyuan-video-1.5", "HunyuanVideo15Transformer3DModel",
-           {"transformer_blocks": _same("attn", "ff", "ff_context")}, 1),
-    Family("wan", "WanTransformer3DModel", {"blocks": _same("attn1", "attn2", "ffn")}, 1,
-           fast=("WanTransformerBlock", wan_block_forward)),
-    Family("cogview4", "CogView4Transformer2DModel", {"transformer_blocks": _same("attn1")}, 2),
-    Family("glm-image", "GlmImageTransformer2DModel", {"transformer_blocks": _same("attn1")}, 4),
-    Family("cogvideox", "CogVideoXTransformer3DModel",
-           {"transformer_blocks": _same("attn1", "ff")}, 2,
-           fast=("CogVideoXBlock", cogvideox_block_forward)),
-    Family("ltx-video", "LTXVideoTransformer3DModel",
-           {"transformer_blocks": _same("attn1", "attn2", "ff")}, 2),
-    Family("ltx2", "LTX2VideoTransformer3DModel",
-           {"transformer_blocks": _same(
-               "attn1", "audio_attn1", "attn2", "audio_attn2", "audio_to_video_attn",
-               "video_to_audio_attn", "ff", "audio_ff")}, 4),
-    Family("qwen-image", "QwenImageTransformer2DModel",
-           {"transformer_blocks": _same("attn", "img_mlp", "txt_mlp")}, 3),
-    Family("sana", "SanaTransformer2DModel",
-           {"transformer_blocks": _same("attn1", "attn2", "ff")}, 2),
-    Family("lumina2", "Lumina2Transformer2DModel",
-           {"noise_refiner": {"attn": "noise_refiner.attn",
-                              "feed_forward": "noise_refiner.feed_forward"},
-            "context_refiner": {"attn": "context_refiner.attn",
-                                "feed_forward": "context_refiner.feed_forward"},
-            "layers": _same("attn", "feed_forward")}, 1,
-           fast=("Lumina2TransformerBlock", lumina2_block_forward)),
+    Family(
+        name="sd3",
+        model_class="SD3Transformer2DModel",
+        lists={"transformer_blocks": _same("attn", "attn2", "ff", "ff_context")},
+        timestep_position=3,
+        fast=("JointTransformerBlock", sd3_block_forward),
+    ),
+    Family(
+        name="flux2",
+        model_class="Flux2Transformer2DModel",
+        lists={
+            "transformer_blocks": _same("attn", "ff", "ff_context"),
+            "single_transformer_blocks": {"attn": "single"},
+        },
+        timestep_position=2,
+    ),
+    Family(
+        name="hunyuan-video-1.5",
+        model_class="HunyuanVideo15Transformer3DModel",
+        lists={"transformer_blocks": _same("attn", "ff", "ff_context")},
+        timestep_position=1,
+    ),
+    Family(
+        name="wan",
+        model_class="WanTransformer3DModel",
+        lists={"blocks": _same("attn1", "attn2", "ffn")},
+        timestep_position=1,
+        fast=("WanTransformerBlock", wan_block_forward),
+    ),
+    Family(
+        name="cogview4",
+        model_class="CogView4Transformer2DModel",
+        lists={"transformer_blocks": _same("attn1")},
+        timestep_position=2,
+    ),
+    Family(
+        name="glm-image",
+        model_class="GlmImageTransformer2DModel",
+        lists={"transformer_blocks": _same("attn1")},
+        timestep_position=4,
+    ),
+    Family(
+        name="cogvideox",
+        model_class="CogVideoXTransformer3DModel",
+        lists={"transformer_blocks": _same("attn1", "ff")},
+        timestep_position=2,
+        fast=("CogVideoXBlock", cogvideox_block_forward),
+    ),
+    Family(
+        name="ltx-video",
+        model_class="LTXVideoTransformer3DModel",
+        lists={"transformer_blocks": _same("attn1", "attn2", "ff")},
+        timestep_position=2,
+    ),
+    Family(
+        name="ltx2",
+        model_class="LTX2VideoTransformer3DModel",
+        lists={
+            "transformer_blocks": _same(
+                "attn1", "audio_attn1", "attn2", "audio_attn2", "audio_to_video_attn",
+                "video_to_audio_attn", "ff", "audio_ff",
+            )
+        },
+        timestep_position=4,
+    ),
+    Family(
+        name="qwen-image",
+        model_class="QwenImageTransformer2DModel",
+        lists={"transformer_blocks": _same("attn", "img_mlp", "txt_mlp")},
+        timestep_position=3,
+    ),
+    Family(
+        name="sana",
+        model_class="SanaTransformer2DModel",
+        lists={"transformer_blocks": _same("attn1", "attn2", "ff")},
+        timestep_position=2,
+    ),
+    Family(
+        name="lumina2",
+        model_class="Lumina2Transformer2DModel",
+        lists={
+            "noise_refiner": {
+                "attn": "noise_refiner.attn",
+                "feed_forward": "noise_refiner.feed_forward",
+            },
+            "context_refiner": {
+                "attn": "context_refiner.attn",
+                "feed_forward": "context_refiner.feed_forward",
+            },
+            "layers": _same("attn", "feed_forward"),
+        },
+        timestep_position=1,
+        fast=("Lumina2TransformerBlock", lumina2_block_forward),
+    ),
     # priority -1: the example HunyuanDiT plugin (examples/third_party_adapter), when installed,
     # names the same class at priority 0 and wins; without it, this one serves
-    Family("hunyuandit", "HunyuanDiT2DModel", {"blocks": _same("attn1", "attn2", "ff")}, 1, -1),
+    Family(
+        name="hunyuandit",
+        model_class="HunyuanDiT2DModel",
+        lists={"blocks": _same("attn1", "attn2", "ff")},
+        timestep_position=1,
+        priority=-1,
+    ),
 )  # fmt: skip
 
 
