@@ -105,6 +105,40 @@ def test_imports_run_one_way() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 
+#: The layers of docs/design.md, bottom to top, by the first name under ``smoothcache``.
+LAYERS = [
+    {"errors", "jsonfile", "validation"},
+    {"adapter", "hookspecs", "registry"},
+    {"schedule_rules", "schedule_file", "schedule"},
+    {"forecast", "patching", "clock", "watch"},
+    {"binding", "lifecycle"},
+    {"engine"},
+    {"adapters"},
+    {"measurements", "searches", "curves_file", "curves"},
+    {"recording", "calibration"},
+    {"tuning"},
+    {"testing", "cli", "demo", "reference", "__main__"},
+    {""},
+]
+
+
+def _layer(module: str) -> int:
+    room = module.split(".")[1] if "." in module else ""
+    found = [i for i, layer in enumerate(LAYERS) if room in layer]
+    assert found, f"{module} is in no layer of docs/design.md: add it there and to LAYERS"
+    return found[0]
+
+
+def test_imports_never_climb_the_layers() -> None:
+    climbs = [
+        f"{name} -> {target}"
+        for name, path in MODULES.items()
+        for target in _imports(name, path)
+        if _layer(target) > _layer(name)
+    ]
+    assert not climbs, "imports that climb the layers of docs/design.md: " + ", ".join(climbs)
+
+
 def _sizes() -> list[tuple[str, str, int]]:
     rows = []
     for name, path in MODULES.items():
