@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 import smoothcache
-import smoothcache.engine
+import smoothcache.engine.forecast as technique
 from smoothcache import Schedule
 from smoothcache.testing.op_counts import OpCounter
 
@@ -56,7 +56,7 @@ def counting(owner: Any, name: str, tally: list[int]) -> Iterator[None]:
 @contextlib.contextmanager
 def counting_by_order(tally: dict[int, list[int]]) -> Iterator[None]:
     """Count the ops of smoothcache's forecasts, per order (the number of outputs read - 1)."""
-    original = smoothcache.engine.combine
+    original = technique.combine
 
     def wrapper(values: Any, weights: Any) -> Any:
         with OpCounter() as counter:
@@ -66,11 +66,11 @@ def counting_by_order(tally: dict[int, list[int]]) -> Iterator[None]:
         entry[1] += 1
         return result
 
-    smoothcache.engine.combine = wrapper
+    technique.combine = wrapper
     try:
         yield
     finally:
-        smoothcache.engine.combine = original
+        technique.combine = original
 
 
 def build(dtype: torch.dtype) -> torch.nn.Module:

@@ -9,7 +9,7 @@ Python objects alive, the tensors alive and the session's cache bytes between ge
 prints them with their spread. A leak of one output per generation would add a multiple of
 ``1000 * output bytes`` to them; the pass criteria are printed next to the figures.
 
-    python benchmarks/soak.py [--generations 1000] [--seed 0]
+    python -m benchmarks.soak [--generations 1000] [--seed 0]
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def diffusers_dit() -> nn.Module:
 
 
 def load_script(path: str) -> Any:
-    """Import a script of the repository that is not in a package (``benchmarks/x.py``)."""
+    """Import a script of the repository that is not in a package (``examples/x.py``)."""
     import importlib.util
     import sys
     from pathlib import Path

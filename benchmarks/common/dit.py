@@ -18,6 +18,7 @@ SIZES = {  # layers, heads, head_dim, latent side: DiT-XL/2 at 256px is (28, 16,
     "small": (6, 6, 64, 16),
     "xl": (28, 16, 72, 32),
 }
+#: The paper's shipped DiT-XL/2 schedules (``dit-xl-2-256/...``) by number of DDIM steps.
 SCHEDULES = {30: "ddim-30/alpha-0.35", 50: "ddim-50/alpha-0.18", 70: "ddim-70/alpha-0.08"}
 
 

@@ -19,7 +19,7 @@ from benchmarks.common.peers import CACHE_DIT_FAMILY, CACHE_DIT_TAYLOR_FAMILY
 from benchmarks.common.scoring import Scores, peer_indices
 from benchmarks.common.stats import upper_envelope
 
-FAMILIES = {  # family: (marker, colour) in the plot
+FAMILIES = {  # family: (marker, colour) in the quality plot
     "fewer steps": ("o", "0.45"),
     "FORA": ("s", "tab:orange"),
     "SmoothCache (per kind)": ("*", "tab:blue"),
@@ -34,6 +34,7 @@ FAMILIES = {  # family: (marker, colour) in the plot
     CACHE_DIT_FAMILY: ("<", "tab:gray"),
     CACHE_DIT_TAYLOR_FAMILY: (">", "darkslateblue"),
 }
+#: Markers of families that :data:`FAMILIES` does not name.
 SPARE_MARKERS = ("p", "8", "H", "1", "2", "3", "4")
 
 

@@ -29,6 +29,7 @@ from benchmarks.common.stats import frechet_distance
 from benchmarks.common.timing import device_threads
 from smoothcache.reference import digits_classifier
 
+#: ``--clock``: the latency the page reports, and the sentence that says how it was measured.
 CLOCKS = {
     "wall": "Measured as wall-clock time; other work on the machine adds noise.",
     "cpu": "Measured as the process's CPU time (`time.process_time`) of a single-threaded\n  "
@@ -38,6 +39,7 @@ CLOCKS = {
 }
 
 
+#: How each other library's method was applied (``WARMUP``: cache-dit's warm-up steps).
 NOTES = """
 ## How the other libraries' methods were applied
 

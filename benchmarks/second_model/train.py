@@ -155,7 +155,7 @@ def save(
     save_file(state, str(folder / WEIGHTS), metadata={"format": "pt"})
     steps = record["steps"]
     command = (
-        f"python benchmarks/second_model/train.py --steps {steps} "
+        f"python -m benchmarks.second_model.train --steps {steps} "
         f"--beta-schedule {args.beta_schedule} --prediction-type {args.prediction_type} "
         f"--images-per-class {args.images_per_class} "
         f"--lr {args.lr:g} --lr-schedule {args.lr_schedule} --ema {ema or 0:g} "
