@@ -89,10 +89,9 @@ def _priority(adapter: Adapter) -> int:
     return getattr(adapter, "priority", 0)
 
 
-def _dist_label(ep: metadata.EntryPoint) -> tuple[str, bool, str]:
-    """A printable origin for an entry point, whether it is smoothcache's own, and the
-    distribution's normalised name."""
-    dist = getattr(ep, "dist", None)
+def _dist_label(dist: Any) -> tuple[str, bool, str]:
+    """A printable origin for an entry point's distribution, whether it is smoothcache's own,
+    and the distribution's normalised name."""
     if dist is None:
         return "unknown distribution", False, ""
     name = dist.metadata["Name"] or "unknown"
@@ -183,7 +182,13 @@ class Registry:
         pm.add_hookspecs(hookspecs)
         autoload = os.environ.get(AUTOLOAD_ENV, "") in ("", "0")
         disabled = _disabled()
-        points = [(ep, *_dist_label(ep)) for ep in metadata.entry_points(group=hookspecs.PROJECT)]
+        labels: dict[int, tuple[str, bool, str]] = {}  # one metadata parse per distribution
+        points = []
+        for ep in metadata.entry_points(group=hookspecs.PROJECT):
+            dist = getattr(ep, "dist", None)
+            if id(dist) not in labels:
+                labels[id(dist)] = _dist_label(dist)
+            points.append((ep, *labels[id(dist)]))
         # Built-ins first (their names take precedence), then a fixed order.
         points.sort(key=lambda item: (not item[2], item[3], item[0].name, item[0].value))
         for ep, origin, builtin, dist in points:
