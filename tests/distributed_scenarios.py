@@ -1,4 +1,4 @@
-"""What each rank of ``tests/test_distributed.py``'s process group runs (issue #17).
+"""What each rank of ``tests/engine/test_distributed.py``'s process group runs (issue #17).
 
 One spawned process per rank (gloo, CPU) runs every scenario below in turn and saves what it
 measured to ``<folder>/rank<r>.pt``; the tests read those files. Scenarios:
@@ -218,7 +218,7 @@ def _context(name: str, kinds: list[str], world: int, out: dict[str, Any]) -> No
 def _pipeline(world: int, out: dict[str, Any]) -> None:
     """A real ``WanPipeline`` (guidance as two calls per step) around a context-parallel
     transformer, cached, beside the same pipeline in one process."""
-    from tests.test_pipelines import wan
+    from tests.adapters.test_pipelines import wan
 
     schedule = {"attn1": ROW, "ffn": ROW}
     results = {}

@@ -15,7 +15,7 @@ from smoothcache.adapters.diffusers_generic import (
 )
 from smoothcache.testing.models.diffusers_zoo import ZOO
 from smoothcache.testing.models.diffusers_zoo import run as zoo_run
-from tests.cli_helpers import run as run_cli
+from tests.cli.helpers import run as run_cli
 
 
 def sd3() -> nn.Module:
@@ -81,7 +81,9 @@ def test_it_refuses_what_it_cannot_establish():
 
 
 def test_adapters_check_reports_what_it_found(capsys):
-    code, out, _ = run_cli(capsys, "adapters", "--check", "tests.test_generic_adapter:mochi")
+    code, out, _ = run_cli(
+        capsys, "adapters", "--check", "tests.adapters.test_generic_adapter:mochi"
+    )
     assert code == 0
     assert "adapter: 'diffusers-generic' (structure only, priority -100)" in out
     assert "block lists: ['transformer_blocks (" in out

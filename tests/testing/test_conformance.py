@@ -422,7 +422,7 @@ def test_importing_the_kit_does_not_import_pytest() -> None:
 
 def test_the_adapter_guide_runs_as_written() -> None:
     """Every Python block of docs/adapters.md, top to bottom, as one script."""
-    guide = Path(__file__).resolve().parent.parent / "docs" / "adapters.md"
+    guide = Path(__file__).resolve().parents[2] / "docs" / "adapters.md"
     blocks = re.findall(r"^```python\n(.*?)^```", guide.read_text(encoding="utf-8"), re.M | re.S)
     assert len(blocks) >= 6
     result = subprocess.run(

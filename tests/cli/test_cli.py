@@ -18,7 +18,7 @@ import smoothcache
 from smoothcache import ErrorCurves, Schedule
 from smoothcache.cli import main
 from smoothcache.testing.models.tiny_diffusers import tiny_dit_pipeline
-from tests.cli_helpers import error_line, run
+from tests.cli.helpers import error_line, run
 
 STEPS = 5
 

@@ -26,7 +26,7 @@ import torch.multiprocessing as mp
 
 from tests.distributed_scenarios import ROW, STEPS, free_port, worker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WORLD = 2
 TIMEOUT = 240  # seconds for a whole group; a hang fails the test instead of the suite
 

@@ -10,8 +10,8 @@ import pytest
 import smoothcache
 from smoothcache import registry
 from smoothcache.adapters.diffusers_dit import DiffusersDiTAdapter
-from tests.cli_helpers import error_line
-from tests.cli_helpers import run as run_cli
+from tests.cli.helpers import error_line
+from tests.cli.helpers import run as run_cli
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -108,7 +108,6 @@ def test_check_imports_from_the_current_directory(capsys, tmp_path: Path, monkey
         )
     )
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent))  # for tests.models
     code, out, _ = run(capsys, "--check", "my_models:Factories.tiny")
     assert code == 0
     assert "adapter: 'dit' (class DiT, priority 0) from built-in" in out
