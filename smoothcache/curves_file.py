@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from smoothcache.adapter import Branch
 from smoothcache.errors import CalibrationError, CurvesFileError
 from smoothcache.jsonfile import parse_json
-from smoothcache.measurements import ForecastErrors, Sensitivity
+from smoothcache.measurements import ForecastErrors, Measured, Sensitivity
 
 FORMAT_NAME = "smoothcache.curves"
 FORMAT_VERSION = 1
@@ -37,12 +37,8 @@ _FORECAST_TENSORS = ("mean", "square", "worst", "count")
 Curves = TypeVar("Curves")
 
 
-class CurvesContent(Protocol):
+class CurvesContent(Measured, Protocol):
     """What a curves file holds; :class:`~smoothcache.ErrorCurves` is one."""
-
-    @property
-    def branches(self) -> tuple[Branch, ...]:
-        """The measured branches."""
 
     @property
     def mean(self) -> np.ndarray:
@@ -55,18 +51,6 @@ class CurvesContent(Protocol):
     @property
     def count(self) -> np.ndarray:
         """Samples behind each entry, int64."""
-
-    @property
-    def metadata(self) -> Mapping[str, Any]:
-        """Where the curves came from; JSON-serialisable."""
-
-    @property
-    def sensitivity(self) -> Sensitivity | None:
-        """The final output's sensitivity, if measured."""
-
-    @property
-    def forecast(self) -> ForecastErrors | None:
-        """The forecast errors, if measured."""
 
 
 def write_curves(path: str | Path, curves: CurvesContent) -> None:

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from smoothcache.adapter import Branch
 from smoothcache.errors import CalibrationError
 from smoothcache.forecast import lagrange_weights
 from smoothcache.schedule import MAX_ORDER
@@ -208,3 +209,24 @@ class ForecastErrors:
     def curve(self, rows: np.ndarray, order: int, lag: int, spacing: int) -> np.ndarray:
         """Mean error per step of one combo over the selected branches (NaN where unseen)."""
         return self.pooled(rows)[0][self.index(order, lag, spacing)]
+
+
+class Measured(Protocol):
+    """What every calibration result offers (:class:`~smoothcache.ErrorCurves` is one): what the
+    schedule searches read and the curves file writes build on it."""
+
+    @property
+    def branches(self) -> tuple[Branch, ...]:
+        """The measured branches, in the order of the arrays' first axis."""
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """Where the measurements came from (JSON-serialisable); a schedule's starts from it."""
+
+    @property
+    def sensitivity(self) -> Sensitivity | None:
+        """The final output's sensitivity to each step, if it was measured."""
+
+    @property
+    def forecast(self) -> ForecastErrors | None:
+        """The forecast errors, if they were measured."""

@@ -88,20 +88,9 @@ def validate_orders(
     skipped step with at least ``k + 1`` computed steps before it (the points the forecast
     extrapolates from). Errors name the key and the step.
     """
-    if orders is None:
-        return {}
-    if not isinstance(orders, Mapping):
-        raise ScheduleError(
-            f"schedule orders must be an object {{key: [0, 0, 1, ...]}}, found "
-            f"{type(orders).__name__}; leave them out for plain reuse"
-        )
+    orders = _per_key_table(orders, rows, "orders", "[0, 0, 1, ...]", "plain reuse")
     clean: dict[str, tuple[int, ...]] = {}
     for key, values in orders.items():
-        if key not in rows:
-            raise ScheduleError(
-                f"schedule orders name key {key!r}, which has no row; give {key!r} a row of "
-                "0/1 flags or remove its orders"
-            )
         row = rows[key]
         if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
             raise ScheduleError(
@@ -149,22 +138,33 @@ def validate_techniques(
     """Check which technique answers the skipped steps of each key (a name registered with
     :func:`smoothcache.engine.register_technique`; the engine checks the name when the schedule
     is applied). Keys without one reuse, or forecast where the orders say so."""
-    if techniques is None:
-        return {}
-    if not isinstance(techniques, Mapping):
-        raise ScheduleError(
-            f"schedule techniques must be an object {{key: name}}, found "
-            f"{type(techniques).__name__}; leave them out for reuse and forecasts"
-        )
+    techniques = _per_key_table(techniques, rows, "techniques", "name", "reuse and forecasts")
     for key, name in techniques.items():
-        if key not in rows:
-            raise ScheduleError(
-                f"schedule techniques name key {key!r}, which has no row; give {key!r} a row "
-                "of 0/1 flags or remove its technique"
-            )
         if not isinstance(name, str) or not name:
             raise ScheduleError(
                 f"the technique of {key!r} must be a technique's name (a string such as "
                 f"'forecast'), found {name!r}"
             )
     return dict(techniques)
+
+
+def _per_key_table(
+    table: Mapping[str, Any] | None, rows: Mapping[str, Any], what: str, item: str, default: str
+) -> Mapping[str, Any]:
+    """A schedule's optional per-key table (``orders``, ``techniques``), checked to be an object
+    whose keys all have rows; empty when absent."""
+    if table is None:
+        return {}
+    if not isinstance(table, Mapping):
+        raise ScheduleError(
+            f"schedule {what} must be an object {{key: {item}}}, found "
+            f"{type(table).__name__}; leave them out for {default}"
+        )
+    for key in table:
+        if key not in rows:
+            singular = "its technique" if what == "techniques" else "its orders"
+            raise ScheduleError(
+                f"schedule {what} name key {key!r}, which has no row; give {key!r} a row of "
+                f"0/1 flags or remove {singular}"
+            )
+    return table

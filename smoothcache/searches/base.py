@@ -11,38 +11,20 @@ this package and one entry there (docs/design.md).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 import numpy as np
 
-from smoothcache.adapter import Branch
 from smoothcache.errors import ScheduleError
-from smoothcache.measurements import ForecastErrors, Sensitivity
+from smoothcache.measurements import Measured
 from smoothcache.schedule import Schedule
 
 # Tolerance, in branch-steps, when comparing a schedule's compute count with a budget.
 BUDGET_SLACK = 1e-9
 
 
-class Measurements(Protocol):
+class Measurements(Measured, Protocol):
     """What a search reads from a calibration; :class:`~smoothcache.ErrorCurves` is one."""
-
-    @property
-    def branches(self) -> tuple[Branch, ...]:
-        """The measured branches, in the order of the arrays' first axis."""
-
-    @property
-    def metadata(self) -> Mapping[str, Any]:
-        """Where the measurements came from; a schedule's metadata starts from it."""
-
-    @property
-    def sensitivity(self) -> Sensitivity | None:
-        """The final output's sensitivity to each step, if it was measured."""
-
-    @property
-    def forecast(self) -> ForecastErrors | None:
-        """The forecast errors, if they were measured."""
 
     @property
     def num_steps(self) -> int:
