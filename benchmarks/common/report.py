@@ -240,6 +240,7 @@ The shape of the SmoothCache paper's Table 1, reproduced on a {blocks}-block dig
 library's forecast schedules measured against the best of every other method. Regenerate the page
 and the plot (about {minutes} minute{"s" if minutes > 1 else ""} here) with:
 
+<!-- not run: about {minutes} minute{"s" if minutes > 1 else ""} of benchmarking -->
 ```bash
 {command}
 ```
