@@ -7,7 +7,8 @@
 # command-line lines. Blocks that need a network download or a GPU are marked in the README and
 # reported as skipped with the reason. One line per block; the demo's wall time is on its line.
 #
-#     bash benchmarks/newcomer.sh            # about 10 minutes on 2 cores
+#     bash benchmarks/newcomer.sh   # set-up and tests about 10 minutes on 2 cores, then the
+#                                   # best-path block runs the sampler about 160 times, as written
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
