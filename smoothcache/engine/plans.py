@@ -24,7 +24,8 @@ class StepPlans:
     ``p``; ``skipping[p]`` the branches that skip (fallbacks to check); ``touched[p]`` those whose
     stored outputs may change (outputs to choose or drop, bytes to recount): compute-only
     branches are in neither. ``answers[p][i]`` is the answer of a skipped branch when its
-    technique's answer does not depend on the outputs' device (reuse, stand-ins), else ``None``.
+    technique's answer does not depend on the outputs' device (reuse, stand-ins), else
+    :data:`DEVICE_BOUND` (made when the step starts, from the stored outputs).
     """
 
     def __init__(self, schedule: Schedule, branches: Sequence[Branch]) -> None:
@@ -50,10 +51,16 @@ class StepPlans:
         self.answers = [[_fixed_answer(a, made) for a in p] for p in self.plans]
 
 
+#: In :attr:`StepPlans.answers`: the answer depends on the stored outputs' device and dtype.
+DEVICE_BOUND = object()
+
+
 def _fixed_answer(action: Action, made: dict[Any, Any]) -> Any:
     answering = action[3]
-    if answering is None or answering[0].device_bound:
+    if answering is None:
         return None
+    if answering[0].device_bound:
+        return DEVICE_BOUND
     if answering not in made:
         made[answering] = answering[0].answer(answering[1], None)
     return made[answering]

@@ -22,7 +22,7 @@ from smoothcache.clock import StepClock
 from smoothcache.engine.actions import DROP, SKIP
 from smoothcache.engine.fastpath import install_fast_paths
 from smoothcache.engine.hotpath import branch_forward
-from smoothcache.engine.plans import StepPlans
+from smoothcache.engine.plans import DEVICE_BOUND, StepPlans
 from smoothcache.engine.state import initial_branch_state
 from smoothcache.engine.stats import CacheStats, Tally
 from smoothcache.engine.store import PassStore
@@ -143,8 +143,8 @@ class Session(Attachment):
                 enough = len(stored) >= need
                 read = state["_sc_read"] = stored[len(stored) - need :] if enough else []
                 answer = answers[i]
-                if answer is None and read:
-                    answer = self._device_answer(answering, read[-1])
+                if answer is DEVICE_BOUND:
+                    answer = self._device_answer(answering, read[-1]) if read else None
                 state["_sc_answer"] = answer
             elif state["_sc_read"]:  # the step after a skipped one: let go of what it read
                 state["_sc_read"] = []

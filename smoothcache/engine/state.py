@@ -7,7 +7,7 @@ branch, so under ``torch.compile`` a regionally compiled block shares its graphs
 other block in the same step pattern: guards are on these values, never on per-block closures.
 
 Every ``_sc_*`` name the engine uses is a key of one of the two tables below, with what it
-holds; ``tests/engine/test_state.py`` fails on a name used in the engine and missing here.
+holds; ``tests/test_architecture.py`` fails on a name used in the engine and missing here.
 Installation sets each module's keys through :class:`~smoothcache.patching.Patches`, which
 removes them exactly when the session ends.
 """
@@ -23,7 +23,7 @@ BRANCH_STATE: dict[str, str] = {
     "_sc_session": "the Session that wrapped the module (for its error messages)",
     "_sc_original": "the module's forward before wrapping: what a computing step calls",
     "_sc_action": "this step's flags (smoothcache.engine.actions), set once per evaluation",
-    "_sc_answer": "this step's answer, a callable of the outputs read (a technique's)",
+    "_sc_answer": "this step's answer: a technique's callable of the outputs read (None: reuse)",
     "_sc_keep": "what a computing step stores of its output (None: the output itself)",
     "_sc_stored": "the latest stored outputs of the running pass, oldest first",
     "_sc_read": "the stored outputs this skipped step's answer reads ([]: too few, compute)",

@@ -22,8 +22,10 @@ from typing import Any, ClassVar
 
 from smoothcache.errors import ArgumentError, ScheduleError
 
-#: Answers a skipped step from the outputs it reads (oldest first).
-Answer = Callable[[list[Any]], Any]
+#: Answers a skipped step from the outputs it reads (oldest first); ``None`` answers with the
+#: newest of them as it is (reuse), which the per-call path does without a call: under
+#: ``torch.compile`` nothing is left to trace, and in eager mode nothing to pay.
+Answer = Callable[[list[Any]], Any] | None
 
 
 class Technique(ABC):

@@ -71,6 +71,7 @@ def test_caching_under_compile_matches_eager_and_recompiles_do_not_grow(how, ord
             compiled = _run(compiled_model, steps)
             again = _run(compiled_model, steps)  # a second generation: no new graphs either
         graphs.append(counters["stats"]["unique_graphs"])
+        assert not counters["graph_break"], dict(counters["graph_break"])  # one graph per pattern
         assert session.stats.total_reused == 2 * 2 * layers * _row(steps).count(0)
         assert (sum(session.stats.forecast.values()) > 0) == bool(order)
         torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-6 if order else 0)
