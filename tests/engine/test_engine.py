@@ -217,10 +217,19 @@ def test_cache_holds_one_output_per_branch_and_frees_it(original_dit):
 
 
 def _live_bytes(seen) -> tuple[int, int]:
-    """Number and bytes of the recorded outputs still alive."""
-    gc.collect()
+    """Number and bytes of the recorded outputs still alive. The test runs with the garbage
+    collector off (``no_gc``): an output the engine lets go of must be freed by reference
+    counting at once, so what is alive here is exactly what something still references."""
     live = {id(o): o for o in (ref() for ref in seen) if o is not None}
     return len(live), sum(o.numel() * o.element_size() for o in live.values())
+
+
+@pytest.fixture
+def no_gc():
+    gc.collect()
+    gc.disable()
+    yield
+    gc.enable()
 
 
 @pytest.mark.parametrize(
@@ -237,6 +246,7 @@ def _live_bytes(seen) -> tuple[int, int]:
     ],
 )
 @torch.no_grad()
+@pytest.mark.usefixtures("no_gc")
 def test_every_stored_output_is_counted_and_dropped_after_its_last_use(rows, guided, orders):
     """After every model call the branch outputs still alive are exactly the bytes that
     ``stats.cache_bytes`` reports, in every pass, and none is alive once the generation ended."""
