@@ -529,3 +529,38 @@ def test_a_branch_called_twice_per_evaluation_is_an_error(diffusers_dit):
     with pytest.raises(AdapterError, match=r"'transformer_blocks.0.ff' was called twice"):
         with smoothcache.enabled(diffusers_dit, {"ff": [1, 0, 1]}):
             diffusers_dit(x, timestep=torch.tensor([999, 999]), class_labels=labels)
+
+
+@torch.no_grad()
+def test_the_counted_work_of_a_generation(original_dit):
+    """Aten ops of one generation: computing everything adds none to the model's own (with the
+    step count given, no timestep is read), reading the timestep costs the same few ops per
+    evaluation, and reuse removes exactly the skipped branches' ops (each branch dispatches the
+    same ops at every step; the fast path's saved input preparation is counted apart, in
+    test_groups)."""
+    from smoothcache.testing.op_counts import OpCounter
+
+    def ops(schedule=None, fast_path=True) -> int:
+        torch.manual_seed(0)
+        if schedule is None:
+            with OpCounter() as counter:
+                sample_original_dit(original_dit, num_steps=STEPS, cfg_scale=2.0)
+            return counter.ops
+        with smoothcache.enabled(original_dit, schedule, fast_path=fast_path, calls_per_step=1):
+            with OpCounter() as counter:
+                sample_original_dit(original_dit, num_steps=STEPS, cfg_scale=2.0)
+        return counter.ops
+
+    plain = ops()
+    everything = {"attn": [1] * STEPS, "mlp": [1] * STEPS}
+    assert ops(everything) == plain
+    with smoothcache.enabled(original_dit, everything):  # the timestep is read: a host sync
+        with OpCounter() as counter:
+            sample_original_dit(original_dit, num_steps=STEPS, cfg_scale=2.0)
+    assert (counter.ops - plain) % STEPS == 0 and 0 < (counter.ops - plain) // STEPS <= 3
+    per_attn = (plain - ops({"mlp": [1] * STEPS, "attn": [1] + [0] * (STEPS - 1)}, False)) / (
+        len(original_dit.blocks) * (STEPS - 1)
+    )
+    assert per_attn == int(per_attn) > 0  # the same ops skipped at every skipped step
+    skipped = ROW.count(0) * len(original_dit.blocks)
+    assert ops({"attn": ROW}, fast_path=False) == plain - skipped * per_attn
