@@ -221,6 +221,16 @@ class Session(Attachment):
         shown = [(i, b.path) for i, b in enumerate(self._branches) if b.path in scheduled]
         return self._tally.snapshot(self._plans, self._current, self._store, self.clock, shown)
 
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes the stored outputs held when the last evaluation was counted."""
+        return self._store.cache_bytes
+
+    @property
+    def peak_cache_bytes(self) -> int:
+        """The most bytes the stored outputs held, checked once per evaluation."""
+        return self._store.peak_cache_bytes
+
     def reset(self) -> None:
         """Drop the cache and start over: the next model call is step 0 of a new generation.
 
