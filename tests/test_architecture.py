@@ -170,3 +170,16 @@ def test_every_engine_state_name_is_declared_once() -> None:
 def test_the_public_api_is_intact() -> None:
     for name in smoothcache.__all__:
         assert getattr(smoothcache, name) is not None
+
+
+def test_every_package_is_listed_for_the_wheel() -> None:
+    """pyproject.toml lists packages explicitly (adapters and schedules map into the package):
+    a new subpackage missing there would be absent from an installed wheel."""
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    listing = text.split("packages = [", 1)[1].split("]", 1)[0]
+    listed = set(re.findall(r'"(smoothcache[a-z_.]*)"', listing))
+    packages = {
+        ".".join(["smoothcache", *init.parent.relative_to(PACKAGE).parts])
+        for init in PACKAGE.rglob("__init__.py")
+    }
+    assert packages <= listed, sorted(packages - listed)
