@@ -39,8 +39,10 @@ class StepPlans:
                 rows.append(member_actions(row))
                 continue
             name = schedule.technique_for(b.kind, b.block)
-            technique = None if name is None else technique_named(name, f"{b.kind}-{b.block}")
-            self.keeps[i] = None if technique is None else technique.keep
+            technique = None
+            if name is not None:  # named under the key whose row applies
+                technique = technique_named(name, schedule.key_for(b.kind, b.block) or b.kind)
+                self.keeps[i] = technique.keep
             rows.append(actions_for(row, schedule.orders_for(b.kind, b.block), technique))
         unique: dict[tuple[Action, ...], int] = {}
         self.of_step = [unique.setdefault(plan, len(unique)) for plan in zip(*rows)]
