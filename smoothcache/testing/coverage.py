@@ -27,7 +27,13 @@ import torch
 from smoothcache.errors import AdapterError
 from smoothcache.registry import REGISTRY
 from smoothcache.testing import check_adapter
-from smoothcache.testing.models.diffusers_zoo import UNAVAILABLE, ZOO, run, transformer_classes
+from smoothcache.testing.models.diffusers_zoo import (
+    NOT_IMPORTED,
+    UNAVAILABLE,
+    ZOO,
+    run,
+    transformer_classes,
+)
 
 #: The checks a class must pass to count as covered.
 REQUIRED = (
@@ -85,10 +91,28 @@ def check_class(name: str) -> ClassCoverage:
 
 
 def matrix() -> list[ClassCoverage]:
-    """One row per transformer class of the installed diffusers, in name order.
+    """One row per transformer class of the installed diffusers, in name order, then one per
+    module of them that failed to import (:func:`unimported`).
 
     Sets torch to one CPU thread first: the models are tiny, and handing their small ops to
     other threads costs more than the ops.
     """
     torch.set_num_threads(1)
-    return [check_class(name) for name in transformer_classes()]
+    return [*(check_class(name) for name in transformer_classes()), *unimported()]
+
+
+def unimported() -> list[ClassCoverage]:
+    """A row for each diffusers transformer module that failed to import in the last
+    enumeration: its classes could not be listed, let alone checked."""
+    return [
+        ClassCoverage(
+            module,
+            None,
+            None,
+            "none",
+            {},
+            f"the module failed to import ({error}): its "
+            "classes are not listed or checked; install what it needs",
+        )
+        for module, error in sorted(NOT_IMPORTED.items())
+    ]

@@ -46,3 +46,32 @@ def test_specific_adapters_win_and_every_failure_says_why(rows):
     assert rows["MochiTransformer3DModel"].adapter == "diffusers-generic"
     for name, row in rows.items():
         assert row.passed or len(row.reason) > 10, name
+
+
+def test_a_module_that_fails_to_import_is_a_row_that_says_why(monkeypatch):
+    """A diffusers transformer module whose import fails (an optional dependency missing) is not
+    dropped in silence: its classes are absent from the enumeration and the matrix says so."""
+    import importlib
+
+    from smoothcache.testing.coverage import unimported
+    from smoothcache.testing.models.diffusers_zoo import entry
+
+    broken = "diffusers.models.transformers.transformer_flux"
+    real = importlib.import_module
+
+    def import_module(name, *args, **kwargs):
+        if name == broken:
+            raise ImportError("needs a package that is not installed")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(entry.importlib, "import_module", import_module)
+    try:
+        names = entry.transformer_classes()
+        assert "FluxTransformer2DModel" not in names and "WanTransformer3DModel" in names
+        rows = unimported()
+        assert [row.name for row in rows] == [broken]
+        assert not rows[0].passed and "needs a package that is not installed" in rows[0].reason
+    finally:
+        monkeypatch.undo()
+        entry.transformer_classes()
+    assert not entry.NOT_IMPORTED

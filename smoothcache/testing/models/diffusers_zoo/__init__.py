@@ -40,6 +40,7 @@ from smoothcache.testing.models.diffusers_zoo import (  # noqa: F401 (importing 
 )
 from smoothcache.testing.models.diffusers_zoo.entry import (
     ENTRIES,
+    NOT_IMPORTED,
     Entry,
     randomize_zeros_,
     run,
@@ -48,6 +49,7 @@ from smoothcache.testing.models.diffusers_zoo.entry import (
 )
 
 __all__ = [
+    "NOT_IMPORTED",
     "UNAVAILABLE",
     "ZOO",
     "Entry",
