@@ -112,9 +112,15 @@ def test_schedule_file_reader_gives_a_schedule_or_a_file_error(tmp_path, data):
     path = tmp_path / "s.json"
     path.write_bytes(text.encode("utf-8", "surrogateescape"))
     try:
-        Schedule.load(path)
+        schedule = Schedule.load(path)
     except ScheduleFileError:
-        pass
+        return
+    # an accepted file is a whole schedule: one flag per step in every row, and saving it and
+    # loading it back decides exactly the same
+    assert all(len(row) == schedule.num_steps >= 1 for row in schedule.rows.values())
+    schedule.save(tmp_path / "again.json")
+    again = Schedule.load(tmp_path / "again.json")
+    assert again.fingerprint() == schedule.fingerprint() and again.rows == schedule.rows
 
 
 # -- curves files -------------------------------------------------------------------------------
