@@ -123,18 +123,3 @@ def plan_reads(
             later = computed_before[t] - computed_before[s + 1]  # computed in (s, t)
             holds[s] = max(holds[s], needs[t] - later)
     return [(not row[s], positions[s], holds[s]) for s in range(n)]
-
-
-def step_plan(
-    row: Sequence[int], orders: Sequence[int] | None
-) -> list[tuple[bool, int, tuple[float, ...], int]]:
-    """What one branch does at every step: ``(skip, need, weights, hold)``.
-
-    ``need``: how many of the latest computed outputs the answer reads (1 for reuse, ``k + 1``
-    for order ``k``; 0 when computing). ``weights``: the Lagrange weights over those outputs,
-    oldest first (empty for reuse). ``skip`` and ``hold`` as in :func:`plan_reads`.
-    """
-    return [
-        (skip, len(read), lagrange_weights(read, step) if len(read) > 1 else (), hold)
-        for step, (skip, read, hold) in enumerate(plan_reads(row, orders))
-    ]

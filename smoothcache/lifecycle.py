@@ -27,6 +27,7 @@ class Attachment:
     _patches: Patches
     _watches: list[EvaluationWatch]
     active = False
+    _restoring = False  # set once the restore has dropped what was held
 
     def _before_restore(self) -> None:
         """Drop what is held before the model is restored (runs once)."""
@@ -46,7 +47,7 @@ class Attachment:
         (it propagates once the model is restored)."""
         with interrupts_deferred():
             try:
-                if not getattr(self, "_restoring", False):  # once: undo removes what it sets
+                if not self._restoring:  # once: undo removes what clearing sets
                     self._restoring = True
                     self._before_restore()
             finally:

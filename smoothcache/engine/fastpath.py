@@ -138,7 +138,7 @@ def _replaying_forward(records: dict[int, list[Any]]) -> Callable[..., Any]:
         )
         if not (identical(list(args), list(seen_args)) and same_kwargs):
             raise _Mismatch(f"input of {name}")
-        asked = hotpath.asked.pop(id(module), None) if hotpath.asked is not None else None
+        asked = (hotpath.asked or {}).pop(id(module), None)  # set by the shadow run
         if asked is not None and asked != input_shape(args, kwargs):
             raise _Mismatch(
                 f"input_shape {tuple(asked)} given to reused_output for {name}, whose input "

@@ -24,7 +24,7 @@ class Forecast(Technique):
     device_bound = True
 
     def constants(self, positions: tuple[int, ...], at: int) -> tuple[float, ...]:
-        return lagrange_weights(positions, at) if len(positions) > 1 else (1.0,)
+        return lagrange_weights(positions, at)
 
     def answer(self, constants: tuple[float, ...], newest: Any) -> Answer:
         """:func:`~smoothcache.forecast.combine` with the weights as tensors of float32

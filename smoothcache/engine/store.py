@@ -19,15 +19,19 @@ from smoothcache.engine.outputs import nbytes
 from smoothcache.engine.state import cleared_branch_state
 
 
-def stored_bytes(stored: list[Any]) -> int:
-    """Bytes held by a branch's stored outputs (tensors are counted without a Python call)."""
-    size = 0
-    for output in stored:
-        if type(output) is torch.Tensor:
-            size += output.numel() * output.element_size()
-        else:
-            size += nbytes(output)
-    return size
+def stored_bytes(lists: list[list[Any]]) -> list[int]:
+    """Bytes held by each of several branches' stored outputs. One call for all of them, with
+    tensors counted inline: it runs once per model evaluation, not once per branch."""
+    sizes = []
+    for stored in lists:
+        size = 0
+        for output in stored:
+            if type(output) is torch.Tensor:
+                size += output.numel() * output.element_size()
+            else:
+                size += nbytes(output)
+        sizes.append(size)
+    return sizes
 
 
 class PassStore:
@@ -85,7 +89,7 @@ class PassStore:
                 stored = values[i]
                 if len(stored) > keep:
                     values[i] = stored[len(stored) - keep :] if keep else []
-                    size = stored_bytes(values[i])
+                    size = stored_bytes([values[i]])[0]
                     self.cache_bytes -= sizes[i] - size
                     sizes[i] = size
 
@@ -104,34 +108,29 @@ class PassStore:
 
     def pending(self, touched: Sequence[int]) -> tuple[int, int]:
         """Bytes held and bytes dropped, counting the evaluation in progress (read-only)."""
-        held, dropped = self.cache_bytes, 0
-        sizes = self.sizes[self.pass_idx]
-        modules = self.modules
-        for i in touched:
-            size = stored_bytes(modules[i].__dict__["_sc_stored"])
-            if size < sizes[i]:
-                dropped += sizes[i] - size
-            held += size - sizes[i]
+        held, dropped, _ = self._measure(touched)
         return held, dropped
 
     def account(self, touched: Sequence[int]) -> None:
-        """Fold the evaluation that just ended into the byte counts (once per evaluation: the
-        sizes are summed inline, without a Python call per branch)."""
-        held, dropped = self.cache_bytes, 0
-        sizes, modules = self.sizes[self.pass_idx], self.modules
-        for i in touched:
-            size = 0
-            for output in modules[i].__dict__["_sc_stored"]:
-                if type(output) is torch.Tensor:
-                    size += output.numel() * output.element_size()
-                else:
-                    size += nbytes(output)
-            if size < sizes[i]:
-                dropped += sizes[i] - size
-            held += size - sizes[i]
+        """Fold the evaluation that just ended into the byte counts."""
+        held, dropped, now = self._measure(touched)
+        sizes = self.sizes[self.pass_idx]
+        for i, size in zip(touched, now):
             sizes[i] = size
         self.peak_cache_bytes = max(self.peak_cache_bytes, held + dropped)
         self.cache_bytes = held
+
+    def _measure(self, touched: Sequence[int]) -> tuple[int, int, list[int]]:
+        """Bytes held and dropped with the running pass's stores as they are now, and the new
+        sizes of the ``touched`` branches' stores."""
+        sizes, modules = self.sizes[self.pass_idx], self.modules
+        now = stored_bytes([modules[i].__dict__["_sc_stored"] for i in touched])
+        held, dropped = self.cache_bytes, 0
+        for i, size in zip(touched, now):
+            if size < sizes[i]:
+                dropped += sizes[i] - size
+            held += size - sizes[i]
+        return held, dropped, now
 
     def clear(self) -> None:
         """Drop every stored output (a new generation starts, or the session resets)."""

@@ -11,7 +11,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import smoothcache
 from smoothcache import Schedule, ScheduleError
-from smoothcache.forecast import combine, lagrange_weights, step_plan
+from smoothcache.engine.actions import actions_for
+from smoothcache.forecast import combine, lagrange_weights, plan_reads
 from smoothcache.testing.models.original_dit import sample_original_dit
 from tests.conftest import count_original_calls, sample_two_calls
 
@@ -38,14 +39,15 @@ def test_weights_reproduce_polynomials_exactly_with_uneven_gaps():
 
 
 def test_step_plan_stores_only_what_later_forecasts_read():
-    plan = step_plan(ROW, ORDERS)
-    needs = [need for _, need, _, _ in plan]
+    plan = plan_reads(ROW, ORDERS)
+    needs = [len(read) for _, read, _ in plan]
     holds = [hold for *_, hold in plan]
     assert needs == [0, 1, 0, 0, 3, 3, 0, 4, 0, 0]
     # step 4 reads computes 0, 2, 3 (order 2); step 7 reads 0, 2, 3, 6 (order 3)
     assert holds == [1, 1, 2, 3, 3, 3, 4, 0, 0, 0]
-    assert plan[4][2] == lagrange_weights([0, 2, 3], 4)
-    assert plan[7][2] == lagrange_weights([0, 2, 3, 6], 7)
+    actions = actions_for(ROW, ORDERS)  # the weights the engine answers with
+    assert actions[4][3][1] == lagrange_weights([0, 2, 3], 4)
+    assert actions[7][3][1] == lagrange_weights([0, 2, 3, 6], 7)
 
 
 def test_schedule_orders_roundtrip_and_old_formats_load(tmp_path):
