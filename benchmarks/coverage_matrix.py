@@ -19,7 +19,7 @@ from pathlib import Path
 import diffusers
 import torch
 
-from smoothcache.testing.coverage import MIN_CHANGE, REQUIRED, STEPS, ClassCoverage, matrix
+from smoothcache.testing.coverage import NOISE_FACTOR, REQUIRED, STEPS, ClassCoverage, matrix
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "coverage.md"
 BEGIN, END = "<!-- coverage-matrix: begin -->", "<!-- coverage-matrix: end -->"
@@ -39,13 +39,17 @@ def markdown(rows: list[ClassCoverage], seconds: float) -> str:
         f"one). Each is a tiny random instance built from a small config (no download) and "
         f"run for {STEPS} steps the way its pipeline calls it; a check is "
         f"{', '.join(f'`{c}`' for c in REQUIRED)} of the conformance kit, with reuse required "
-        f"to change the output by more than {MIN_CHANGE:g} relative (tiny random text streams "
-        "move the output little) unless the branch sees the same input at every step. The "
-        "last column says why a class fails or has no instance.",
+        f"to change the output by more than {NOISE_FACTOR:g} times the float32 noise floor of "
+        "the class's own run (column *noise floor*, relative: the larger of the change a "
+        "one-ulp nudge of the initial latent causes and the run's distance from the same run "
+        "in float64; why this bar: `NOISE_FACTOR` in `smoothcache/testing/coverage.py`) unless "
+        "the branch sees the same input at every step. The last column says why a class "
+        "fails or could not be built.",
         "",
-        "| class | pipeline | adapter | " + " | ".join(REQUIRED) + " | other checks | why not |",
-        "|---|---|---|" + "---|" * len(REQUIRED) + "---|---|",
-    ]
+        "| class | pipeline | adapter | noise floor | " + " | ".join(REQUIRED)
+        + " | other checks | why not |",
+        "|---|---|---|---:|" + "---|" * len(REQUIRED) + "---|---|",
+    ]  # fmt: skip
     mark = {"passed": "yes", "failed": "**no**", "skipped": "-"}
     for row in rows:
         cells = [mark.get(row.checks.get(c, ""), "") for c in REQUIRED]
@@ -55,9 +59,10 @@ def markdown(rows: list[ClassCoverage], seconds: float) -> str:
         if not row.checks:
             others = "-"  # nothing was run: no adapter or no instance
         adapter = f"`{row.adapter}` ({row.kind})" if row.adapter else "none"
+        noise = f"{row.noise:.1e}" if row.noise is not None else "-"
         why = row.reason.replace("|", "/").replace("\n", " ")[:300]
         lines.append(
-            f"| `{row.name}` | {row.pipeline or '-'} | {adapter} | " + " | ".join(cells)
+            f"| `{row.name}` | {row.pipeline or '-'} | {adapter} | {noise} | " + " | ".join(cells)
             + f" | {others or 'all pass'} | {why} |"
         )  # fmt: skip
     lines.append(END)

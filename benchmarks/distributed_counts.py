@@ -47,7 +47,8 @@ def main() -> int:
     for rank, result in enumerate(ranks):
         data = result["data"]
         print(f"| data parallel, tiny DiT | {rank} | {data['plain calls']} | "
-              f"{data['cached calls']} | 0 | - | - | - |")  # fmt: skip
+              f"{data['cached calls']} | {sum(data['plain by branch'].values())} | "
+              "- | - | - |")  # fmt: skip
     for name in ("WanTransformer3DModel", "FluxTransformer2DModel"):
         for rank, result in enumerate(ranks):
             run = result[name]

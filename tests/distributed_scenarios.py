@@ -4,7 +4,8 @@ One spawned process per rank (gloo, CPU) runs every scenario below in turn and s
 measured to ``<folder>/rank<r>.pt``; the tests read those files. Scenarios:
 
 - ``data``: data parallel, each rank its own samples of a tiny diffusers DiT: collectives
-  counted around an uncached and a cached generation.
+  counted around an uncached and a cached generation, those of the uncached one attributed to
+  the branch modules (forward hooks), as under context parallelism.
 - ``context``: diffusers' own context parallelism (Ulysses, native attention) on tiny Wan and
   FLUX transformers, smoothcache applied after the split: collectives of an uncached run
   attributed to the branch modules (forward hooks), collectives of a cached run, the cached
@@ -16,6 +17,10 @@ measured to ``<folder>/rank<r>.pt``; the tests read those files. Scenarios:
   issues a collective of the extra step (else it would wait forever for rank 0).
 - ``fewer steps``: data parallel, rank 1 stops one step early: a StepCountError when its
   session ends, rank 0 unaffected.
+- ``accelerate``: data parallel through accelerate, as docs/distributed.md describes it: a
+  ``PartialState`` over the same group (with the environment ``accelerate launch`` sets) splits
+  the labels with ``split_between_processes``, and each rank samples its share of the shipped
+  reference model under a schedule; the test compares each share with one process's.
 
 Every scenario ends with a barrier of the test's own: a rank stuck in a collective would make
 the parent's join time out.
@@ -28,6 +33,7 @@ rank files in ``FOLDER``, with ``scenario.pt`` (the steps and the schedule row):
 from __future__ import annotations
 
 import collections
+import os
 import socket
 import sys
 import traceback
@@ -41,6 +47,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed._functional_collectives as funcol
 import torch.multiprocessing as mp
+from accelerate import PartialState  # imported here, before any group: see smoothcache's note
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -49,10 +56,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 # default argument evaluated at import. Imported after init_process_group, that default would
 # hold the world group (and its gloo threads) until interpreter exit (docs/distributed.md).
 import smoothcache
+from smoothcache.reference import load_reference_model, sample
 from smoothcache.testing.models.diffusers_zoo import ZOO, randomize_zeros_, run
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 1, 1]
+#: the labels the ``accelerate`` scenario splits between the ranks (uneven: 3 and 2)
+LABELS = [0, 1, 2, 3, 4]
 #: every collective and point-to-point function of torch.distributed (those this torch has)
 DIST_FUNCTIONS = (
     "all_reduce", "all_reduce_coalesced", "all_gather", "all_gather_into_tensor",
@@ -96,6 +106,7 @@ class CollectiveCounter:
     def __init__(self) -> None:
         self.calls: collections.Counter[tuple[str, str | None]] = collections.Counter()
         self.where: str | None = None
+        self.branch_calls = 0  # branch forwards the hooks saw: attribution was on
 
     def _record(self, name: str) -> None:
         self.calls[(name, self.where)] += 1
@@ -139,6 +150,7 @@ def _attribute(counter: CollectiveCounter, model: nn.Module, paths: list[str]) -
 
         def enter(_module: nn.Module, _args: Any, path: str = path) -> None:
             counter.where = path
+            counter.branch_calls += 1
 
         def leave(_module: nn.Module, _args: Any, _output: Any) -> None:
             counter.where = None
@@ -165,13 +177,22 @@ def _data(rank: int, out: dict[str, Any]) -> None:
     entry = ZOO["DiTTransformer2DModel"]
     model = randomize_zeros_(entry.factory())
     schedule = {"attn1": ROW, "ff": ROW}
+    paths = [branch.path for branch in smoothcache.detect(model).branches(model)]
     plain, cached = CollectiveCounter(), CollectiveCounter()
-    with plain.counting():
-        reference = run(entry, model, num_steps=STEPS, seed=rank)
+    handles = _attribute(plain, model, paths)
+    try:
+        with plain.counting():
+            reference = run(entry, model, num_steps=STEPS, seed=rank)
+    finally:
+        for handle in handles:
+            handle.remove()
     with cached.counting(), smoothcache.enabled(model, schedule) as session:
         output = run(entry, model, num_steps=STEPS, seed=rank)
     out["data"] = {
         "plain calls": plain.total(),
+        "plain by branch": plain.by_branch(),
+        "branches": len(paths),
+        "branch calls": plain.branch_calls,
         "cached calls": cached.total(),
         "reused": session.stats.total_reused,
         "changed": not torch.equal(output, reference),
@@ -266,6 +287,32 @@ def _fewer_steps(rank: int, out: dict[str, Any]) -> None:
     out["fewer steps"] = result
 
 
+def _accelerate(rank: int, world: int, out: dict[str, Any]) -> None:
+    """accelerate's share of :data:`LABELS` for this rank, sampled under a schedule.
+
+    ``PartialState`` reads the rank and world size from the environment that ``accelerate
+    launch`` (or torchrun) sets, and joins the process group already started instead of
+    starting one.
+    """
+    launched = {
+        "RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+        "LOCAL_WORLD_SIZE": str(world), "OMP_NUM_THREADS": "1",
+    }  # fmt: skip
+    with mock.patch.dict(os.environ, launched):
+        state = PartialState(cpu=True)
+    model = load_reference_model()
+    with state.split_between_processes(LABELS) as share:
+        with smoothcache.enabled(model, {"attn1": ROW, "ff": ROW}) as session:
+            images = sample(model, share, num_steps=STEPS, seed=rank)
+    out["accelerate"] = {
+        "processes": state.num_processes,
+        "index": state.process_index,
+        "share": list(share),
+        "images": images,
+        "reused": session.stats.total_reused,
+    }
+
+
 def worker(rank: int, world: int, folder: str) -> None:
     """One rank: join the gloo group, run every scenario, save what was measured.
 
@@ -287,6 +334,8 @@ def worker(rank: int, world: int, folder: str) -> None:
         _more_steps(rank, world, out)
         dist.barrier()
         _fewer_steps(rank, out)
+        dist.barrier()
+        _accelerate(rank, world, out)
         dist.barrier()
     except Exception:
         out["failure"] = traceback.format_exc()

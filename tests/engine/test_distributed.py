@@ -6,7 +6,8 @@
   ``torch.distributed`` call (counted at the Python API and at the dispatcher), under context
   parallelism the cached run makes exactly the uncached run's collectives minus those of the
   skipped branches, the cached output equals a single process's, each rank caches its shard, and
-  a rank whose sampler diverges gets a StepCountError rather than a hang.
+  a rank whose sampler diverges gets a StepCountError rather than a hang, and accelerate's
+  ``split_between_processes`` gives each rank its share, cached as in one process.
 
 Skipped where this platform cannot run a gloo group of local processes.
 """
@@ -24,7 +25,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from tests.distributed_scenarios import ROW, STEPS, free_port, worker
+import smoothcache
+from smoothcache.reference import load_reference_model, sample
+from tests.distributed_scenarios import LABELS, ROW, STEPS, free_port, worker
 
 ROOT = Path(__file__).resolve().parents[2]
 WORLD = 2
@@ -95,9 +98,13 @@ def ranks(tmp_path_factory):
 
 
 def test_data_parallel_adds_no_communication(ranks):
+    """No call at all, cached or not; none inside a branch (benchmarks/distributed_counts.py's
+    "in branches" column), counted while the hooks saw every branch call of every step."""
     for result in ranks:
         data = result["data"]
         assert data["reused"] > 0 and data["changed"]  # caching happened and mattered
+        assert data["branch calls"] == data["branches"] * STEPS > 0  # attribution was on
+        assert data["plain by branch"] == {}
         assert data["plain calls"] == 0
         assert data["cached calls"] == 0
 
@@ -128,7 +135,7 @@ def test_context_parallel_output_equals_one_process(ranks, name):
         assert not torch.equal(cached, plain)  # the cache changed the output
         if name == "WanTransformer3DModel":
             assert torch.equal(cached, single)  # measured bit-identical
-        else:  # FLUX: last-bit differences of the split matmuls (measured 1.2e-7)
+        else:  # FLUX: last-bit differences of the split matmuls (measured 2.4e-7)
             scale = single.abs().max().item()
             assert (cached - single).abs().max().item() <= 1e-5 * scale
         # each rank keeps its shard of the tokens: half of what one process holds
@@ -164,6 +171,27 @@ def test_a_rank_that_runs_more_steps_fails_before_communicating(ranks):
 def test_a_rank_that_runs_fewer_steps_gets_a_step_count_error(ranks):
     assert ranks[0]["fewer steps"]["error"] is None
     assert "ran fewer steps than the schedule" in ranks[1]["fewer steps"]["error"]
+
+
+def test_accelerate_splits_the_labels_and_each_share_is_cached_as_in_one_process(ranks):
+    """docs/distributed.md's accelerate recipe, run: ``PartialState().split_between_processes``
+    over the group gives rank 0 the first 3 labels and rank 1 the last 2, and each rank's cached
+    samples of its share are bit-identical to one process's (same share, seed and schedule)."""
+    shares = [result["accelerate"]["share"] for result in ranks]
+    assert shares == [LABELS[:3], LABELS[3:]]
+    model = load_reference_model()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the ranks: the same matmul blocking
+    try:
+        for rank, result in enumerate(ranks):
+            run = result["accelerate"]
+            assert run["processes"] == WORLD and run["index"] == rank
+            assert run["reused"] > 0
+            with smoothcache.enabled(model, {"attn1": ROW, "ff": ROW}):
+                alone = sample(model, run["share"], num_steps=STEPS, seed=rank)
+            assert torch.equal(run["images"], alone)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_no_communication_thread_outlives_the_shutdown(ranks):

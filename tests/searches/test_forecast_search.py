@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,8 +25,12 @@ from smoothcache.measurements import (
     forecast_combos,
     reach,
 )
-from smoothcache.searches.forecast import forecast_schedule
-from smoothcache.searches.sensitivity import run_costs
+from smoothcache.schedule import MAX_ORDER
+from smoothcache.searches.forecast import (
+    CANDIDATE_CAPS,
+    CANDIDATE_PRIORS,
+    forecast_schedule,
+)
 from smoothcache.testing.models.original_dit import sample_original_dit
 from tests.test_calibration import ToyAdapter, run_toy, store_outputs, toy
 
@@ -159,6 +165,100 @@ def _synthetic(
     )
 
 
+# Brute force: every row of a budget, costed by hand from the forecast errors (independent of
+# the search's dynamic program and of its cost table), for curves of one branch.
+
+
+def _order_by_hand(errors: list[float], cap: int, prior: float) -> int:
+    """The order a run takes, as the search's docstring states it: among the measured orders
+    ``0..cap``, the one of least error (``prior`` 1), or the highest within ``prior`` times the
+    least; reuse when none is measured."""
+    measured = [(e, k) for k, e in enumerate(errors[: cap + 1]) if math.isfinite(e)]
+    if not measured:
+        return 0
+    least = min(e for e, _ in measured)
+    if prior <= 1.0:
+        return min(k for e, k in measured if e == least)
+    return max(k for e, k in measured if e <= prior * least)
+
+
+def _row_by_hand(
+    square: np.ndarray,
+    combos: list[tuple[int, int, int]],
+    row: tuple[int, ...],
+    *,
+    cap: int = MAX_ORDER,
+    prior: float = 1.0,
+    response: np.ndarray | None = None,
+) -> tuple[float, tuple[int, ...]]:
+    """What the search should predict for ``row`` and the orders it should give it.
+
+    A run computing at ``s`` and skipping ``s + 1 .. e - 1`` costs the mean square error of its
+    run combo ``(k, 0, e - s)`` at its last skipped step, ``k`` chosen over every order; with a
+    ``response`` (a diagonal sensitivity: a reuse at step ``m`` moves the final output by
+    ``response[m]``), that times the run's reuse cost ``sum_m (e - m)^2 response[m]^2`` over its
+    own reuse error. Its orders: chosen the same way among the orders the computes so far can
+    feed (``k + 1`` of them).
+    """
+    by_combo = {combo: square[c] for c, combo in enumerate(combos)}
+    top = max(k for k, _, _ in combos)
+    computed = [t for t, c in enumerate(row) if c]
+    cost, orders = 0.0, [0] * len(row)
+    for before, (start, end) in enumerate(itertools.pairwise(computed)):
+        if end - start < 2:
+            continue
+        errors = [float(by_combo[(k, 0, end - start)][end - 1]) for k in range(top + 1)]
+        errors = [e if math.isfinite(e) else math.inf for e in errors]
+        value = errors[_order_by_hand(errors, cap, prior)]
+        if response is not None:
+            reuse = sum((end - m) ** 2 * response[m] ** 2 for m in range(start + 1, end))
+            value = reuse * value / errors[0]
+        cost += value
+        order = _order_by_hand(errors[: before + 1], cap, prior)
+        orders[start + 1 : end] = [order] * (end - start - 1)
+    return cost, tuple(orders)
+
+
+def _cheapest(
+    square: np.ndarray,
+    combos: list[tuple[int, int, int]],
+    computes: int,
+    lookahead: int,
+    **costing: Any,
+) -> list[tuple[float, tuple[int, ...]]]:
+    """Every row with ``computes`` computed steps (the first and last among them, no run longer
+    than ``lookahead``) with its cost by hand, cheapest first."""
+    n = square.shape[1]
+    ranked = []
+    for inner in itertools.combinations(range(1, n - 1), computes - 2):
+        computed = (0, *inner, n - 1)
+        if max(b - a - 1 for a, b in itertools.pairwise(computed)) > lookahead:
+            continue
+        row = tuple(int(t in computed) for t in range(n))
+        ranked.append((_row_by_hand(square, combos, row, **costing)[0], row))
+    return sorted(ranked)
+
+
+def _assert_cheapest(
+    schedule: Schedule,
+    square: np.ndarray,
+    combos: list[tuple[int, int, int]],
+    computes: int,
+    lookahead: int,
+    **costing: Any,
+) -> None:
+    """``schedule`` computes ``computes`` steps at a cheapest row found by brute force, with the
+    orders and the predicted cost that row has by hand."""
+    row = schedule.rows["a"]
+    orders = schedule.orders.get("a", (0,) * len(row))  # a schedule that only reuses has none
+    assert sum(row) == computes
+    cost, by_hand = _row_by_hand(square, combos, row, **costing)
+    least = _cheapest(square, combos, computes, lookahead, **costing)[0][0]
+    assert cost == pytest.approx(least, rel=1e-12)
+    assert schedule.metadata["predicted_cost"] == pytest.approx(cost, rel=1e-12)
+    assert orders == by_hand
+
+
 def test_search_forecasts_only_where_the_calibration_says_it_is_better():
     """Order 1 beats reuse everywhere but at steps 10-13, where it blows up on some sample."""
     n = 20
@@ -182,13 +282,23 @@ def test_search_forecasts_only_where_the_calibration_says_it_is_better():
 
 
 def test_search_never_asks_for_more_computes_than_the_row_has():
+    """Higher orders always look better, so each run takes the highest order its computes so
+    far can feed: the first run reuses, the second extrapolates with order 1, the third with
+    order 2, every later one with order 3 (order k needs k + 1 computed outputs)."""
     n = 20
     combos = forecast_combos(lookahead=4, max_order=3)
     square = np.zeros((len(combos), n))
     for c, (k, j, g) in enumerate(combos):
         square[c] = 0.01 * (j or g) / (k + 1)  # higher orders always look better
     schedule = _synthetic(square, combos).schedule(compute_fraction=0.25, method="forecast")
-    Schedule(schedule.rows, orders=schedule.orders)  # validates: k + 1 computes before each
+    row, orders = schedule.rows["a"], schedule.orders["a"]
+    assert sum(row) == 5
+    computed = [t for t in range(n) if row[t]]
+    expected = [0] * n
+    for before, (start, end) in enumerate(itertools.pairwise(computed)):
+        expected[start + 1 : end] = [min(before, 3)] * (end - start - 1)
+    assert orders == tuple(expected)
+    assert max(orders) == 3  # the row has runs enough to reach order 3
 
 
 def test_recorded_forecast_schedule_runs_and_forecasts():
@@ -231,10 +341,12 @@ def test_candidates_are_distinct_within_budget_and_start_with_the_plain_search()
     square = np.zeros((len(combos), n))
     for c, (k, j, g) in enumerate(combos):
         square[c] = 0.01 * (j or g) * (1.0, 0.3, 0.4, 0.5)[k]  # order 1 least, 2-3 close
-    curves = _synthetic(square, combos)
-    candidates = curves.forecast_candidates(compute_fraction=0.25)
-    plain = curves.schedule(compute_fraction=0.25, method="forecast")
-    assert candidates[0].fingerprint() == plain.fingerprint()
+    candidates = _synthetic(square, combos).forecast_candidates(compute_fraction=0.25)
+    _assert_cheapest(candidates[0], square, combos, 5, 4)  # the plain search's defaults
+    for candidate in candidates:
+        meta = candidate.metadata
+        costing = {"cap": meta["order_cap"], "prior": meta["order_prior"]}
+        _assert_cheapest(candidate, square, combos, 5, 4, **costing)
     assert len({c.fingerprint() for c in candidates}) == len(candidates) > 2
     assert all(c.compute_fraction <= 0.25 for c in candidates)
     highest = {max(c.orders.get("a", (0,))) for c in candidates}
@@ -265,35 +377,55 @@ def test_weighted_search_computes_where_the_final_output_is_sensitive():
     assert sum(weighted.rows["a"]) == sum(plain.rows["a"]) == 7
     assert sum(weighted.rows["a"][8:12]) > sum(plain.rows["a"][8:12])
     assert weighted.metadata["weighted"] and not plain.metadata["weighted"]
-    costs = run_costs(sensitivity.gram[0])
-    computed = [t for t in range(n) if weighted.rows["a"][t]]
-    gaps = [end - start - 1 for start, end in itertools.pairwise(computed)]
-    # the search costs every run with its best order, 1, whose error is a quarter of reuse's
-    expected = sum(0.25 * costs[start, r] for start, r in zip(computed, gaps, strict=False) if r)
-    assert weighted.metadata["predicted_cost"] == pytest.approx(expected, rel=1e-12)
+    _assert_cheapest(plain, square, combos, 7, 4)
+    _assert_cheapest(weighted, square, combos, 7, 4, response=response)
     assert set(weighted.orders["a"]) == {0, 1}  # order 1 is better everywhere it can be
 
 
+def _random_curves(n: int, seed: int) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """Mean squares (lookahead 3, orders 0-2) drawn log-uniformly over two decades at every step,
+    NaN where a combo cannot be read yet: caps and priors lead to different choices, and no two
+    rows cost the same."""
+    combos = forecast_combos(lookahead=3, max_order=2)
+    square = 10 ** np.random.default_rng(seed).uniform(-3, -1, (len(combos), n))
+    for c, combo in enumerate(combos):
+        square[c, : reach(combo)] = np.nan
+    return square, combos
+
+
 def test_with_a_sensitivity_every_candidate_but_the_plain_search_is_weighted():
-    n = 24
-    square, combos = _order_curves(n)
-    response = np.linspace(0.0, 1.0, n) ** 4
+    """The candidates, each against a brute force over every row of the budget: the plain search
+    (unweighted) first, then every member of the family placed by the sensitivity, in family
+    order, repeats dropped."""
+    n, computes, lookahead = 14, 5, 3
+    square, combos = _random_curves(n, seed=0)
+    response = np.random.default_rng(1).uniform(0.02, 0.05, n)  # no two reuse runs alike
+    response[[0, -1]] = 0.0
+    response[5:8] = 1.0  # reuse at steps 5-7 moves the final output some 30x more
     sensitivity = Sensitivity((ALL_BRANCHES,), np.diag(response**2)[None], np.zeros((1, n, n)))
-    bare = _synthetic(square, combos).forecast_candidates(compute_fraction=0.3)
-    curves = _synthetic(square, combos, sensitivity)
-    weighed = curves.forecast_candidates(compute_fraction=0.3)
-    assert not any(c.metadata["weighted"] for c in bare)
-    assert weighed[0].fingerprint() == bare[0].fingerprint()  # the plain search, unweighted
-    assert not weighed[0].metadata["weighted"] and len(weighed) > 2
-    for candidate in weighed[1:]:
-        meta = candidate.metadata
-        assert meta["weighted"]
-        again = forecast_schedule(
-            curves, 0.3, False, cap=meta["order_cap"], prior=meta["order_prior"], weighted=True
-        )
-        assert again.fingerprint() == candidate.fingerprint()
-    # the weighting moves computes: some weighted member has a row no unweighted one has
-    assert {c.rows["a"] for c in weighed[1:]} - {c.rows["a"] for c in bare}
+    candidates = _synthetic(square, combos, sensitivity).forecast_candidates(compute_fraction=0.36)
+
+    def brute_force(cap: int, prior: float, weighted: bool) -> tuple[tuple[int, ...], ...]:
+        costing = {"cap": cap, "prior": prior, "response": response if weighted else None}
+        (cost, row), (runner_up, _) = _cheapest(square, combos, computes, lookahead, **costing)[:2]
+        assert runner_up > cost * (1 + 1e-9)  # one cheapest row: the answer is unambiguous
+        return row, _row_by_hand(square, combos, row, **costing)[1]
+
+    family = [(MAX_ORDER, 1.0)] + [
+        (cap, prior)
+        for cap, prior in itertools.product(CANDIDATE_CAPS, CANDIDATE_PRIORS)
+        if cap or prior == 1.0
+    ]
+    expected = {brute_force(MAX_ORDER, 1.0, False): False}
+    for cap, prior in family:
+        expected.setdefault(brute_force(cap, prior, True), True)
+    decided = [(c.rows["a"], c.orders.get("a", (0,) * n)) for c in candidates]
+    assert decided == list(expected)
+    assert [c.metadata["weighted"] for c in candidates] == list(expected.values())
+    assert len(candidates) > 2
+    # the crafted input is one where the weighting moves computes
+    unweighted = {brute_force(cap, prior, False)[0] for cap, prior in family}
+    assert {c.rows["a"] for c in candidates[1:]} - unweighted
     with pytest.raises(ScheduleError, match="measure_sensitivity"):
         forecast_schedule(_synthetic(square, combos), 0.3, False, weighted=True)
 
