@@ -16,8 +16,6 @@ from smoothcache.adapters.pixart import PixArtAdapter
 from smoothcache.testing.models.tiny_pixart import pixart_latents, tiny_pixart_pipeline
 from tests.conftest import assert_same_state, count_original_calls, module_state
 
-pytest.importorskip("transformers", reason="diffusers' PixArt pipelines need transformers")
-
 STEPS = 6
 ROW = [1, 0, 1, 0, 0, 1]
 KINDS = ("attn1", "attn2", "ff")

@@ -57,7 +57,6 @@ DIFFUSERS_KINDS = ("attn1", "attn2", "ff")
 
 @pytest.fixture(scope="module")
 def audio_pipe():
-    pytest.importorskip("transformers", reason="diffusers' StableAudioPipeline needs transformers")
     return tiny_stable_audio_pipeline()
 
 

@@ -9,9 +9,6 @@ from importlib import resources
 import pytest
 import torch
 
-pytest.importorskip("diffusers")
-pytest.importorskip("sklearn")
-
 import smoothcache
 from smoothcache import reference
 from smoothcache.reference import (

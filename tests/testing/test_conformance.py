@@ -85,7 +85,6 @@ def run_dit_pipeline(pipe: Any) -> torch.Tensor:
 
 
 def pixart_pipeline() -> Any:
-    pytest.importorskip("transformers", reason="diffusers' PixArt pipelines need transformers")
     from smoothcache.testing.models.tiny_pixart import tiny_pixart_pipeline
 
     return tiny_pixart_pipeline("alpha")
@@ -98,7 +97,6 @@ def run_pixart(pipe: Any) -> torch.Tensor:
 
 
 def stable_audio_pipeline() -> Any:
-    pytest.importorskip("transformers", reason="diffusers' StableAudioPipeline needs transformers")
     from smoothcache.testing.models.tiny_stable_audio import tiny_stable_audio_pipeline
 
     return tiny_stable_audio_pipeline()
