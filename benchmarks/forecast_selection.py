@@ -1,7 +1,7 @@
 """Forecast schedules chosen in closed loop on held-out samples, beside the plain search.
 
 For each budget of ``benchmarks.common.forecast_rows.BUDGETS``: the curves of the library's
-forecast rows (``forecast_curves``: 50 calibration samples, seed 1000, lookahead ``--lookahead``,
+forecast rows (``shared_curves``: 50 calibration samples, seed 1000, lookahead ``--lookahead``,
 the sensitivity on the same samples, so the candidates' computes are placed by it),
 and the schedule that ``smoothcache.select_schedule`` chooses among
 ``curves.forecast_candidates(compute_fraction=f)`` on ``--held-out`` held-out samples (seed
@@ -30,15 +30,15 @@ import numpy as np
 import torch
 
 import smoothcache
-from benchmarks.common.bench import HELD_OUT_SEED, Bench
+from benchmarks.common.bench import CALIBRATION_SEED, HELD_OUT_SEED, Bench
 from benchmarks.common.forecast_rows import (
     BUDGETS,
     CALIBRATION_SAMPLES,
     FAMILY,
     HELD_OUT,
     LOOKAHEAD,
-    forecast_curves,
     select,
+    shared_curves,
 )
 from benchmarks.common.stats import Bootstrap, interval, psnr_db, sample_errors, upper_envelope
 
@@ -81,10 +81,10 @@ def main() -> int:
     bench = Bench(
         args.model, samples=args.samples, timing_samples=100,
         calibration_samples=CALIBRATION_SAMPLES, steps=50, guidance=1.5,
-        device=torch.device("cpu"),
+        device=torch.device("cpu"), held_out_samples=args.held_out,
     )  # fmt: skip
     model = bench.model
-    curves = forecast_curves(bench, lambda _: None, args.lookahead)
+    curves = shared_curves(bench, lambda _: None, CALIBRATION_SEED, args.lookahead)
     reference = bench.sample(model, bench.steps)
     boot = Bootstrap.draw(args.samples, 2000, seed=0)
     peer_x, peer_y = table_peers(args.model)
@@ -103,7 +103,7 @@ def main() -> int:
     print("|---:|---|---:|---|---:|---:|---|---:|---:|---:|---|")
     for budget in BUDGETS:
         candidates = curves.forecast_candidates(compute_fraction=budget)
-        chosen = select(bench, candidates, args.held_out)
+        chosen = select(bench, candidates)
         runs += 2 + len(candidates)
         held_db = [float(psnr_db(e)) for e in chosen.metadata["selection_mse"]]
         for name, schedule, index in (

@@ -45,50 +45,91 @@ from pathlib import Path
 import torch
 
 from benchmarks.common.bench import MODELS, Bench
-from benchmarks.common.calibration import add_curves_option
-from benchmarks.common.forecast_rows import forecast_rows
-from benchmarks.common.peers import (
-    Settings,
-    cache_dit_rows,
-    cache_dit_version,
-    diffusers_rows,
-    fewer_steps_rows,
-    smoothcache_rows,
-)
+from benchmarks.common.cache_dit_rows import DEFAULT as CACHE_DIT_DEFAULT
+from benchmarks.common.cache_dit_rows import cache_dit_version
+from benchmarks.common.forecast_rows import CALIBRATION_SAMPLES, HELD_OUT
+from benchmarks.common.peers import Settings, fewer_steps_rows
 from benchmarks.common.plot import quality_plot
-from benchmarks.common.report import CLOCKS, RunInfo, report, targets_table
+from benchmarks.common.protocol import build_rows
+from benchmarks.common.report import CLOCKS, RunInfo, report
 from benchmarks.common.scoring import evaluate, quality_line, score, targets, time_once
+from benchmarks.common.seeds import SPLITS
 from benchmarks.common.stats import Bootstrap
+from benchmarks.common.tables import targets_table
 from benchmarks.common.timing import Log
 from smoothcache.reference import digits_classifier
 
+#: The table's sweep: every setting gets a row on the evaluation samples.
 FULL = Settings(
     fora=(2, 3, 4, 5, 6),
     alphas=(0.05, 0.08, 0.2),
-    paper_budgets=(0.5, 0.35),
+    paper_budgets=(0.5, 0.35, 0.3, 0.2),
     per_block=(False, True),
-    search_budgets=(0.5, 0.35, 0.25),
+    search_budgets=(0.5, 0.35, 0.3, 0.25, 0.2),
     first_block=(0.05, 0.1, 0.2),
     taylor_orders=(1, 2),
     taylor_intervals=(2, 3, 4, 5, 6, 7, 8),  # 7 and 8: peers at 20% and below
+    taylor_warmups=(3,),  # diffusers' default
     magcache=(0.02, 0.12),
     pab=((2, (100, 800)), (3, (0, 1000))),
-    cache_dit=(0.1, 0.2, 0.4),
-    cache_dit_taylor=(0.1, 0.2, 0.4),
+    cache_dit=(CACHE_DIT_DEFAULT, (1, 0, 2, 0.1), (1, 0, 2, 0.2), (1, 0, 2, 0.4)),
+    cache_dit_orders=(1,),
+)
+#: More of each method's documented knobs, run on the held-out samples only: a setting gets a
+#: row on the evaluation samples when it is its family's held-out choice at a target budget.
+CANDIDATES = Settings(
+    fora=(),
+    alphas=(),
+    paper_budgets=(),
+    per_block=(),
+    search_budgets=(),
+    first_block=(0.3, 0.4),
+    taylor_orders=(1, 2),
+    taylor_intervals=(3, 4, 5, 6, 7, 8),
+    taylor_warmups=(1, 6),
+    magcache=(0.06, 0.2),
+    pab=((4, (0, 1000)),),
+    cache_dit=(
+        (8, 0, 8, 0.2),
+        (8, 0, 4, 0.12),
+        (4, 0, 4, 0.12),
+        (2, 0, 4, 0.12),
+        (1, 0, 4, 0.3),
+        (1, 1, 2, 0.2),
+        (2, 2, 2, 0.2),
+        (1, 0, 8, 0.3),
+    ),
+    cache_dit_orders=(1, 2),
 )
 QUICK = Settings(
     fora=(2, 4),
     alphas=(0.08,),
-    paper_budgets=(0.35,),
+    paper_budgets=(0.3,),
     per_block=(False,),
-    search_budgets=(0.35,),
+    search_budgets=(0.3,),
     first_block=(0.1,),
-    taylor_orders=(1, 2),
+    taylor_orders=(1,),
     taylor_intervals=(3,),
+    taylor_warmups=(3,),
     magcache=(0.12,),
     pab=(),
-    cache_dit=(0.2,),
-    cache_dit_taylor=(0.2,),
+    cache_dit=((1, 0, 2, 0.2),),
+    cache_dit_orders=(1,),
+)
+QUICK_CANDIDATES = Settings(
+    fora=(),
+    alphas=(),
+    paper_budgets=(),
+    per_block=(),
+    search_budgets=(),
+    first_block=(),
+    taylor_orders=(2,),
+    taylor_intervals=(4,),
+    taylor_warmups=(1,),
+    magcache=(),
+    pab=(),
+    cache_dit=(CACHE_DIT_DEFAULT,),
+    cache_dit_orders=(),
 )
 
 
@@ -100,13 +141,31 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--timing-samples", type=int, default=100, help="samples per timed run (100)"
     )
-    parser.add_argument("--calibration-samples", type=int, default=10, help="(default 10)")
+    parser.add_argument(
+        "--calibration-samples",
+        type=int,
+        default=CALIBRATION_SAMPLES,
+        help=f"of every calibrated method, per calibration seed ({CALIBRATION_SAMPLES})",
+    )
+    parser.add_argument(
+        "--held-out",
+        type=int,
+        default=HELD_OUT,
+        help=f"samples every method's setting is chosen on ({HELD_OUT})",
+    )
+    parser.add_argument(
+        "--seeds",
+        choices=tuple(SPLITS),
+        default="development",
+        help="the side of the seed split (docs/evaluation.md): development (default) for "
+        "choosing anything, test only for the final tables",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (3)")
     parser.add_argument(
         "--bootstrap", type=int, default=2000, help="bootstrap replicates (2000, at least 1000)"
     )
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--guidance", type=float, default=1.5)
+    parser.add_argument("--steps", type=int, help="sampler steps (default: the model's)")
+    parser.add_argument("--guidance", type=float, help="guidance scale (default: the model's)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
@@ -126,7 +185,6 @@ def parse_args() -> argparse.Namespace:
         help="file name of the .md and .png (quality_speed, or quality_speed_second for the "
         "second model)",
     )
-    add_curves_option(parser)
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -136,11 +194,12 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.quick:
         args.samples, args.timing_samples, args.calibration_samples = 50, 20, 5
-        args.repeats, args.bootstrap = 1, 1000
+        args.repeats, args.bootstrap, args.held_out = 1, 1000, 20
     if args.bootstrap < 1000:
         parser.error("--bootstrap needs at least 1000 replicates")
     if args.name is None:
-        args.name = "quality_speed" + ("_second" if args.model == "second" else "")
+        suffix = {"reference": "", "second": "_second", "flow": "_flow"}[args.model]
+        args.name = "quality_speed" + suffix + ("_test" if args.seeds == "test" else "")
     return args
 
 
@@ -151,7 +210,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     log, load_start = Log(), os.getloadavg()[0]
-    settings = QUICK if args.quick else FULL
+    settings, candidates = (QUICK, QUICK_CANDIDATES) if args.quick else (FULL, CANDIDATES)
 
     bench = Bench(
         args.model,
@@ -161,14 +220,11 @@ def main() -> None:
         steps=args.steps,
         guidance=args.guidance,
         device=torch.device(args.device),
+        seeds=SPLITS[args.seeds],
+        held_out_samples=args.held_out,
     )
     digits_classifier()
-    rows = [bench.plain(bench.steps)]
-    rows += smoothcache_rows(bench, settings, log, args.curves)
-    if not args.no_forecast:
-        rows += forecast_rows(bench, log, args.curves)
-    rows += diffusers_rows(bench, settings, log)
-    rows += cache_dit_rows(bench, log, settings.cache_dit, settings.cache_dit_taylor)
+    rows, chosen = build_rows(bench, settings, candidates, log, not args.no_forecast)
 
     log(f"quality: {len(rows)} rows, {bench.samples} samples each, then fewer steps")
     evaluate(rows[0], None)
@@ -189,7 +245,7 @@ def main() -> None:
             time_once(row, bench.device)
 
     boot = Bootstrap.draw(bench.samples, args.bootstrap, seed=0)
-    scores = score(rows, bench, args.clock, boot)
+    scores = score(rows, bench, args.clock, boot, chosen)
     target_lines = targets(scores)
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, png_path = out_dir / f"{args.name}.md", out_dir / f"{args.name}.png"
@@ -204,7 +260,7 @@ def main() -> None:
     quality_plot(scores, bench.loaded.title, png_path, args.clock, bench.steps)
     print("\n".join(lines))
     print()
-    print("\n".join(targets_table(target_lines, args.model == "second")))
+    print("\n".join(targets_table(target_lines, args.model in ("second", "flow"))))
     log(f"wrote {md_path} and {png_path} after {info.minutes:.1f} minutes")
 
 

@@ -14,6 +14,9 @@ The positions of those outputs are their **step indices**, not their timestep va
   the schedule search chooses an order from the errors the engine will make, whatever the
   sampler's timestep spacing; for the uniform spacings of DDIM and flow-matching samplers
   without a shift, step indices and timesteps are proportional and give the same weights.
+  Under a shifted flow-matching schedule (FLUX, SD3), where they differ, step indices forecast
+  the branch outputs better than sigmas do (measured: docs/forecast.md, "Positions under a
+  shifted sigma schedule").
 
 Gaps need not be equal: the weights are exact for any distinct positions, so a polynomial of
 degree at most ``k`` sampled at the computed steps is reproduced exactly at the skipped step.

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common.cache_dit_rows import CACHE_DIT_FAMILY, CACHE_DIT_TAYLOR_FAMILY
 from benchmarks.common.forecast_rows import FAMILY as FORECAST_FAMILY
-from benchmarks.common.peers import CACHE_DIT_FAMILY, CACHE_DIT_TAYLOR_FAMILY
 from benchmarks.common.scoring import Scores, peer_indices
 from benchmarks.common.stats import upper_envelope
 

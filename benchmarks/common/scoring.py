@@ -27,19 +27,20 @@ from benchmarks.common.stats import (
     frechet_distance,
     interval,
     psnr_db,
+    two_sample_accuracy,
     upper_envelope,
 )
 from smoothcache.reference import digits_classifier, relative_l2
 
 TARGETS = (0.3, 0.2)  # compute fractions at which the forecast must beat its peers
-SECOND_MODEL_FLOOR = -0.3  # dB: the second model's target for the margin's lower bound
+FLOOR = -0.3  # dB: the second and flow models' target for the margin's lower bound
 
 
 def evaluate(row: Row, reference: torch.Tensor | None) -> None:
     """Sample the evaluation batch once: samples, per-sample errors and branch count."""
     row.counter.calls = 0
     start = time.process_time()
-    images = row.run(False).detach().cpu()
+    images = row.run("evaluation").detach().cpu()
     row.quality_seconds = time.process_time() - start
     row.computed = row.counter.calls
     row.images = images
@@ -53,7 +54,7 @@ def time_once(row: Row, device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     start, cpu_start = time.perf_counter(), time.process_time()
-    row.run(True)
+    row.run("timing")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     row.times.append(time.perf_counter() - start)
@@ -66,7 +67,7 @@ def time_once(row: Row, device: torch.device) -> None:
 
 def quality_line(bench: Bench, row: Row) -> str:
     """A progress line for a row whose quality was measured."""
-    share = row.computed / (bench.counter.branches * bench.steps)
+    share = row.computed / bench.cells
     assert row.errors is not None
     return (
         f"  {row.family}, {row.setting}: {share:.1%} computed, "
@@ -82,11 +83,20 @@ class Scores:
     replicates: np.ndarray  # (rows, replicates) batch PSNR; row 0 is the reference
 
 
-def score(rows: list[Row], bench: Bench, clock: str, boot: Bootstrap) -> Scores:
+def score(
+    rows: list[Row],
+    bench: Bench,
+    clock: str,
+    boot: Bootstrap,
+    chosen: dict[int, list[float]] | None = None,
+) -> Scores:
     """Compute share, latency, speedup and quality of every row; ``rows[0]`` is the reference.
 
-    ``clock`` picks the latency: ``wall`` time, or the process's ``cpu`` time.
+    ``clock`` picks the latency: ``wall`` time, or the process's ``cpu`` time. ``chosen`` maps
+    ``id(row)`` to the budgets the row is its family's held-out choice for
+    (:func:`benchmarks.common.selection.choice_labels`).
     """
+    chosen = chosen or {}
 
     def latency_of(row: Row) -> float:
         return statistics.median(row.cpu_times if clock == "cpu" else row.times)
@@ -94,9 +104,10 @@ def score(rows: list[Row], bench: Bench, clock: str, boot: Bootstrap) -> Scores:
     classifier = digits_classifier()
     digits = rows[0].images is not None and rows[0].images[0].numel() == 64
     real = classifier.features(classifier.real_images) if digits else None
-    cells = bench.counter.branches * bench.steps
+    cells = bench.cells
     reference, base = rows[0].images, latency_of(rows[0])
     assert reference is not None
+    reference_features = _two_sample_features(reference, classifier)
     errors = np.stack([row.errors for row in rows])
     replicates = boot.batch_psnr(errors)
     table = []
@@ -126,9 +137,21 @@ def score(rows: list[Row], bench: Bench, clock: str, boot: Bootstrap) -> Scores:
                 "fd": frechet_distance(classifier.features(row.images), real)
                 if real is not None
                 else math.nan,
+                "c2st": two_sample_accuracy(
+                    _two_sample_features(row.images, classifier), reference_features
+                ),
+                "calibration_seed": row.calibration_seed,
+                "chosen": chosen.get(id(row), []),
             }
         )
     return Scores(table, replicates)
+
+
+def _two_sample_features(images: torch.Tensor, classifier: Any) -> np.ndarray:
+    """The two-sample test's features: the pixels and the digits classifier's 64 hidden
+    features (what it learned to recognise digits by, a nonlinear view of the pixels)."""
+    pixels = images.detach().cpu().double().flatten(1).numpy()
+    return np.concatenate([pixels, classifier.features(images)], axis=1)
 
 
 def is_forecast(entry: dict[str, Any]) -> bool:
@@ -136,8 +159,10 @@ def is_forecast(entry: dict[str, Any]) -> bool:
     return str(entry["family"]).startswith(FORECAST_FAMILY)
 
 
-def peer_indices(table: list[dict[str, Any]]) -> list[int]:
-    """Indices of the peer rows: every method but the forecast and no cache, finite PSNR."""
+def peer_indices(table: list[dict[str, Any]], seed: int | None = None) -> list[int]:
+    """Indices of the peer rows: every method but the forecast and no cache, finite PSNR; of
+    the methods that calibrate, only the rows calibrated on ``seed`` (all of them for ``None``).
+    """
     return [
         i
         for i, r in enumerate(table)
@@ -145,6 +170,7 @@ def peer_indices(table: list[dict[str, Any]]) -> list[int]:
         and not is_forecast(r)
         and r["psnr"] is not None
         and math.isfinite(r["psnr"])
+        and (seed is None or r["calibration_seed"] in (None, seed))
     ]
 
 
@@ -163,9 +189,10 @@ def budget_of(entry: dict[str, Any]) -> float | None:
 class PeerEnvelope:
     """The peers' upper envelope, as measured and in every bootstrap replicate."""
 
-    def __init__(self, scores: Scores) -> None:
+    def __init__(self, scores: Scores, seed: int | None = None) -> None:
         self.table, self.replicates = scores.table, scores.replicates
-        self.index = peer_indices(self.table)
+        self.seed = seed
+        self.index = peer_indices(self.table, seed)
         self.xs = np.array([self.table[i]["computed"] for i in self.index])
         self.ys = np.array([self.table[i]["psnr"] for i in self.index])
 
@@ -176,6 +203,7 @@ class PeerEnvelope:
         left, right = self.table[self.index[point.left]], self.table[self.index[point.right]]
         line: dict[str, Any] = {
             "target": target,
+            "seed": self.seed,
             "row": None if row is None else self.table[row],
             "computed": computed,
             "envelope": float(point.value[0]),
@@ -196,7 +224,7 @@ def targets(scores: Scores) -> list[dict[str, Any]]:
     samples for every row). A target compute without a forecast row (``--no-forecast``) gets the
     envelope alone. Most compute first.
     """
-    envelope = PeerEnvelope(scores)
+    envelopes: dict[int | None, PeerEnvelope] = {}
     lines, covered = [], set()
     for i, row in enumerate(scores.table):
         if not is_forecast(row):
@@ -204,8 +232,62 @@ def targets(scores: Scores) -> list[dict[str, Any]]:
         budget = budget_of(row)
         target = next((t for t in TARGETS if budget is not None and math.isclose(t, budget)), None)
         covered.add(target)
-        lines.append(envelope.line(row["computed"], i, target))
+        seed = row["calibration_seed"]
+        if seed not in envelopes:
+            envelopes[seed] = PeerEnvelope(scores, seed)
+        lines.append(envelopes[seed].line(row["computed"], i, target))
     for target in TARGETS:
         if target not in covered:
-            lines.append(envelope.line(target, None, target))
-    return sorted(lines, key=lambda line: -line["computed"])
+            lines.append(PeerEnvelope(scores).line(target, None, target))
+    return sorted(lines, key=lambda line: (-(line["target"] or 0), -line["computed"]))
+
+
+def over_seeds(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per target: the margins over the calibration seeds, their spread, and the lowest lower
+    bound of their intervals (the margin's lower bound over evaluation samples *and*
+    calibration seeds: every seed's interval must clear it)."""
+    summary = []
+    for target in TARGETS:
+        mine = [line for line in lines if line["target"] == target and "margin" in line]
+        if not mine:
+            continue
+        margins = [line["margin"] for line in mine]
+        summary.append(
+            {
+                "target": target,
+                "seeds": [line["seed"] for line in mine],
+                "margins": margins,
+                "spread": max(margins) - min(margins),
+                "low": min(line["interval"][0] for line in mine),
+                "high": max(line["interval"][1] for line in mine),
+            }
+        )
+    return summary
+
+
+def choice_margins(scores: Scores) -> list[dict[str, Any]]:
+    """The library's forecast row at each target and calibration seed against every peer
+    family's held-out choice at that target (same seed for a method that calibrates): the
+    batch PSNR margin, its bootstrap interval, and what each side computed."""
+    table, reps = scores.table, scores.replicates
+    out = []
+    for i, row in enumerate(table):
+        target = budget_of(row) if is_forecast(row) else None
+        if target is None or not any(math.isclose(target, t) for t in TARGETS):
+            continue
+        for j, peer in enumerate(table):
+            if is_forecast(peer) or not any(math.isclose(target, b) for b in peer["chosen"]):
+                continue
+            if peer["calibration_seed"] not in (None, row["calibration_seed"]):
+                continue
+            out.append(
+                {
+                    "target": target,
+                    "seed": row["calibration_seed"],
+                    "peer": peer,
+                    "row": row,
+                    "margin": row["psnr"] - peer["psnr"],
+                    "interval": interval(reps[i] - reps[j]),
+                }
+            )
+    return out
