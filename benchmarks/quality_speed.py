@@ -47,6 +47,7 @@ import torch
 from benchmarks.common.bench import MODELS, Bench
 from benchmarks.common.cache_dit_rows import DEFAULT as CACHE_DIT_DEFAULT
 from benchmarks.common.cache_dit_rows import cache_dit_version
+from benchmarks.common.checkpoint import Checkpoint
 from benchmarks.common.forecast_rows import CALIBRATION_SAMPLES, HELD_OUT
 from benchmarks.common.peers import Settings, fewer_steps_rows
 from benchmarks.common.plot import quality_plot
@@ -179,6 +180,12 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="leave out the library's forecast rows (benchmarks/common/forecast_rows.py)",
     )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="save every measurement in this folder as it is made, and read back what an "
+        "earlier run of the same command saved (a long run then resumes)",
+    )
     parser.add_argument("--out-dir", type=Path, help="default docs/, or /tmp with --quick")
     parser.add_argument(
         "--name",
@@ -223,18 +230,23 @@ def main() -> None:
         seeds=SPLITS[args.seeds],
         held_out_samples=args.held_out,
     )
+    if args.checkpoint is not None:
+        run = f"{args.model}-{args.seeds}-{args.samples}-{args.held_out}-{args.calibration_samples}"
+        run += f"-{args.timing_samples}-{bench.steps}-{bench.guidance:g}" + "-quick" * args.quick
+        bench.checkpoint = Checkpoint(args.checkpoint, run)
     digits_classifier()
     rows, chosen = build_rows(bench, settings, candidates, log, not args.no_forecast)
 
     log(f"quality: {len(rows)} rows, {bench.samples} samples each, then fewer steps")
-    evaluate(rows[0], None)
+    saved = bench.checkpoint
+    evaluate(rows[0], None, saved)
     log(f"  no cache: {rows[0].quality_seconds:.0f} s")
     for row in rows[1:]:
-        evaluate(row, rows[0].images)
+        evaluate(row, rows[0].images, saved)
         log(quality_line(bench, row))
     fewer = fewer_steps_rows(bench, rows[1:])  # DDIM at the compute of every row scored
     for row in fewer:
-        evaluate(row, rows[0].images)
+        evaluate(row, rows[0].images, saved)
         log(quality_line(bench, row))
     rows[1:1] = fewer
 
@@ -242,7 +254,7 @@ def main() -> None:
     for repeat in range(args.repeats):
         log(f"latency: round {repeat + 1} of {args.repeats}, {bench.timing_samples} samples a row")
         for row in rows[::-1] if repeat % 2 else rows:  # alternate the order against drift
-            time_once(row, bench.device)
+            time_once(row, bench.device, saved, repeat)
 
     boot = Bootstrap.draw(bench.samples, args.bootstrap, seed=0)
     scores = score(rows, bench, args.clock, boot, chosen)
@@ -250,17 +262,20 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, png_path = out_dir / f"{args.name}.md", out_dir / f"{args.name}.png"
     info = RunInfo(
-        minutes=(time.perf_counter() - log.started) / 60,
+        minutes=bench.checkpoint.total_minutes((time.perf_counter() - log.started) / 60),
         loads=(load_start, os.getloadavg()[0]),
         forecast=not args.no_forecast,
         cache_dit=cache_dit_version(),
         draws=args.bootstrap,
+        resumed=bench.checkpoint.read,
     )
     lines = report(args, bench, scores, target_lines, info, md_path)
     quality_plot(scores, bench.loaded.title, png_path, args.clock, bench.steps)
     print("\n".join(lines))
     print()
     print("\n".join(targets_table(target_lines, args.model in ("second", "flow"))))
+    if bench.checkpoint.read:
+        log(f"read {bench.checkpoint.read} measurements back from {bench.checkpoint.folder}")
     log(f"wrote {md_path} and {png_path} after {info.minutes:.1f} minutes")
 
 

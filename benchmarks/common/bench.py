@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 import smoothcache
+from benchmarks.common.checkpoint import Checkpoint
 from benchmarks.common.seeds import DEVELOPMENT, Seeds
 from smoothcache import Schedule
 from smoothcache.reference import load_reference_model, make_scheduler, sample
@@ -269,6 +270,8 @@ class Bench:
         self.calibration_samples = calibration_samples
         self.labels = torch.arange(samples) % self.classes
         self.held_out_samples = held_out_samples
+        #: where measurements are saved as they are made (``--checkpoint``; none by default)
+        self.checkpoint = Checkpoint(None, "")
 
     @property
     def cells(self) -> int:

@@ -52,12 +52,15 @@ def shared_curves(
     def run() -> torch.Tensor:
         return bench.sample(bench.model, bench.steps, calibration=True, calibration_seed=seed)
 
-    size = bench.calibration_samples
-    log(f"calibrating (lookahead {lookahead}) on {size} samples of seed {seed}")
-    with smoothcache.calibrating(bench.model, lookahead=lookahead) as recorder:
-        run()
-    log("measuring the sensitivity on the same samples")
-    return smoothcache.measure_sensitivity(bench.model, run, recorder.curves())
+    def measure() -> ErrorCurves:
+        size = bench.calibration_samples
+        log(f"calibrating (lookahead {lookahead}) on {size} samples of seed {seed}")
+        with smoothcache.calibrating(bench.model, lookahead=lookahead) as recorder:
+            run()
+        log("measuring the sensitivity on the same samples")
+        return smoothcache.measure_sensitivity(bench.model, run, recorder.curves())
+
+    return bench.checkpoint.curves(f"curves|{seed}|{lookahead}", measure)
 
 
 def select(bench: Bench, candidates: list[Schedule]) -> Schedule:
@@ -76,7 +79,10 @@ def forecast_rows(
     """Rows of the schedules chosen at :data:`BUDGETS` from ``curves`` (calibrated on ``seed``)."""
     rows = []
     for budget in BUDGETS:
-        chosen = select(bench, curves.forecast_candidates(compute_fraction=budget))
+        chosen = bench.checkpoint.schedule(
+            f"forecast|{seed}|{budget}",
+            lambda b=budget: select(bench, curves.forecast_candidates(compute_fraction=b)),
+        )
         meta = chosen.metadata
         held = ", ".join(f"{psnr_db(e):.2f}" for e in meta["selection_mse"])
         log(

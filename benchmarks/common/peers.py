@@ -143,13 +143,17 @@ def magcache_rows(
 
     if not settings.magcache:
         return []
-    log(f"calibrating MagCache with its own calibrate=True mode on seed {seed}")
-    probe = bench.cache_model()
-    probe.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=bench.steps))
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed), bench.generation_context(probe):
-        bench.sample(probe, bench.steps, calibration=True, calibration_seed=seed)
-    ratios = ast.literal_eval(printed.getvalue().strip().splitlines()[-1])
+
+    def measure() -> list[float]:
+        log(f"calibrating MagCache with its own calibrate=True mode on seed {seed}")
+        probe = bench.cache_model()
+        probe.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=bench.steps))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed), bench.generation_context(probe):
+            bench.sample(probe, bench.steps, calibration=True, calibration_seed=seed)
+        return ast.literal_eval(printed.getvalue().strip().splitlines()[-1])
+
+    ratios = bench.checkpoint.value(f"magcache|{seed}", measure)
     rows = []
     for threshold in settings.magcache:
         config = MagCacheConfig(

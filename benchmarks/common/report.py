@@ -85,6 +85,8 @@ class RunInfo:
     forecast: bool
     cache_dit: str | None
     draws: int
+    #: measurements read back from an earlier sitting (``--checkpoint``)
+    resumed: int = 0
 
 
 def report(
@@ -161,6 +163,8 @@ def _header(args: argparse.Namespace, bench: Bench, info: RunInfo) -> str:
         else "No forecast rows (`--no-forecast`)."
     )
     runs = f"{args.repeats} run{'s' if args.repeats != 1 else ''}"
+    if info.resumed:
+        runs += f" (resumed: {info.resumed} measurements come from earlier sittings of the run)"
     calls = " x 2 calls" if bench.cells != bench.counter.branches * bench.steps else ""
     split = (
         "**test** seeds, used for nothing but regenerating this table"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from benchmarks.common.bench import Bench, Row
+from benchmarks.common.checkpoint import Checkpoint, row_key
 from benchmarks.common.forecast_rows import FAMILY as FORECAST_FAMILY
 from benchmarks.common.stats import (
     Bootstrap,
@@ -36,32 +37,50 @@ TARGETS = (0.3, 0.2)  # compute fractions at which the forecast must beat its pe
 FLOOR = -0.3  # dB: the second and flow models' target for the margin's lower bound
 
 
-def evaluate(row: Row, reference: torch.Tensor | None) -> None:
-    """Sample the evaluation batch once: samples, per-sample errors and branch count."""
-    row.counter.calls = 0
-    start = time.process_time()
-    images = row.run("evaluation").detach().cpu()
-    row.quality_seconds = time.process_time() - start
-    row.computed = row.counter.calls
+def evaluate(
+    row: Row, reference: torch.Tensor | None, checkpoint: Checkpoint | None = None
+) -> None:
+    """Sample the evaluation batch once: samples, per-sample errors and branch count (read
+    back from ``checkpoint`` when an earlier run saved them)."""
+
+    def measure() -> tuple[torch.Tensor, int, float]:
+        row.counter.calls = 0
+        start = time.process_time()
+        images = row.run("evaluation").detach().cpu()
+        return images, row.counter.calls, time.process_time() - start
+
+    key = f"eval|{row_key(row.family, row.setting, row.calibration_seed)}"
+    images, row.computed, row.quality_seconds = (checkpoint or Checkpoint(None, "")).value(
+        key, measure
+    )
     row.images = images
     base = images if reference is None else reference
     row.errors = ((images.double() - base.double()) ** 2).flatten(1).mean(1).numpy()
 
 
-def time_once(row: Row, device: torch.device) -> None:
-    """Time one run of the timing batch; the first also keeps its branch count."""
-    row.counter.calls = 0
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    row.run("timing")
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    row.times.append(time.perf_counter() - start)
-    row.cpu_times.append(time.process_time() - cpu_start)
+def time_once(
+    row: Row, device: torch.device, checkpoint: Checkpoint | None = None, round_: int = 0
+) -> None:
+    """Time one run of the timing batch (round ``round_``, read back from ``checkpoint`` when
+    an earlier run timed it); the first also keeps its branch count."""
+
+    def measure() -> tuple[float, float, int]:
+        row.counter.calls = 0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        row.run("timing")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start, time.process_time() - cpu_start, row.counter.calls
+
+    key = f"time|{row_key(row.family, row.setting, row.calibration_seed)}|{round_}"
+    wall, cpu, calls = (checkpoint or Checkpoint(None, "")).value(key, measure)
+    row.times.append(wall)
+    row.cpu_times.append(cpu)
     if row.timing_computed is None:
-        row.timing_computed = row.counter.calls
-    elif row.counter.calls != row.timing_computed:
+        row.timing_computed = calls
+    elif calls != row.timing_computed:
         raise SystemExit(f"{row.family}, {row.setting}: the branch count changed between runs")
 
 

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from benchmarks.common.bench import Bench, Row
+from benchmarks.common.checkpoint import row_key
 
 #: Families whose settings are not chosen (the reference and fewer steps, which needs no cache).
 NOT_CHOSEN = ("no cache", "fewer steps")
@@ -25,14 +26,22 @@ NOT_CHOSEN = ("no cache", "fewer steps")
 def measure_held_out(bench: Bench, rows: Sequence[Row], log: Callable[[str], None]) -> None:
     """Run every row that is chosen among on the held-out batch: its batch MSE against the
     uncached held-out samples and its branch count there (rows that have them keep theirs)."""
-    reference = bench.plain(bench.steps).run("held_out").double()
+    reference = bench.checkpoint.value(
+        "held-out|reference", lambda: bench.plain(bench.steps).run("held_out").double()
+    )
+
+    def measure(row: Row) -> tuple[float, int]:
+        row.counter.calls = 0
+        images = row.run("held_out").double()
+        return float(((images - reference) ** 2).mean()), row.counter.calls
+
     for row in rows:
         if row.family in NOT_CHOSEN or row.held_out_mse is not None:
             continue
-        row.counter.calls = 0
-        images = row.run("held_out").double()
-        row.held_out_computed = row.counter.calls
-        row.held_out_mse = float(((images - reference) ** 2).mean())
+        key = row_key(row.family, row.setting, row.calibration_seed)
+        row.held_out_mse, row.held_out_computed = bench.checkpoint.value(
+            f"held-out|{key}", lambda r=row: measure(r)
+        )
     log(f"held-out: {len(rows)} rows on {bench.held_out_samples} samples")
 
 

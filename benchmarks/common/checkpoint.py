@@ -1,0 +1,91 @@
+"""Results of a long quality run saved as they are measured, so that a rerun resumes.
+
+A page on test seeds takes hours of a CPU (three calibrations, every row on 1000 samples, the
+held-out choices). With ``--checkpoint DIR`` every measurement is written to a folder of its
+own run (the model, the split and the batch sizes name it) the moment it is made: each seed's
+calibration (error curves and sensitivity), MagCache's ratios, each chosen forecast schedule,
+and every row's held-out score, evaluation samples and timed runs. The same command run again
+reads what is there and measures the rest. Everything measured is deterministic for a fixed
+command (seeded noise, one thread) except latency, whose runs may then come from several
+sittings; the page says how many runs each median has.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from smoothcache import ErrorCurves, Schedule
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Checkpoint:
+    """A folder of saved measurements (``folder=None``: nothing is saved or read)."""
+
+    def __init__(self, folder: Path | None, run: str) -> None:
+        self.folder = None if folder is None else folder / run
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        self.read = 0
+
+    def _path(self, name: str, suffix: str) -> Path | None:
+        if self.folder is None:
+            return None
+        digest = hashlib.sha256(name.encode()).hexdigest()[:20]
+        return self.folder / f"{digest}{suffix}"
+
+    def value(self, name: str, measure: Callable[[], T]) -> T:
+        """``measure()``, or what an earlier run saved under ``name`` (tensors, numbers, lists,
+        dicts of them)."""
+        path = self._path(name, ".pt")
+        if path is not None and path.exists():
+            self.read += 1
+            return torch.load(path, weights_only=False)
+        result = measure()
+        if path is not None:
+            torch.save(result, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+        return result
+
+    def total_minutes(self, minutes: float) -> float:
+        """Add this sitting's ``minutes`` to the run's record; the minutes of every sitting."""
+        if self.folder is None:
+            return minutes
+        path = self.folder / "minutes.txt"
+        total = minutes + (float(path.read_text()) if path.exists() else 0.0)
+        path.write_text(f"{total:.3f}\n")
+        return total
+
+    def curves(self, name: str, measure: Callable[[], ErrorCurves]) -> ErrorCurves:
+        """Error curves (with their sensitivity), measured or read back."""
+        path = self._path(name, ".safetensors")
+        if path is not None and path.exists():
+            self.read += 1
+            return ErrorCurves.load(path)
+        curves = measure()
+        if path is not None:
+            curves.save(path)
+        return curves
+
+    def schedule(self, name: str, choose: Callable[[], Schedule]) -> Schedule:
+        """A chosen schedule (its metadata too), chosen or read back."""
+        path = self._path(name, ".json")
+        if path is not None and path.exists():
+            self.read += 1
+            return Schedule.load(path)
+        schedule = choose()
+        if path is not None:
+            schedule.save(path)
+        return schedule
+
+
+def row_key(family: str, setting: str, seed: int | None) -> str:
+    """The name of a row's measurements: its method, setting and calibration seed."""
+    return f"{family}|{setting}|{seed}"
