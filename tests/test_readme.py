@@ -36,6 +36,7 @@ PAGES: dict[str, tuple[int, int, int]] = {
     "docs/forecast.md": (2, 0, 0),
     "docs/schedule-search-method.md": (1, 0, 0),
     "docs/distributed.md": (0, 0, 3),
+    "docs/evaluation.md": (0, 0, 1),
     "docs/performance.md": (0, 0, 6),
     "docs/quality_speed.md": (0, 0, 1),
     "docs/quality_speed_second.md": (0, 0, 1),
