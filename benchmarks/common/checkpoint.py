@@ -63,27 +63,31 @@ class Checkpoint:
         path.write_text(f"{total:.3f}\n")
         return total
 
-    def curves(self, name: str, measure: Callable[[], ErrorCurves]) -> ErrorCurves:
-        """Error curves (with their sensitivity), measured or read back."""
-        path = self._path(name, ".safetensors")
+    def _saved(
+        self,
+        name: str,
+        suffix: str,
+        measure: Callable[[], T],
+        load: Callable[[Path], T],
+        save: Callable[[T, Path], None],
+    ) -> T:
+        """``measure()``, or what an earlier run saved under ``name`` in its own format."""
+        path = self._path(name, suffix)
         if path is not None and path.exists():
             self.read += 1
-            return ErrorCurves.load(path)
-        curves = measure()
+            return load(path)
+        result = measure()
         if path is not None:
-            curves.save(path)
-        return curves
+            save(result, path)
+        return result
+
+    def curves(self, name: str, measure: Callable[[], ErrorCurves]) -> ErrorCurves:
+        """Error curves (with their sensitivity), measured or read back."""
+        return self._saved(name, ".safetensors", measure, ErrorCurves.load, ErrorCurves.save)
 
     def schedule(self, name: str, choose: Callable[[], Schedule]) -> Schedule:
         """A chosen schedule (its metadata too), chosen or read back."""
-        path = self._path(name, ".json")
-        if path is not None and path.exists():
-            self.read += 1
-            return Schedule.load(path)
-        schedule = choose()
-        if path is not None:
-            schedule.save(path)
-        return schedule
+        return self._saved(name, ".json", choose, Schedule.load, Schedule.save)
 
 
 def row_key(family: str, setting: str, seed: int | None) -> str:
