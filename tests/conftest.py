@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+import smoothcache
 from smoothcache.testing.models.original_dit import DiT, ddim_timesteps
 from smoothcache.testing.models.random_init import randomize_
 
@@ -163,3 +164,17 @@ def sample_two_calls(
         x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
         x = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
     return x
+
+
+def detected_only_as(obj: Any, name: str) -> None:
+    """``obj`` is detected as adapter ``name`` and every other adapter rejects it."""
+    assert smoothcache.detect(obj).name == name
+    for adapter in smoothcache.adapters():
+        if adapter.name not in (name, "diffusers-generic"):  # the fallback ranks last
+            root = adapter.root(obj)
+            assert root is None or not adapter.matches(root), adapter.name
+
+
+def changed_by_far(out: torch.Tensor, base: torch.Tensor) -> bool:
+    """``out`` differs from ``base`` by far more than float rounding."""
+    return bool((out - base).abs().max() > 1e-3 * base.abs().max())

@@ -23,27 +23,19 @@ from smoothcache.testing.models.stdit import (
     tiny_stdit2,
     tiny_stdit3,
 )
-from tests.conftest import assert_same_state, count_original_calls, module_state
+from tests.conftest import (
+    assert_same_state,
+    changed_by_far,
+    count_original_calls,
+    detected_only_as,
+    module_state,
+)
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 0, 1]
 DEPTH = 2
 STDIT3_KINDS = STDiT3Adapter.kinds
 STDIT2_KINDS = ("attn", "attn_temp", "cross_attn", "mlp")
-
-
-def _only(obj: Any, name: str) -> None:
-    """``obj`` is detected as adapter ``name`` and every other adapter rejects it."""
-    assert smoothcache.detect(obj).name == name
-    for adapter in smoothcache.adapters():
-        if adapter.name not in (name, "diffusers-generic"):  # the fallback ranks last
-            root = adapter.root(obj)
-            assert root is None or not adapter.matches(root), adapter.name
-
-
-def _changed(out: torch.Tensor, base: torch.Tensor) -> bool:
-    """``out`` differs from ``base`` by far more than float rounding."""
-    return bool((out - base).abs().max() > 1e-3 * base.abs().max())
 
 
 def _stdit3_paths(kind: str) -> list[str]:
@@ -81,7 +73,7 @@ def test_stdit3_zero_initialised_temporal_branches_are_re_randomised(stdit3):
 
 
 def test_stdit3_detection_picks_this_adapter_and_no_other(stdit3):
-    _only(stdit3, "opensora-stdit3")
+    detected_only_as(stdit3, "opensora-stdit3")
 
 
 def test_stdit3_branches_are_named_by_block_family(stdit3):
@@ -107,7 +99,7 @@ def test_stdit3_reuse_skips_the_branch_and_changes_the_output(stdit3, kind):
             out = _sample3(stdit3)
     assert dict(calls) == {p: sum(ROW) for p in paths}
     assert session.stats.reused == {p: ROW.count(0) for p in paths}
-    assert _changed(out, base)
+    assert changed_by_far(out, base)
 
 
 def test_stdit3_per_block_key_names_one_block_of_one_family(stdit3):
@@ -195,7 +187,7 @@ def test_stdit3_without_temporal_blocks_declares_spatial_branches_only():
 
 
 def test_stdit2_detection_picks_this_adapter_and_no_other(stdit2):
-    _only(stdit2, "opensora-stdit2")
+    detected_only_as(stdit2, "opensora-stdit2")
 
 
 def test_stdit2_every_branch_exists(stdit2):
@@ -215,7 +207,7 @@ def test_stdit2_reuse_skips_the_branch_and_changes_the_output(stdit2, kind):
             out = iddpm_sample(stdit2, STEPS)
     assert dict(calls) == {p: sum(ROW) for p in paths}
     assert session.stats.reused == {p: ROW.count(0) for p in paths}
-    assert _changed(out, base)
+    assert changed_by_far(out, base)
 
 
 def test_stdit2_compute_everything_is_bit_identical_under_iddpm(stdit2):

@@ -27,25 +27,17 @@ from smoothcache.testing.models.tiny_stable_audio import (
     tiny_stable_audio_pipeline,
     tiny_stable_audio_transformer,
 )
-from tests.conftest import assert_same_state, count_original_calls, module_state
+from tests.conftest import (
+    assert_same_state,
+    changed_by_far,
+    count_original_calls,
+    detected_only_as,
+    module_state,
+)
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 0, 1]
 LAYERS = 2
-
-
-def _only(obj: Any, name: str) -> None:
-    """``obj`` is detected as adapter ``name`` and every other adapter rejects it."""
-    assert smoothcache.detect(obj).name == name
-    for adapter in smoothcache.adapters():
-        if adapter.name not in (name, "diffusers-generic"):  # the fallback ranks last
-            root = adapter.root(obj)
-            assert root is None or not adapter.matches(root), adapter.name
-
-
-def _changed(out: torch.Tensor, base: torch.Tensor) -> bool:
-    """``out`` differs from ``base`` by far more than float rounding."""
-    return bool((out - base).abs().max() > 1e-3 * base.abs().max())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -65,8 +57,8 @@ def _diffusers_paths(kind: str) -> list[str]:
 
 
 def test_diffusers_detection_picks_this_adapter_and_no_other(audio_pipe):
-    _only(audio_pipe, "diffusers-stable-audio")
-    _only(audio_pipe.transformer, "diffusers-stable-audio")
+    detected_only_as(audio_pipe, "diffusers-stable-audio")
+    detected_only_as(audio_pipe.transformer, "diffusers-stable-audio")
 
 
 def test_diffusers_every_branch_exists():
@@ -102,7 +94,7 @@ def test_diffusers_reuse_skips_the_branch_and_changes_the_output(audio_pipe, kin
             out = stable_audio_latents(audio_pipe, STEPS)
     assert dict(calls) == {p: sum(ROW) for p in paths}
     assert session.stats.reused == {p: ROW.count(0) for p in paths}
-    assert _changed(out, base)
+    assert changed_by_far(out, base)
 
 
 def test_diffusers_compute_everything_is_bit_identical(audio_pipe):
@@ -124,7 +116,7 @@ def test_diffusers_pipeline_run_reuses_with_one_step_per_denoising_step(audio_pi
     stats = session.stats
     assert (stats.steps, stats.generations, stats.passes) == (STEPS, 1, 1)
     assert stats.total_reused == schedule.rows["ff"].count(0) * LAYERS * 3
-    assert _changed(out, base)
+    assert changed_by_far(out, base)
 
 
 def test_diffusers_calibration_end_to_end(audio_pipe):
@@ -188,9 +180,9 @@ def test_sat_zero_initialised_branches_are_re_randomised(sat):
 
 
 def test_sat_detection_picks_this_adapter_and_no_other(sat):
-    _only(sat, "stable-audio-tools")
+    detected_only_as(sat, "stable-audio-tools")
     wrapped = ConditionedDiffusionModelWrapper(DiTWrapper(sat))
-    _only(wrapped, "stable-audio-tools")
+    detected_only_as(wrapped, "stable-audio-tools")
     assert StableAudioToolsAdapter().root(wrapped) is sat
 
 
@@ -214,7 +206,7 @@ def test_sat_reuse_skips_the_branch_and_changes_the_output(sat, kind):
     assert dict(calls) == {p: sum(ROW) for p in paths}
     assert session.stats.reused == {p: ROW.count(0) for p in paths}
     assert session.stats.fallbacks == {p: 0 for p in paths}
-    assert _changed(out, base)
+    assert changed_by_far(out, base)
 
 
 def test_sat_compute_everything_is_bit_identical(sat):
@@ -266,7 +258,7 @@ def test_sat_through_its_wrappers_one_step_per_sampler_call(sat):
     assert session.model is sat
     assert (stats.steps, stats.generations, stats.passes) == (STEPS, 1, 1)
     assert stats.total_reused > 0
-    assert _changed(out, base)
+    assert changed_by_far(out, base)
 
 
 def test_sat_calibration_end_to_end(sat):
