@@ -22,6 +22,12 @@ from smoothcache.errors import ArgumentError, StepCountError
 #: needs 2, skip-layer guidance 3; no sampler known here makes more than 4).
 DEFAULT_MAX_CALLS = 8
 
+#: The opt-in a step-count error names: the library never maps a schedule silently.
+REMAP_HINT = (
+    "To run a schedule at another step count, map it: enabled(pipe, schedule, remap=True) "
+    "follows each pipeline run's steps, schedule.remapped(num_steps=N) makes one for N steps"
+)
+
 
 def timestep_value(t: Any) -> float:
     """The scalar value of a timestep given as a number or a tensor (first element)."""
@@ -133,7 +139,7 @@ class StepClock:
                 self._fail(
                     f"the sampler ran more steps than the schedule: the schedule has "
                     f"{self.num_steps} steps and the sampler went on to step {self.num_steps + 1} "
-                    f"(timestep {value:g} after {prev:g})"
+                    f"(timestep {value:g} after {prev:g}). {REMAP_HINT}"
                 )
             self._start(value)
             return
@@ -146,7 +152,7 @@ class StepClock:
             self._fail(
                 f"the sampler ran fewer steps than the schedule: a run ended after "
                 f"{self.step + 1} steps but the schedule has {self.num_steps} steps (the timestep "
-                f"jumped back from {prev:g} to {value:g}, which starts a new run)"
+                f"jumped back from {prev:g} to {value:g}, which starts a new run). {REMAP_HINT}"
             )
         self._direction = move
         self._next_step(value)
@@ -212,7 +218,7 @@ class StepClock:
         if self.in_progress:
             self._fail(
                 f"the sampler ran fewer steps than the schedule: the last run stopped after "
-                f"{self.step + 1} steps but the schedule has {self.num_steps} steps"
+                f"{self.step + 1} steps but the schedule has {self.num_steps} steps. {REMAP_HINT}"
             )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -28,6 +28,7 @@ from typing import Any
 
 from smoothcache.errors import ScheduleError
 from smoothcache.jsonfile import parse_json
+from smoothcache.remap import remap_schedule
 from smoothcache.schedule_file import (
     FORMAT_NAME as FORMAT_NAME,
 )
@@ -91,6 +92,18 @@ class Schedule:
         return sum(sum(v) for v in self.rows.values()) / total
 
     @property
+    def positions(self) -> tuple[float, ...] | None:
+        """The sampler's timesteps the schedule was made for, one per step (metadata
+        ``timesteps``, which calibration records), or ``None`` where it does not say."""
+        recorded = self.metadata.get("timesteps")
+        if not isinstance(recorded, (list, tuple)) or len(recorded) != self.num_steps:
+            return None
+        try:
+            return tuple(float(t) for t in recorded)
+        except (TypeError, ValueError):
+            return None
+
+    @property
     def forecasts(self) -> bool:
         """True when some skipped step is answered by a forecast (an order above 0)."""
         return bool(self.orders)
@@ -138,6 +151,27 @@ class Schedule:
             {names[k]: v for k, v in self.orders.items()},
             {names[k]: v for k, v in self.techniques.items()},
         )
+
+    def remapped(
+        self,
+        num_steps: int | None = None,
+        *,
+        positions: Sequence[float] | None = None,
+        start: int = 0,
+    ) -> Schedule:
+        """This schedule mapped to a run of other steps, keeping each row's compute share.
+
+        ``num_steps``: a run of that many steps along the same path (the sampler's spacing
+        alike, e.g. DDIM 50 to DDIM 20, or FLUX at 50 to 28 steps); with ``start`` only its steps
+        from ``start`` on (image-to-image at ``strength < 1`` runs the last ones). ``positions``:
+        the run's own timesteps, mapped through the timesteps this schedule records
+        (:attr:`positions`). Each row computes the same share of the new steps, where the
+        source computed densely; forecast orders follow the nearest skipped step. The result's
+        metadata says what it was mapped from (:mod:`smoothcache.remap`). Mapping is never done
+        silently: a run of another step count under :func:`smoothcache.enabled` raises
+        :class:`~smoothcache.StepCountError` unless ``remap=True`` is passed there.
+        """
+        return remap_schedule(self, num_steps, positions, start)
 
     def key_for(self, kind: str, block: int) -> str | None:
         """The key whose row applies to one branch: its per-block key, else its kind, else None."""

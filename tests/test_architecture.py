@@ -109,7 +109,7 @@ def test_imports_run_one_way() -> None:
 LAYERS = [
     {"errors", "jsonfile", "validation"},
     {"adapter", "hookspecs", "registry"},
-    {"schedule_rules", "schedule_file", "schedule"},
+    {"schedule_rules", "schedule_file", "remap", "schedule"},
     {"forecast", "patching", "clock", "watch"},
     {"binding", "lifecycle"},
     {"engine"},

@@ -29,6 +29,7 @@ def enable(
     calls_per_step: int | None = None,
     fast_path: bool = True,
     max_calls_per_step: int | None = None,
+    remap: bool = False,
 ) -> Session:
     """Apply ``schedule`` to ``model`` until :meth:`Session.disable` is called.
 
@@ -40,14 +41,23 @@ def enable(
     preparation (the module-level wrappers alone give the same outputs, a little slower); they
     are installed only on blocks with a branch that the schedule reuses at some step.
     ``max_calls_per_step`` bounds the model calls of one step (each keeps its own cache; by
-    default 8).
+    default 8). ``remap=True`` maps the schedule to the steps of each pipeline run whose step
+    count differs (another ``num_inference_steps``, or ``strength < 1``), read from the
+    pipeline's scheduler (:meth:`Schedule.remapped`); without it such a run raises
+    :class:`~smoothcache.StepCountError`.
 
     Every check (arguments, schedule, adapter, keys) happens before the model is touched: on
     any error the model is exactly as it was.
     """
     check_arguments(calls_per_step=calls_per_step, max_calls_per_step=max_calls_per_step)
-    if not isinstance(fast_path, bool):
-        raise ArgumentError(f"fast_path must be True or False, found {fast_path!r}")
+    for name, flag in (("fast_path", fast_path), ("remap", remap)):
+        if not isinstance(flag, bool):
+            raise ArgumentError(f"{name} must be True or False, found {flag!r}")
+    if remap and calls_per_step is not None:
+        raise ArgumentError(
+            "remap=True needs the timesteps read at every call to tell runs apart; leave "
+            "calls_per_step unset, or map the schedule yourself: schedule.remapped(num_steps=N)"
+        )
     schedule = as_schedule(schedule)
     return Session(
         bind(model, adapter),
@@ -55,6 +65,7 @@ def enable(
         calls_per_step,
         fast_path,
         max_calls_per_step=max_calls_per_step,
+        remap=remap,
     )
 
 
@@ -74,6 +85,7 @@ def enabled(
     calls_per_step: int | None = None,
     fast_path: bool = True,
     max_calls_per_step: int | None = None,
+    remap: bool = False,
 ) -> Iterator[Session]:
     """Context manager form of :func:`enable`: the model is restored exactly on exit.
 
@@ -88,6 +100,7 @@ def enabled(
         calls_per_step=calls_per_step,
         fast_path=fast_path,
         max_calls_per_step=max_calls_per_step,
+        remap=remap,
     )
     with session:
         yield session

@@ -14,6 +14,7 @@ from smoothcache.adapter import Branch
 from smoothcache.engine.actions import SKIP, Action, actions_for, member_actions
 from smoothcache.engine.standin import STAND_IN
 from smoothcache.engine.technique import technique_named
+from smoothcache.forecast import first_tensor
 from smoothcache.schedule import Schedule
 
 
@@ -55,6 +56,24 @@ class StepPlans:
 
 #: In :attr:`StepPlans.answers`: the answer depends on the stored outputs' device and dtype.
 DEVICE_BOUND = object()
+
+
+class DeviceAnswers:
+    """The answers of device-bound techniques, made once per (technique and constants,
+    device, dtype) of the stored outputs they read; as tensors, their constants are graph
+    inputs under ``torch.compile``, not guarded constants."""
+
+    def __init__(self) -> None:
+        self._made: dict[Any, Any] = {}
+
+    def __call__(self, answering: Any, newest: Any) -> Any:
+        """The answer of ``answering`` for the device and dtype of ``newest``."""
+        tensor = first_tensor(newest)
+        key = (answering, None if tensor is None else (tensor.device, tensor.dtype))
+        found = self._made.get(key)
+        if found is None:
+            found = self._made[key] = answering[0].answer(answering[1], newest)
+        return found
 
 
 def _fixed_answer(action: Action, made: dict[Any, Any]) -> Any:

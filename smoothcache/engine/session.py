@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import sys
 import types
-from typing import Any
 
 from torch import nn
 
@@ -22,12 +21,12 @@ from smoothcache.clock import StepClock
 from smoothcache.engine.actions import DROP, SKIP
 from smoothcache.engine.fastpath import install_fast_paths
 from smoothcache.engine.hotpath import branch_forward
-from smoothcache.engine.plans import DEVICE_BOUND, StepPlans
+from smoothcache.engine.plans import DEVICE_BOUND, DeviceAnswers, StepPlans
+from smoothcache.engine.remapping import RunMapper
 from smoothcache.engine.state import initial_branch_state
 from smoothcache.engine.stats import CacheStats, Tally
 from smoothcache.engine.store import PassStore
 from smoothcache.errors import StepCountError
-from smoothcache.forecast import first_tensor
 from smoothcache.lifecycle import Attachment
 from smoothcache.patching import Patches
 from smoothcache.schedule import Schedule
@@ -52,6 +51,7 @@ class Session(Attachment):
         fast_path: bool = True,
         *,
         max_calls_per_step: int | None = None,
+        remap: bool = False,
     ) -> None:
         self.model, self.adapter, self.fast_path = bound.model, bound.adapter, fast_path
         #: the denoisers this session caches, by attribute name in the pipeline ("" for the
@@ -59,13 +59,16 @@ class Session(Attachment):
         self.roots = bound.roots
         self.schedule, self._branches, self._modules = scheduled_branches(bound, schedule)
         self._plans = StepPlans(self.schedule, self._branches)  # the last check: a technique
+        self._mapper = (
+            RunMapper(self.schedule, self._plans, self._branches, bound) if remap else None
+        )
         #: the scheduled branches, in execution order (unscheduled ones are wrapped to compute)
         self.branches = [b for b in self._branches if self.schedule.row_for(b.kind, b.block)]
         paths = {b.path: i for i, b in enumerate(self._branches)}
         ran_by = [paths.get(b.leader, i) for i, b in enumerate(self._branches)]
         self._tally = Tally(self._modules, ran_by)
         self._store = PassStore(self._modules)
-        self._answers: dict[Any, Any] = {}  # device-bound answers by (answering, device, dtype)
+        self._answers = DeviceAnswers()
         self._current = -1  # plan index of the evaluation in progress; -1 between evaluations
         self._loaded = -1  # plan index whose actions the modules hold
         self._call_marks = 0
@@ -73,7 +76,7 @@ class Session(Attachment):
         self.clock = StepClock(
             self.schedule.num_steps,
             calls_per_step,
-            on_generation=self._clear,
+            on_generation=self._new_generation,
             max_calls_per_step=max_calls_per_step,
         )
         self._patches = Patches(owner=f"session with adapter {self.adapter.name!r}")
@@ -144,23 +147,13 @@ class Session(Attachment):
                 read = state["_sc_read"] = stored[len(stored) - need :] if enough else []
                 answer = answers[i]
                 if answer is DEVICE_BOUND:
-                    answer = self._device_answer(answering, read[-1]) if read else None
+                    answer = self._answers(answering, read[-1]) if read else None
                 state["_sc_answer"] = answer
             elif state["_sc_read"]:  # the step after a skipped one: let go of what it read
                 state["_sc_read"] = []
         for module in modules:
             module.__dict__["_sc_ran"] = False
         self._current = index
-
-    def _device_answer(self, answering: Any, newest: Any) -> Any:
-        """The answer of a device-bound technique for the device and dtype of ``newest``,
-        made once each (as tensors, its constants are graph inputs, not guarded constants)."""
-        tensor = first_tensor(newest)
-        key = (answering, None if tensor is None else (tensor.device, tensor.dtype))
-        found = self._answers.get(key)
-        if found is None:
-            found = self._answers[key] = answering[0].answer(answering[1], newest)
-        return found
 
     def _after_call(self) -> None:
         """A model call returned: at the schedule's last step, the outputs this pass read
@@ -202,6 +195,14 @@ class Session(Attachment):
         self._clear()
         for watch in self._watches:
             watch.forget()
+
+    def _new_generation(self) -> None:
+        """A generation starts: drop the stored outputs; with ``remap=True`` take the schedule
+        and plans mapped to this run's steps (:mod:`smoothcache.engine.remapping`)."""
+        self._clear()
+        if self._mapper is not None:
+            self.schedule, self._plans = self._mapper.for_run()
+            self.clock.num_steps, self._loaded = self.schedule.num_steps, -1
 
     def _clear(self) -> None:
         """Drop every stored output (a new generation starts, or the session resets)."""
