@@ -115,11 +115,13 @@ def schedules(curves: ErrorCurves, steps: int, per_block: bool) -> list[Row]:
     for blockwise in (False, True):
         family = f"paper rule (per {'block' if blockwise else 'kind'})"
         for alpha in ALPHAS:
-            schedule = curves.schedule(alpha=alpha, per_block=blockwise)
+            schedule = curves.schedule(alpha=alpha, per_block=blockwise, method="paper")
             rows.append(Row(family, f"alpha={alpha:g}", schedule))
         for budget in BUDGETS:
             try:
-                schedule = curves.schedule(compute_fraction=budget, per_block=blockwise)
+                schedule = curves.schedule(
+                    compute_fraction=budget, per_block=blockwise, method="paper"
+                )
             except ScheduleError:  # below what lookahead 3 allows (the next loop covers it)
                 continue
             setting = f"compute <= {budget:g} (alpha={schedule.metadata['alpha']:.3f})"

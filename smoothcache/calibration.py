@@ -45,7 +45,7 @@ def _check_depths(lookahead: Any, orders: Any) -> None:
     if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:
         raise CalibrationError(
             f"lookahead must be a positive integer (the longest reuse run to measure, e.g. "
-            f"3), found {lookahead!r}"
+            f"7), found {lookahead!r}"
         )
     if isinstance(orders, bool) or not isinstance(orders, int) or not 0 <= orders <= MAX_ORDER:
         raise CalibrationError(
@@ -65,13 +65,14 @@ class Recorder(Attachment):
     :data:`~smoothcache.schedule.MAX_ORDER`; 0 measures none): for every order, lag ``j`` and
     spacing ``g <= lookahead + 1`` (:mod:`smoothcache.measurements`). That keeps the last
     ``lookahead + orders * (lookahead + 1)`` outputs of every branch and pass instead of the last
-    ``lookahead``.
+    ``lookahead``. The default lookahead, 7, lets the forecast search skip runs of up to 7
+    steps: schedules down to an eighth of the steps (lookahead 3 stops at a quarter).
     """
 
     def __init__(
         self,
         model: Any,
-        lookahead: int = 3,
+        lookahead: int = 7,
         adapter: str | Adapter | None = None,
         *,
         on_step: StepCallback | None = None,
@@ -289,7 +290,7 @@ class Recorder(Attachment):
 @contextmanager
 def calibrating(
     model: Any,
-    lookahead: int = 3,
+    lookahead: int = 7,
     adapter: str | Adapter | None = None,
     *,
     on_step: StepCallback | None = None,

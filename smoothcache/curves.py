@@ -222,11 +222,17 @@ class ErrorCurves:
         *,
         compute_fraction: float | None = None,
         per_block: bool = False,
-        method: str = "paper",
+        method: str | None = None,
     ) -> Schedule:
         """A static schedule from these curves, by the search ``method`` names.
 
-        ``method="paper"`` (the default) applies the paper's rule
+        Without a ``method``, the best these curves allow: for a ``compute_fraction``,
+        ``"forecast"`` when they carry forecast errors (calibration records them by default),
+        else ``"sensitivity"`` when they carry a sensitivity, else ``"paper"``; for an
+        ``alpha``, ``"paper"``, the only search that takes one. (The default used to be
+        ``"paper"`` always; name it to reproduce the paper.)
+
+        ``method="paper"`` applies the paper's rule
         (:func:`~smoothcache.searches.paper.paper_rule`). Give exactly one of ``alpha`` (the
         largest error a reuse may cause) or ``compute_fraction`` (a budget: the alpha whose
         schedule computes the largest share of the model's branch-steps not above it is searched
@@ -248,12 +254,23 @@ class ErrorCurves:
         The schedule's metadata records the method, the achieved compute fraction (and the
         target, for a budget), alpha and lookahead for the paper's rule, and the curves' metadata.
         """
+        if method is None:
+            method = self.best_method(alpha is not None)
         search = METHODS.get(method) if isinstance(method, str) else None
         if search is None:
             raise ScheduleError(
                 f"unknown schedule method {method!r}; available methods: {', '.join(METHODS)}"
             )
         return search(self, alpha=alpha, compute_fraction=compute_fraction, per_block=per_block)
+
+    def best_method(self, threshold: bool = False) -> str:
+        """The search :meth:`schedule` uses without a ``method``: ``"paper"`` for a
+        ``threshold`` (an alpha), else the best these curves carry what it needs for."""
+        if threshold:
+            return "paper"
+        if self.forecast is not None:
+            return "forecast"
+        return "sensitivity" if self.sensitivity is not None else "paper"
 
     def forecast_candidates(
         self, compute_fraction: float, *, per_block: bool = False

@@ -136,7 +136,7 @@ def run_demo(
                 **options,
             )
         schedule: Schedule = recorder.curves().schedule(
-            alpha, compute_fraction=compute_fraction, per_block=per_block
+            alpha, compute_fraction=compute_fraction, per_block=per_block, method="paper"
         )
         times: dict[str, list[float]] = {"plain": [], "cached": []}
         results: dict[str, torch.Tensor] = {}

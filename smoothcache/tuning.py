@@ -59,7 +59,7 @@ def measure_sensitivity(
     curves: ErrorCurves | None = None,
     *,
     per_block: bool = False,
-    lookahead: int = 3,
+    lookahead: int = 7,
     adapter: str | Adapter | None = None,
     on_run: RunCallback | None = None,
 ) -> ErrorCurves:

@@ -63,12 +63,12 @@ def calibrated_rows(bench: Bench, settings: Settings, curves: ErrorCurves, seed:
     from ``curves`` (calibrated on ``seed``)."""
     rows = []
     for alpha in settings.alphas:
-        schedule = curves.schedule(alpha=alpha)
+        schedule = curves.schedule(alpha=alpha, method="paper")
         rows.append(bench.cached("SmoothCache (per kind)", f"alpha={alpha:g}", schedule))
     for per_block in settings.per_block:
         family = f"SmoothCache (per {'block' if per_block else 'kind'})"
         for budget in settings.paper_budgets:
-            schedule = curves.schedule(compute_fraction=budget, per_block=per_block)
+            schedule = curves.schedule(compute_fraction=budget, per_block=per_block, method="paper")
             setting = f"compute <= {budget:g} (alpha={schedule.metadata['alpha']:.3f})"
             rows.append(bench.cached(family, setting, schedule, budget=budget))
     for budget in settings.search_budgets:

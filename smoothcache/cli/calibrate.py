@@ -71,7 +71,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--seed", type=seed_value, default=0, help="seed of the first run (run r uses seed+r)"
     )
     parser.add_argument(
-        "--lookahead", type=int_at_least(1), default=3, help="longest lag to record (default 3)"
+        "--lookahead", type=int_at_least(1), default=7, help="longest lag to record (default 7)"
     )
     parser.add_argument(
         "--orders",

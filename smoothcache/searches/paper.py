@@ -1,9 +1,10 @@
 """The SmoothCache paper's rule: reuse wherever the measured error stays below ``alpha``.
 
-``method="paper"`` (the default of :meth:`~smoothcache.ErrorCurves.schedule`): each schedule row
-(a branch kind, or a block with ``per_block``) is scanned left to right by :func:`paper_rule`
-over its reuse errors pooled over branches and passes. Given a ``compute_fraction`` instead of
-an ``alpha``, the alpha is searched whose schedule fits the budget (:func:`search_alpha`).
+``method="paper"`` of :meth:`~smoothcache.ErrorCurves.schedule` (its default for an
+``alpha``): each schedule row (a branch kind, or a block with ``per_block``) is scanned left to
+right by :func:`paper_rule` over its reuse errors pooled over branches and passes. Given a
+``compute_fraction`` instead of an ``alpha``, the alpha is searched whose schedule fits the
+budget (:func:`search_alpha`).
 """
 
 from __future__ import annotations

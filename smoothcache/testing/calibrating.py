@@ -81,7 +81,7 @@ def calibration_path(subject: Subject) -> None:
         schedules = {
             "paper, alpha": curves.schedule(alpha),
             "paper, alpha, per block": curves.schedule(alpha, per_block=True),
-            "paper, budget": curves.schedule(compute_fraction=_PATH_FRACTION),
+            "paper, budget": curves.schedule(compute_fraction=_PATH_FRACTION, method="paper"),
             "sensitivity": curves.schedule(compute_fraction=_PATH_FRACTION, method="sensitivity"),
             "forecast": curves.schedule(compute_fraction=_PATH_FRACTION, method="forecast"),
         }

@@ -493,3 +493,18 @@ def test_select_schedule_refuses_bad_input(original_dit):
             lambda: sample_original_dit(original_dit, num_steps=STEPS, seed=next(seeds)),
             [Schedule.uniform(STEPS, 2, ["attn"])],
         )
+
+
+def test_the_default_calibration_reaches_a_fifth_of_the_compute(original_dit):
+    """Calibration's default lookahead lets the default search make a schedule at 20% of the
+    branch-steps (lookahead 3 stops at a quarter: the error names the remedy)."""
+    with smoothcache.calibrating(original_dit) as recorder:
+        sample_original_dit(original_dit, num_steps=20, seed=0)
+    curves = recorder.curves()
+    schedule = curves.schedule(compute_fraction=0.2)
+    assert schedule.metadata["method"] == "forecast"
+    assert 0.15 < schedule.metadata["compute_fraction"] <= 0.2
+    with smoothcache.calibrating(original_dit, lookahead=3) as recorder:
+        sample_original_dit(original_dit, num_steps=20, seed=0)
+    with pytest.raises(ScheduleError, match="lookahead"):
+        recorder.curves().schedule(compute_fraction=0.2)

@@ -262,12 +262,30 @@ def test_per_block_schedule() -> None:
     assert schedule.metadata["compute_fraction"] == 0.45
 
 
+def test_without_a_method_the_best_search_the_curves_allow() -> None:
+    plain = hand_curves(12)
+    measured = hand_curves(12, random_sensitivity(12, 0))
+    assert (
+        plain.schedule(compute_fraction=0.5).rows
+        == plain.schedule(compute_fraction=0.5, method="paper").rows
+    )
+    chosen = measured.schedule(compute_fraction=0.5)
+    assert chosen.metadata["method"] == "sensitivity"
+    assert chosen.rows == measured.schedule(compute_fraction=0.5, method="sensitivity").rows
+    assert chosen.rows != plain.schedule(compute_fraction=0.5).rows
+    assert measured.schedule(alpha=0.15).rows == plain.schedule(alpha=0.15, method="paper").rows
+    assert (measured.best_method(), measured.best_method(threshold=True)) == (
+        "sensitivity",
+        "paper",
+    )
+
+
 def test_paper_rule_unchanged_by_a_sensitivity() -> None:
     plain = hand_curves(12)
     measured = hand_curves(12, random_sensitivity(12, 0))
     for kwargs in ({"alpha": 0.15}, {"compute_fraction": 0.5}, {"alpha": 0.25, "per_block": True}):
-        assert measured.schedule(**kwargs).rows == plain.schedule(**kwargs).rows
-        assert measured.schedule(**kwargs, method="paper").rows == plain.schedule(**kwargs).rows
+        expected = plain.schedule(**kwargs, method="paper").rows
+        assert measured.schedule(**kwargs, method="paper").rows == expected
     assert plain.schedule(alpha=0.15).rows["attn"] == tuple(
         paper_rule(plain.curve("attn")[0], 0.15)
     )
