@@ -224,35 +224,19 @@ class ErrorCurves:
         per_block: bool = False,
         method: str | None = None,
     ) -> Schedule:
-        """A static schedule from these curves, by the search ``method`` names.
+        """A static schedule from these curves, by the search ``method`` names
+        (:data:`smoothcache.searches.METHODS`: what each needs and does).
 
-        Without a ``method``, the best these curves allow: for a ``compute_fraction``,
-        ``"forecast"`` when they carry forecast errors (calibration records them by default),
-        else ``"sensitivity"`` when they carry a sensitivity, else ``"paper"``; for an
-        ``alpha``, ``"paper"``, the only search that takes one. (The default used to be
-        ``"paper"`` always; name it to reproduce the paper.)
-
-        ``method="paper"`` applies the paper's rule
-        (:func:`~smoothcache.searches.paper.paper_rule`). Give exactly one of ``alpha`` (the
-        largest error a reuse may cause) or ``compute_fraction`` (a budget: the alpha whose
-        schedule computes the largest share of the model's branch-steps not above it is searched
-        among the curves' error values; a per-kind row counts once per block of its kind).
-        ``per_block=False`` pools blocks of one kind into one row, as the paper does;
-        ``per_block=True`` gives every block its own row.
-
-        ``method="sensitivity"`` takes a ``compute_fraction`` only and needs the curves'
-        :attr:`sensitivity`: the schedule of least predicted error of the final output within
-        the budget (:func:`~smoothcache.searches.sensitivity.sensitivity_search`; with
-        ``per_block=True`` it needs the sensitivity measured per block).
-
-        ``method="forecast"`` takes a ``compute_fraction`` only and needs the curves'
-        :attr:`forecast` errors (recorded by default): it chooses which steps compute and, for
-        every skipped step and kind (or block), whether to reuse or forecast and with which
-        order (:func:`~smoothcache.searches.forecast.forecast_schedule`); a sensitivity, if the
-        curves carry one, weighs the steps.
+        Give exactly one of ``alpha`` (the largest error a reuse may cause: the paper's rule
+        only) or ``compute_fraction`` (a budget: a share of the model's branch-steps, a per-kind
+        row counting once per block of its kind). Without a ``method``, :meth:`best_method`
+        chooses: ``"forecast"`` when the curves carry forecast errors (recorded by default),
+        else ``"sensitivity"`` when they carry a sensitivity, else ``"paper"``; ``"paper"`` for
+        an ``alpha``. (The default used to be ``"paper"`` always: name it to reproduce the
+        paper.) ``per_block=True`` gives every block its own row instead of one per kind.
 
         The schedule's metadata records the method, the achieved compute fraction (and the
-        target, for a budget), alpha and lookahead for the paper's rule, and the curves' metadata.
+        target, for a budget), the search's own settings and the curves' metadata.
         """
         if method is None:
             method = self.best_method(alpha is not None)

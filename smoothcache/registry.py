@@ -306,6 +306,19 @@ class Registry:
         """The adapters (all known ones, or ``adapters``) that match ``obj``, best first."""
         return rank(obj, self.adapters() if adapters is None else adapters)
 
+    def kinds_of(self, obj: Any) -> list[str]:
+        """The branch kinds the detected adapter finds in ``obj`` (a denoiser or a pipeline), in
+        order of first appearance: the keys a per-kind schedule for it takes."""
+        adapter = self.detect(obj)
+        root = call_adapter(adapter, "root", obj)
+        branches = [] if root is None else call_adapter(adapter, "branches", root)
+        if not branches:
+            raise AdapterError(
+                f"adapter {adapter.name!r} finds no branch in a {type(obj).__name__}; pass the "
+                "branch kinds yourself (smoothcache adapters lists each adapter's)"
+            )
+        return list(dict.fromkeys(b.kind for b in branches))
+
     def detect(self, obj: Any, adapters: Sequence[Adapter] | None = None) -> Adapter:
         """The adapter for ``obj`` (a denoiser module or an object holding one), by the rule
         on :class:`~smoothcache.Adapter`: most specific ``model_classes`` entry, then highest

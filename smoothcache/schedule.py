@@ -28,6 +28,7 @@ from typing import Any
 
 from smoothcache.errors import ScheduleError
 from smoothcache.jsonfile import parse_json
+from smoothcache.registry import REGISTRY
 from smoothcache.remap import remap_schedule
 from smoothcache.schedule_file import (
     FORMAT_NAME as FORMAT_NAME,
@@ -220,21 +221,41 @@ class Schedule:
     # -- constructors -----------------------------------------------------------------------
 
     @classmethod
-    def uniform(cls, num_steps: int, every: int, kinds: Iterable[str], order: int = 0) -> Schedule:
+    def uniform(
+        cls,
+        num_steps: int,
+        every: int,
+        kinds: Iterable[str] | None = None,
+        order: int = 0,
+        *,
+        model: Any = None,
+    ) -> Schedule:
         """FORA-style baseline: compute every ``every``-th step, the first and last always.
 
-        ``order`` > 0 forecasts the skipped steps with that order instead of reusing (lower
-        where fewer computed steps precede a skipped one), like diffusers' TaylorSeer at a
-        fixed interval.
+        The rows are the branch ``kinds`` given, or those the adapter of ``model`` (a denoiser
+        or a pipeline) finds in it. ``order`` > 0 forecasts the skipped steps with that order
+        instead of reusing (lower where fewer computed steps precede a skipped one), like
+        diffusers' TaylorSeer at a fixed interval.
         """
         check_order(order)
         if not isinstance(num_steps, int) or num_steps < 1:
             raise ScheduleError(f"num_steps must be a positive integer, found {num_steps!r}")
         if not isinstance(every, int) or every < 1:
             raise ScheduleError(f"every must be a positive integer, found {every!r}")
-        kinds = list(kinds)
-        if not kinds:
-            raise ScheduleError("Schedule.uniform needs at least one kind, e.g. ['attn', 'mlp']")
+        if (kinds is None) == (model is None):
+            raise ScheduleError(
+                "Schedule.uniform needs exactly one of kinds= (e.g. ['attn', 'mlp']) or "
+                "model= (the model or pipeline whose branch kinds to use)"
+            )
+        if model is not None:
+            kinds = REGISTRY.kinds_of(model)
+        elif not isinstance(kinds, (str, bytes)):
+            kinds = list(kinds or ())
+        if isinstance(kinds, (str, bytes)) or not kinds or any(type(k) is not str for k in kinds):
+            raise ScheduleError(
+                f"Schedule.uniform needs branch kinds as strings, e.g. ['attn', 'mlp'], found "
+                f"{kinds!r}; or pass model= to take them from the model's adapter"
+            )
         row = [1 if i % every == 0 or i == num_steps - 1 else 0 for i in range(num_steps)]
         schedule = cls(rows={k: row for k in kinds}, metadata={"method": "fora", "every": every})
         return schedule.forecasting(order)

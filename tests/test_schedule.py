@@ -90,6 +90,36 @@ def test_uniform_is_fora():
         Schedule.uniform(10, 0, ["attn"])
 
 
+def test_uniform_takes_its_kinds_from_a_model_or_pipeline():
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    from smoothcache.reference import load_reference_model
+    from smoothcache.testing.models.diffusers_zoo import ZOO
+
+    digits = Schedule.uniform(10, 3, model=load_reference_model())
+    assert list(digits.rows) == ["attn1", "ff"]
+    transformer = ZOO["FluxTransformer2DModel"].factory()
+    parts = dict.fromkeys(["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"])
+    pipe = FluxPipeline(
+        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), **parts
+    )
+    flux = Schedule.uniform(10, 3, order=2, model=pipe)
+    assert set(flux.rows) == {"attn", "ff", "ff_context", "single"}
+    assert flux.rows["single"] == digits.rows["ff"] and flux.forecasts
+    with smoothcache.enabled(pipe, flux):  # the keys fit the model they came from
+        pass
+    for bad, words in (
+        ({}, "exactly one of kinds="),
+        ({"kinds": ["attn"], "model": pipe}, "exactly one of kinds="),
+        ({"kinds": "attn"}, "branch kinds as strings"),
+        ({"kinds": [1]}, "branch kinds as strings"),
+    ):
+        with pytest.raises(ScheduleError, match=words):
+            Schedule.uniform(10, 3, **bad)
+    with pytest.raises(smoothcache.AdapterError, match="no adapter matches"):
+        Schedule.uniform(10, 3, model=object())
+
+
 def test_empty_and_non_dict():
     with pytest.raises(ScheduleError, match="at least one row"):
         Schedule.from_dict({})
