@@ -36,6 +36,7 @@ from smoothcache.hookspecs import hookimpl
 from smoothcache.measurements import Sensitivity
 from smoothcache.registry import REGISTRY
 from smoothcache.schedule import Schedule, shipped_schedules
+from smoothcache.tuner import Tuned, tune
 from smoothcache.tuning import measure_sensitivity, select_schedule
 
 __version__ = "0.1.0"
@@ -71,6 +72,7 @@ __all__ = [
     "SmoothCacheError",
     "StepCountError",
     "TimestepSource",
+    "Tuned",
     "adapters",
     "argument",
     "calibrating",
@@ -82,4 +84,5 @@ __all__ = [
     "register",
     "select_schedule",
     "shipped_schedules",
+    "tune",
 ]

@@ -30,8 +30,9 @@ from smoothcache.schedule import Schedule
 RunCallback = Callable[[int, int], None]
 
 
-def _final_output(output: Any) -> torch.Tensor:
-    """The tensor a sensitivity run returned; anything else is a :class:`CalibrationError`."""
+def output_tensor(output: Any) -> torch.Tensor:
+    """The tensor a sampler run returned (a NumPy array is taken too); anything else is a
+    :class:`CalibrationError`."""
     if isinstance(output, np.ndarray):
         output = torch.from_numpy(output)
     if not isinstance(output, torch.Tensor) or output.numel() == 0:
@@ -40,14 +41,20 @@ def _final_output(output: Any) -> torch.Tensor:
             f"{type(output).__name__}; for a diffusers pipeline return "
             "pipe(..., output_type='pt').images (or output_type='latent')"
         )
+    return output.detach()
+
+
+def final_output(output: Any) -> torch.Tensor:
+    """The tensor an uncached run returned, which must be finite (what caching is compared to)."""
+    output = output_tensor(output)
     if not torch.isfinite(output).all():
         raise CalibrationError(
             "run() returned NaN or inf without any caching; fix the sampler before measuring"
         )
-    return output.detach()
+    return output
 
 
-_NOT_DETERMINISTIC = (
+NOT_DETERMINISTIC = (
     "run() returned a different output on a second call; it must be deterministic: seed its "
     "noise inside (e.g. generator=torch.Generator().manual_seed(0) per call)"
 )
@@ -88,7 +95,7 @@ def measure_sensitivity(
     baseline = None
     if curves is None:
         with calibrating(model, lookahead, adapter) as recorder:
-            baseline = _final_output(run())
+            baseline = final_output(run())
         curves = recorder.curves()
     else:
         curves.check_model(model, adapter)
@@ -110,10 +117,10 @@ def measure_sensitivity(
     def sample(rows: Mapping[str, list[int]] | None) -> torch.Tensor:
         nonlocal done
         if rows is None:
-            output = _final_output(run())
+            output = final_output(run())
         else:
             with enabled(model, rows, adapter):
-                output = _final_output(run())
+                output = final_output(run())
         done += 1
         if on_run is not None:
             on_run(done, total)
@@ -122,7 +129,7 @@ def measure_sensitivity(
     if baseline is None:
         baseline = sample(None)
     if not torch.equal(sample(everything), baseline):
-        raise CalibrationError(_NOT_DETERMINISTIC)
+        raise CalibrationError(NOT_DETERMINISTIC)
     reference = baseline.to(torch.float32 if baseline.device.type == "mps" else torch.float64)
     gram = np.zeros((len(groups), n, n))
     cross = np.zeros((len(groups), n, n))
@@ -193,9 +200,9 @@ def select_schedule(
             on_run(done, total)
         return output
 
-    reference = _final_output(sample())
-    if not torch.equal(_final_output(sample()), reference):
-        raise CalibrationError(_NOT_DETERMINISTIC)
+    reference = final_output(sample())
+    if not torch.equal(final_output(sample()), reference):
+        raise CalibrationError(NOT_DETERMINISTIC)
     reference = reference.to(torch.float32 if reference.device.type == "mps" else torch.float64)
     errors: list[float] = []
     applied: list[Schedule] = []  # as the sessions validated them

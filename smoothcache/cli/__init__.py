@@ -2,6 +2,8 @@
 
 Subcommands, one module each:
 
+* ``tune (PIPELINE_DIR | --reference) --compute F`` (:mod:`.tune`) — the best schedule for a
+  budget in one command (:func:`smoothcache.tune`), with its report;
 * ``calibrate PIPELINE_DIR`` (:mod:`.calibrate`) — run a diffusers pipeline saved in a local
   directory under :func:`smoothcache.calibrating` and save the error curves (optionally a
   schedule too);
@@ -30,7 +32,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from smoothcache.cli import adapters, calibrate, demo, schedule, show
+from smoothcache.cli import adapters, calibrate, demo, schedule, show, tune
 from smoothcache.cli.validators import CommandError, UsageError, one_line
 from smoothcache.errors import SmoothCacheError
 
@@ -42,6 +44,7 @@ Command = tuple[Callable[[Any], argparse.ArgumentParser], Callable[[argparse.Nam
 
 #: Subcommands in the order ``--help`` lists them: (declare arguments, run).
 COMMANDS: dict[str, Command] = {
+    "tune": (tune.add_parser, tune.run),
     "calibrate": (calibrate.add_parser, calibrate.run),
     "schedule": (schedule.add_parser, schedule.run),
     "show": (show.add_parser, show.run),

@@ -96,7 +96,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def _load_pipeline(args: argparse.Namespace, device: str) -> Any:
+def load_pipeline(args: argparse.Namespace, device: str) -> Any:
     """The pipeline in ``args.pipeline_dir``, loaded offline onto ``device``, with the
     scheduler ``args.scheduler`` when one is named."""
     directory: Path = args.pipeline_dir
@@ -107,7 +107,7 @@ def _load_pipeline(args: argparse.Namespace, device: str) -> Any:
         import torch
     except ImportError:
         raise CommandError(
-            "calibrate needs diffusers: pip install smoothcache[diffusers]"
+            f"{args.command} needs diffusers: pip install smoothcache[diffusers]"
         ) from None
     options: dict[str, Any] = {"local_files_only": True}
     if args.dtype is not None:
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     if args.schedule_alpha is not None or args.schedule_compute is not None:
         schedule_output = schedule_output or args.output.with_suffix(".json")
     check_outputs(args.output, schedule_output)
-    pipe = _load_pipeline(args, torch_device(args.device))
+    pipe = load_pipeline(args, torch_device(args.device))
     import torch
     from tqdm.auto import tqdm
 

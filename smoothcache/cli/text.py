@@ -22,7 +22,8 @@ def schedule_summary(schedule: Schedule) -> str:
     how = f"alpha={meta['alpha']:.4g}" if "alpha" in meta else f"method {meta.get('method')}"
     return (
         f"{len(schedule.rows)} rows x {schedule.num_steps} steps, {how}, "
-        f"computes {meta['compute_fraction']:.1%} of the model's branch-steps"
+        f"computes {meta.get('compute_fraction', schedule.compute_fraction):.1%} of the model's "
+        "branch-steps"
     )
 
 

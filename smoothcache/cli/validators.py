@@ -128,7 +128,7 @@ def _alpha(text: str) -> float:
     return value
 
 
-def _fraction(text: str) -> float:
+def fraction_value(text: str) -> float:
     """A compute budget: a number in (0, 1]."""
     value = number(text)
     if not 0 < value <= 1:
@@ -147,7 +147,7 @@ def add_rule_options(parser: argparse.ArgumentParser, required: bool, prefix: st
     )
     group.add_argument(
         f"--{prefix}compute",
-        type=_fraction,
+        type=fraction_value,
         metavar="F",
         help="budget: the schedule computing the largest share of branch-steps <= F",
     )

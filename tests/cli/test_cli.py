@@ -285,7 +285,7 @@ def test_hostile_arguments_give_one_error_line_before_any_work(
         cases.append(([*calibrate, "--class-labels", "1", "--device", "cuda"], 2, "not available"))
 
     with monkeypatch.context() as patch:
-        patch.setattr("smoothcache.cli.calibrate._load_pipeline", _no_work)
+        patch.setattr("smoothcache.cli.calibrate.load_pipeline", _no_work)
         for argv, status, message in cases:
             code, _, err = run(capsys, *argv)
             assert code == status, (argv, err)
@@ -325,7 +325,7 @@ def test_numbers_are_bounded_as_a_person_reads_them_and_written_in_ascii(
         (["schedule", "c.safetensors", "--compute", "0.\u0665", "-o", "x.json"], "a finite number"),
     ]
     with monkeypatch.context() as patch:
-        patch.setattr("smoothcache.cli.calibrate._load_pipeline", _no_work)
+        patch.setattr("smoothcache.cli.calibrate.load_pipeline", _no_work)
         for argv, message in cases:
             code, _, err = run(capsys, *argv)
             assert code == 2, (argv, err)
@@ -335,3 +335,20 @@ def test_numbers_are_bounded_as_a_person_reads_them_and_written_in_ascii(
 
 def _no_work(*_args: object, **_kwargs: object) -> None:
     raise AssertionError("the pipeline was loaded before the arguments were checked")
+
+
+def test_tune_takes_a_saved_pipeline_and_its_call_arguments(
+    pipeline_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tuned.json"
+    code, stdout, stderr = run(
+        capsys,
+        *["tune", str(pipeline_dir), "--compute", "0.5", "--class-labels", "1", "2"],
+        *["--steps", str(STEPS), "--guidance-scale", "4", "-o", str(out)],
+    )
+    assert code == 0, stderr
+    schedule = Schedule.load(out)
+    assert schedule.num_steps == STEPS and set(schedule.rows) <= {"attn1", "ff"}
+    assert "sampler runs in all" in stderr and f"wrote {out}" in stdout
+    code, _, stderr = run(capsys, "tune", str(pipeline_dir), "--compute", "0.5", "--prompts", "x")
+    assert code == 2 and "takes no 'prompt'; pass --class-labels" in stderr

@@ -1,0 +1,333 @@
+"""``smoothcache.tune``: from a model or pipeline and a compute budget to a schedule, in one call.
+
+What it runs, in sampler runs of one batch each (the default is 13 for a budget the forecast
+family covers):
+
+1. one run of the *calibration* seed under :func:`~smoothcache.calibrating` (lookahead 7,
+   forecast errors of every order), which gives the curves;
+2. the candidates: the forecast family of those curves at the budget
+   (:meth:`~smoothcache.ErrorCurves.forecast_candidates`, the plain forecast search first) and
+   the safe references a user would otherwise pick, the best uniform schedule of the same
+   compute with reuse (FORA) and with order-2 forecasts (TaylorSeer's idea);
+3. the *held-out* seed without caching, twice (the second must be bit-identical: ``run`` is
+   deterministic), then once under every candidate.
+
+The choice guards the tail (:func:`choose`): a candidate wins on its held-out batch error only if
+its worst samples are not much worse than the safe references' and its lead is larger than the
+spread of the per-sample errors can explain; otherwise the safer candidate wins. No sensitivity
+is measured: it costs ``2 + (kinds + 1) * (steps - 2)`` runs, far beyond this budget.
+
+The result (:class:`Tuned`) keeps the schedule and a report: what ran, its cost in denoiser
+evaluations (model calls times batch elements, counted), seconds, and every candidate's held-out
+errors.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from smoothcache.adapter import Adapter
+from smoothcache.binding import bind
+from smoothcache.calibration import calibrating
+from smoothcache.engine import enabled
+from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
+from smoothcache.schedule import Schedule
+from smoothcache.searches.base import check_fraction
+from smoothcache.tuning import NOT_DETERMINISTIC, final_output, output_tensor
+
+#: ``run(seed)`` samples one batch from ``seed`` and returns the final output as a tensor.
+SeededRun = Callable[[int], Any]
+
+#: A candidate's worst samples may be at most this many times worse (in squared error) than the
+#: safe references' best (3 dB), or it is not chosen.
+TAIL_FACTOR = 2.0
+
+#: The share of held-out samples whose mean error is a candidate's tail (at least one sample).
+TAIL_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One schedule ``tune`` tried: its label, the share of branch-steps it computes, its
+    held-out batch mean squared error, the mean of its worst samples' errors (``tail``), and
+    whether it is a safe reference (uniform) rather than a member of the forecast family."""
+
+    label: str
+    compute_fraction: float
+    mse: float
+    tail: float
+    safe: bool
+    errors: np.ndarray = field(repr=False, compare=False)  #: per held-out sample
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """What :func:`tune` returns: the ``schedule`` and the report of how it was chosen."""
+
+    schedule: Schedule
+    compute_fraction: float
+    candidates: list[Candidate]
+    chosen: int
+    reason: str
+    runs: int
+    evaluations: int
+    seconds: float
+    signal: float = field(repr=False)  #: mean square of the uncached held-out output
+
+    @property
+    def expected_snr_db(self) -> float:
+        """The chosen schedule's held-out signal-to-error ratio, ``10 log10(signal / mse)``."""
+        return _decibels(self.signal, self.candidates[self.chosen].mse)
+
+    def report(self) -> str:
+        """The report as text: cost, the candidates' held-out errors and the choice."""
+        lines = [
+            f"tuned for compute <= {self.compute_fraction:g}: {self.runs} sampler runs, "
+            f"{self.evaluations:,} denoiser evaluations (model calls x batch elements), "
+            f"{self.seconds:.1f} s",
+            "held-out signal-to-error ratio (dB) of every candidate, batch and worst samples:",
+        ]
+        for index, c in enumerate(self.candidates):
+            mark = "*" if index == self.chosen else " "
+            lines.append(
+                f" {mark} {c.label:<34} {c.compute_fraction:6.1%}  "
+                f"{_decibels(self.signal, c.mse):6.2f}  {_decibels(self.signal, c.tail):6.2f}"
+            )
+        lines.append(f"chosen: {self.candidates[self.chosen].label} ({self.reason})")
+        return "\n".join(lines)
+
+
+def _decibels(signal: float, error: float) -> float:
+    return math.inf if error == 0 else 10 * math.log10(signal / error)
+
+
+def tune(
+    model: Any,
+    run: SeededRun | None = None,
+    *,
+    compute_fraction: float,
+    call: Mapping[str, Any] | None = None,
+    calibration_seed: int = 1000,
+    held_out_seed: int = 2000,
+    adapter: str | Adapter | None = None,
+    on_run: Callable[[int, int], None] | None = None,
+) -> Tuned:
+    """The best schedule within ``compute_fraction`` of the branch-steps, chosen on held-out
+    samples with a guard on their tail (see the module's text for what it runs and why).
+
+    ``run(seed)`` samples one batch from ``seed`` and returns the final output (images or
+    latents) as a tensor; for a diffusers pipeline, give ``call`` instead: the pipeline's own
+    call arguments (prompt embeddings or class labels, ``num_inference_steps``, guidance, size),
+    and each run is ``model(**call, generator=..., output_type="latent")`` unless ``call`` names
+    its own ``output_type``. The calibration batch comes from ``calibration_seed``, the held-out
+    one from ``held_out_seed``: samples you will not judge the result on. ``on_run(done, total)``
+    is called after every sampler run.
+    """
+    fraction = check_fraction(compute_fraction)
+    sampler = _sampler(model, run, call)
+    counter = EvaluationCounter([root for _, root in bind(model, adapter).roots])
+    total = done = 0  # the total is known once the candidates are
+    started = time.perf_counter()
+
+    def sample(seed: int, schedule: Schedule | None = None, report: bool = True) -> torch.Tensor:
+        nonlocal done
+        with counter:
+            if schedule is None:
+                output = final_output(sampler(seed))
+            else:
+                with enabled(model, schedule, adapter):
+                    output = output_tensor(sampler(seed))
+        done += 1
+        if on_run is not None and report:
+            on_run(done, total)
+        return output
+
+    with calibrating(model, adapter=adapter) as recorder:
+        sample(calibration_seed, report=False)  # reported once the total is known
+    curves = recorder.curves()
+    schedules = _candidates(curves, fraction)
+    total = 3 + len(schedules)
+    if on_run is not None:
+        on_run(done, total)
+    reference = sample(held_out_seed)
+    if not torch.equal(sample(held_out_seed), reference):
+        raise CalibrationError(NOT_DETERMINISTIC)
+    reference = reference.to(torch.float64)
+    candidates = []
+    for label, schedule, safe in schedules:
+        output = sample(held_out_seed, schedule)
+        if output.shape != reference.shape:
+            raise CalibrationError(
+                f"run returned {tuple(output.shape)} under a schedule but "
+                f"{tuple(reference.shape)} without one; it must return the same final output"
+            )
+        errors = ((output.to(torch.float64) - reference) ** 2).reshape(len(output), -1).mean(1)
+        candidates.append(_scored(label, schedule, safe, errors.cpu().numpy()))
+    chosen, reason = choose(candidates)
+    label, schedule, _ = schedules[chosen]
+    schedule = Schedule(
+        schedule.rows,
+        {**schedule.metadata, "tuned": {"chosen": label, "reason": reason}},
+        schedule.orders,
+    )
+    return Tuned(
+        schedule,
+        fraction,
+        candidates,
+        chosen,
+        reason,
+        done,
+        counter.evaluations,
+        time.perf_counter() - started,
+        float((reference**2).mean()),
+    )
+
+
+def _sampler(model: Any, run: SeededRun | None, call: Mapping[str, Any] | None) -> SeededRun:
+    """``run``, or a run of the pipeline ``model`` with ``call`` and a seeded generator."""
+    if (run is None) == (call is None):
+        raise ArgumentError(
+            "tune needs exactly one of run (a function of a seed that samples a batch and returns "
+            "the final output) or call= (a diffusers pipeline's own call arguments)"
+        )
+    if run is not None:
+        if not callable(run):
+            raise ArgumentError(f"run must be a function of a seed, found {type(run).__name__}")
+        return run
+    if not callable(model) or isinstance(model, torch.nn.Module):
+        raise ArgumentError(
+            f"call= runs a diffusers pipeline, but a {type(model).__name__} was given; pass "
+            "the pipeline, or a run(seed) function for a model"
+        )
+    assert call is not None
+    arguments = dict(call)
+    for reserved in ("generator", "latents"):
+        if reserved in arguments:
+            raise ArgumentError(
+                f"call= must not hold {reserved!r}: tune seeds every run itself "
+                "(calibration_seed=, held_out_seed=)"
+            )
+    arguments.setdefault("output_type", "latent")
+
+    def pipeline_run(seed: int) -> Any:
+        generator = torch.Generator().manual_seed(seed)
+        output = model(**arguments, generator=generator)
+        for name in ("images", "frames", "audios"):
+            value = getattr(output, name, None)
+            if isinstance(value, (torch.Tensor, np.ndarray)):
+                return value  # some pipelines (DiT's) decode whatever output_type says
+        raise CalibrationError(
+            f"the pipeline returned {type(output).__name__} with no tensor images, frames or "
+            "audios; pass output_type='latent' or 'pt' in call="
+        )
+
+    return pipeline_run
+
+
+def _candidates(curves: Any, fraction: float) -> list[tuple[str, Schedule, bool]]:
+    """The forecast family at ``fraction`` and the uniform references of the same compute."""
+    found: list[tuple[str, Schedule, bool]] = []
+    try:
+        family = curves.forecast_candidates(fraction)
+    except ScheduleError:
+        family = []  # a budget below what the curves' lookahead allows: uniform only
+    for index, schedule in enumerate(family):
+        label = "forecast search" if index == 0 else f"forecast family {index}"
+        found.append((label, schedule, False))
+    steps = curves.num_steps
+    every = next(
+        (
+            k
+            for k in range(2, steps + 1)
+            if Schedule.uniform(steps, k, ["x"]).compute_fraction <= fraction + 1e-12
+        ),
+        None,
+    )
+    if every is not None:
+        for order, name in ((0, "FORA"), (2, "uniform + order-2 forecast")):
+            schedule = Schedule.uniform(steps, every, curves.kinds, order)
+            found.append((f"{name}, every {every}", schedule, True))
+    if not found:
+        raise ScheduleError(
+            f"no schedule computes at most {fraction:g} of the {steps} steps; raise "
+            "compute_fraction"
+        )
+    return found
+
+
+def _scored(label: str, schedule: Schedule, safe: bool, errors: np.ndarray) -> Candidate:
+    """A candidate from its per-sample held-out errors (a broken output is never chosen)."""
+    share = schedule.metadata.get("compute_fraction", schedule.compute_fraction)  # branch-steps
+    if not np.isfinite(errors).all():
+        return Candidate(label, share, math.inf, math.inf, safe, errors)
+    worst = max(1, round(TAIL_SHARE * len(errors)))
+    tail = float(np.sort(errors)[-worst:].mean())
+    return Candidate(label, share, float(errors.mean()), tail, safe, errors)
+
+
+def choose(candidates: list[Candidate]) -> tuple[int, str]:
+    """The index of the candidate to keep, and why.
+
+    Candidates whose tail (the mean error of their worst :data:`TAIL_SHARE` of samples) is more
+    than :data:`TAIL_FACTOR` times the best tail of the safe references are out. Of the rest,
+    the one of lowest held-out batch error wins, unless its lead over the best safe reference is
+    within two standard errors of the per-sample differences: the evidence cannot tell them
+    apart, and the one with the better tail wins. With no candidate left, the safe reference of
+    lowest batch error.
+    """
+    usable = [i for i, c in enumerate(candidates) if math.isfinite(c.mse)]
+    safe = [i for i in usable if candidates[i].safe]
+    if not usable:
+        raise CalibrationError("every candidate schedule broke the output (NaN or inf)")
+    bar = min((candidates[i].tail for i in safe), default=math.inf) * TAIL_FACTOR
+    passing = sorted((i for i in usable if candidates[i].tail <= bar), key=_by_error(candidates))
+    if not passing:
+        return min(safe, key=_by_error(candidates)), "no candidate's worst samples passed the bar"
+    best = passing[0]
+    reference = min(safe, key=_by_error(candidates), default=None)
+    if reference is None or reference == best:
+        return best, "lowest held-out batch error"
+    difference = candidates[best].errors - candidates[reference].errors
+    noise = 2 * float(difference.std(ddof=1)) / math.sqrt(len(difference))
+    if -float(difference.mean()) <= noise and candidates[reference].tail < candidates[best].tail:
+        return reference, "its lead was within the noise, and this one's worst samples are better"
+    return best, "lowest held-out batch error, its worst samples within the bar"
+
+
+def _by_error(candidates: list[Candidate]) -> Callable[[int], tuple[float, int]]:
+    return lambda i: (candidates[i].mse, i)
+
+
+class EvaluationCounter:
+    """Counts denoiser evaluations, model calls times batch elements, while entered: a
+    forward pre-hook on every denoiser, removed on exit (the batch is the first tensor
+    argument's leading dimension)."""
+
+    def __init__(self, roots: list[torch.nn.Module]) -> None:
+        self.roots = roots
+        self.evaluations = 0
+        self._handles: list[Any] = []
+
+    def _count(self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                self.evaluations += int(value.shape[0])
+                return
+
+    def __enter__(self) -> EvaluationCounter:
+        self._handles = [
+            root.register_forward_pre_hook(self._count, with_kwargs=True) for root in self.roots
+        ]
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
