@@ -1,7 +1,7 @@
 """``smoothcache schedule CURVES``: turn saved error curves into a schedule file.
 
-By the paper's rule (``--alpha`` or ``--compute``) or by another search (``--method``, see
-:data:`smoothcache.searches.METHODS`).
+By the best search the curves allow for a ``--compute`` budget, or the one ``--method`` names
+(:data:`smoothcache.searches.METHODS`; the paper's rule also takes ``--alpha``).
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser = sub.add_parser(
         "schedule",
         help="make a schedule from saved error curves",
-        description="Apply the SmoothCache rule to saved curves: by an error threshold "
-        "(--alpha) or a compute budget (--compute); with --method sensitivity, the schedule "
-        "of least predicted error for a budget (curves with a measured sensitivity); with "
-        "--method forecast, the budget's computed steps and, for every skipped step, reuse or "
-        "a forecast of the order that the calibration found best.",
+        description="Make a schedule from saved curves: for a compute budget (--compute), by "
+        "default the best search the curves allow (the forecast search: the budget's computed "
+        "steps and, for every skipped step, reuse or a forecast of the order that calibration "
+        "found best); --method paper applies the SmoothCache rule (also by an error threshold, "
+        "--alpha); --method sensitivity the schedule of least predicted error (curves with a "
+        "measured sensitivity).",
     )
     parser.add_argument(
         "curves", metavar="CURVES", type=usable_path, help="a curves .safetensors file"

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = _load_any(args.file)
     wants_schedule = args.alpha is not None or args.compute is not None
     if isinstance(loaded, Schedule):
-        if wants_schedule or args.per_block or args.method != "paper":
+        if wants_schedule or args.per_block or args.method is not None:
             raise UsageError(
                 "--alpha, --compute, --per-block and --method apply to curves files only"
             )

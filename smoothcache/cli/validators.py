@@ -159,12 +159,14 @@ def add_rule_options(parser: argparse.ArgumentParser, required: bool, prefix: st
 
 
 def add_method_option(parser: argparse.ArgumentParser) -> None:
-    """``--method``: which schedule search turns curves into a schedule."""
+    """``--method``: which schedule search turns curves into a schedule (default: the best the
+    curves allow, as :meth:`smoothcache.ErrorCurves.schedule` chooses)."""
     parser.add_argument(
         "--method",
         choices=METHODS,
-        default="paper",
-        help="paper: the SmoothCache rule (default); sensitivity: the schedule search, which "
-        "takes --compute and curves from smoothcache.measure_sensitivity; forecast: reuse or "
-        "extrapolate each skipped step as calibrated (takes --compute)",
+        help="default: the best the curves allow (forecast for a --compute when they carry "
+        "forecast errors, as calibration records by default; paper for an --alpha). paper: the "
+        "SmoothCache rule; sensitivity: the schedule search (--compute, curves from "
+        "smoothcache.measure_sensitivity); forecast: reuse or extrapolate each skipped step as "
+        "calibrated (--compute)",
     )
