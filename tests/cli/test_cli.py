@@ -246,8 +246,12 @@ def test_failures_exit_1_with_one_line(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_budget_too_small_exits_1(calibrated: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    curves = str(calibrated["curves"])
+    code, _, err = run(capsys, "schedule", curves, "--compute", "0.01", "-o", "x.json")
+    assert code == 1  # the forecast search, by default
+    assert "no schedule computes at most 0.01" in error_line(err)
     code, _, err = run(
-        capsys, "schedule", str(calibrated["curves"]), "--compute", "0.01", "-o", "x.json"
+        capsys, "schedule", curves, "--compute", "0.01", "--method", "paper", "-o", "x.json"
     )
     assert code == 1
     assert "smallest achievable fraction" in error_line(err)
