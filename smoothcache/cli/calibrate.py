@@ -20,10 +20,10 @@ from smoothcache.cli.text import schedule_summary
 from smoothcache.cli.validators import (
     CommandError,
     UsageError,
+    add_pipeline_options,
     add_rule_options,
     check_outputs,
     int_at_least,
-    number,
     seed_value,
     torch_device,
     usable_path,
@@ -50,9 +50,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help="class labels (DiT-like)",
     )
     cond.add_argument("--prompts", nargs="+", metavar="PROMPT", help="prompts (text-to-image)")
-    parser.add_argument(
-        "--steps", type=int_at_least(2), default=50, help="denoising steps (default 50)"
-    )
+    add_pipeline_options(parser)
     parser.add_argument(
         "--num-samples",
         type=int_at_least(1),
@@ -62,10 +60,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "--batch-size",
         type=int_at_least(1),
         help="samples per pipeline call (default: as many as labels or prompts given)",
-    )
-    parser.add_argument("--guidance-scale", type=number, help="classifier-free guidance scale")
-    parser.add_argument(
-        "--scheduler", metavar="CLASS", help="a diffusers scheduler class, e.g. DDIMScheduler"
     )
     parser.add_argument(
         "--seed", type=seed_value, default=0, help="seed of the first run (run r uses seed+r)"
@@ -81,9 +75,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         help=f"highest forecast order whose errors are recorded, for --method forecast "
         f"(default {MAX_ORDER}; 0 records reuse errors only and keeps fewer outputs)",
     )
-    parser.add_argument("--adapter", help="force an adapter by name (default: detect)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
     parser.add_argument(
         "-o", "--output", type=usable_path, default=Path("curves.safetensors"), help="curves file"
     )

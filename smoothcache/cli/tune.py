@@ -19,10 +19,10 @@ from smoothcache.cli.calibrate import load_pipeline
 from smoothcache.cli.text import schedule_summary
 from smoothcache.cli.validators import (
     UsageError,
+    add_pipeline_options,
     check_outputs,
     fraction_value,
     int_at_least,
-    number,
     seed_value,
     torch_device,
     usable_path,
@@ -54,13 +54,7 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     cond = parser.add_mutually_exclusive_group()
     cond.add_argument("--class-labels", type=int_at_least(0), nargs="+", metavar="LABEL")
     cond.add_argument("--prompts", nargs="+", metavar="PROMPT")
-    parser.add_argument(
-        "--steps", type=int_at_least(2), default=50, help="denoising steps (default 50)"
-    )
-    parser.add_argument("--guidance-scale", type=number, help="classifier-free guidance scale")
-    parser.add_argument(
-        "--scheduler", metavar="CLASS", help="a diffusers scheduler class, e.g. DDIMScheduler"
-    )
+    add_pipeline_options(parser)
     parser.add_argument(
         "--seed", type=seed_value, default=1000, help="calibration seed (default 1000)"
     )
@@ -70,9 +64,6 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         default=2000,
         help="seed of the batch the choice is made on (default 2000)",
     )
-    parser.add_argument("--adapter", help="force an adapter by name (default: detect)")
-    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
     parser.add_argument(
         "-o", "--output", type=usable_path, default=Path("schedule.json"), help="schedule file"
     )

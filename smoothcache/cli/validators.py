@@ -170,3 +170,18 @@ def add_method_option(parser: argparse.ArgumentParser) -> None:
         "smoothcache.measure_sensitivity); forecast: reuse or extrapolate each skipped step as "
         "calibrated (--compute)",
     )
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """How a saved pipeline is loaded and samples: ``--steps``, ``--guidance-scale``,
+    ``--scheduler``, ``--adapter``, ``--device``, ``--dtype``."""
+    parser.add_argument(
+        "--steps", type=int_at_least(2), default=50, help="denoising steps (default 50)"
+    )
+    parser.add_argument("--guidance-scale", type=number, help="classifier-free guidance scale")
+    parser.add_argument(
+        "--scheduler", metavar="CLASS", help="a diffusers scheduler class, e.g. DDIMScheduler"
+    )
+    parser.add_argument("--adapter", help="force an adapter by name (default: detect)")
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"))
