@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -262,7 +261,7 @@ def main() -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     md_path, png_path = out_dir / f"{args.name}.md", out_dir / f"{args.name}.png"
     info = RunInfo(
-        minutes=bench.checkpoint.total_minutes((time.perf_counter() - log.started) / 60),
+        minutes=bench.checkpoint.total_minutes(),
         loads=(load_start, os.getloadavg()[0]),
         forecast=not args.no_forecast,
         cache_dit=cache_dit_version(),

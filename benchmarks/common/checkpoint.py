@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -31,9 +32,20 @@ class Checkpoint:
 
     def __init__(self, folder: Path | None, run: str) -> None:
         self.folder = None if folder is None else folder / run
+        self._started = time.perf_counter()
+        self._earlier = 0.0  # minutes of earlier sittings
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
+            path = self.folder / "minutes.txt"
+            self._earlier = float(path.read_text()) if path.exists() else 0.0
         self.read = 0
+
+    def _record_minutes(self) -> None:
+        """Write the minutes of every sitting so far, this one's up to now: a sitting that is
+        interrupted still counts up to its last measurement."""
+        if self.folder is not None:
+            minutes = self._earlier + (time.perf_counter() - self._started) / 60
+            (self.folder / "minutes.txt").write_text(f"{minutes:.3f}\n")
 
     def _path(self, name: str, suffix: str) -> Path | None:
         if self.folder is None:
@@ -52,16 +64,13 @@ class Checkpoint:
         if path is not None:
             torch.save(result, path.with_suffix(".tmp"))
             path.with_suffix(".tmp").replace(path)
+            self._record_minutes()
         return result
 
-    def total_minutes(self, minutes: float) -> float:
-        """Add this sitting's ``minutes`` to the run's record; the minutes of every sitting."""
-        if self.folder is None:
-            return minutes
-        path = self.folder / "minutes.txt"
-        total = minutes + (float(path.read_text()) if path.exists() else 0.0)
-        path.write_text(f"{total:.3f}\n")
-        return total
+    def total_minutes(self) -> float:
+        """The minutes of every sitting of the run, this one's included (recorded as they go)."""
+        self._record_minutes()
+        return self._earlier + (time.perf_counter() - self._started) / 60
 
     def _saved(
         self,
@@ -79,6 +88,7 @@ class Checkpoint:
         result = measure()
         if path is not None:
             save(result, path)
+            self._record_minutes()
         return result
 
     def curves(self, name: str, measure: Callable[[], ErrorCurves]) -> ErrorCurves:
