@@ -41,6 +41,7 @@ PAGES: dict[str, tuple[int, int, int]] = {
     "docs/quality_speed.md": (0, 0, 1),
     "docs/quality_speed_second.md": (0, 0, 1),
     "docs/quality_speed_flow_test.md": (0, 0, 1),
+    "docs/quality_speed_test.md": (0, 0, 1),
     "docs/schedule_search.md": (0, 0, 1),
     "docs/worst_samples.md": (0, 0, 1),
 }
