@@ -40,7 +40,12 @@ from smoothcache.engine import enabled
 from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
 from smoothcache.schedule import Schedule
 from smoothcache.searches.base import check_fraction
-from smoothcache.tuning import NOT_DETERMINISTIC, final_output, output_tensor
+from smoothcache.tuning import (
+    check_same_output,
+    deterministic_reference,
+    final_output,
+    output_tensor,
+)
 
 #: ``run(seed)`` samples one batch from ``seed`` and returns the final output as a tensor.
 SeededRun = Callable[[int], Any]
@@ -156,18 +161,11 @@ def tune(
     total = 3 + len(schedules)
     if on_run is not None:
         on_run(done, total)
-    reference = sample(held_out_seed)
-    if not torch.equal(sample(held_out_seed), reference):
-        raise CalibrationError(NOT_DETERMINISTIC)
-    reference = reference.to(torch.float64)
+    reference = deterministic_reference(lambda: sample(held_out_seed)).to(torch.float64)
     candidates = []
     for label, schedule, safe in schedules:
         output = sample(held_out_seed, schedule)
-        if output.shape != reference.shape:
-            raise CalibrationError(
-                f"run returned {tuple(output.shape)} under a schedule but "
-                f"{tuple(reference.shape)} without one; it must return the same final output"
-            )
+        check_same_output(output, reference)
         errors = ((output.to(torch.float64) - reference) ** 2).reshape(len(output), -1).mean(1)
         candidates.append(_scored(label, schedule, safe, errors.cpu().numpy()))
     chosen, reason = choose(candidates)

@@ -54,6 +54,25 @@ def final_output(output: Any) -> torch.Tensor:
     return output
 
 
+def deterministic_reference(sample: Callable[[], Any]) -> torch.Tensor:
+    """The uncached output of ``sample()``, sampled twice: the two must be bit-identical (the
+    run seeds its noise inside), or every comparison with it would be noise."""
+    reference = final_output(sample())
+    if not torch.equal(final_output(sample()), reference):
+        raise CalibrationError(NOT_DETERMINISTIC)
+    return reference
+
+
+def check_same_output(output: Any, reference: torch.Tensor) -> None:
+    """A cached run must return a tensor shaped like the uncached one."""
+    if not isinstance(output, torch.Tensor) or output.shape != reference.shape:
+        raise CalibrationError(
+            f"run() returned {type(output).__name__} "
+            f"{tuple(getattr(output, 'shape', ()))} under a schedule but a tensor "
+            f"{tuple(reference.shape)} without one; it must return the same final output"
+        )
+
+
 NOT_DETERMINISTIC = (
     "run() returned a different output on a second call; it must be deterministic: seed its "
     "noise inside (e.g. generator=torch.Generator().manual_seed(0) per call)"
@@ -200,9 +219,7 @@ def select_schedule(
             on_run(done, total)
         return output
 
-    reference = final_output(sample())
-    if not torch.equal(final_output(sample()), reference):
-        raise CalibrationError(NOT_DETERMINISTIC)
+    reference = deterministic_reference(sample)
     reference = reference.to(torch.float32 if reference.device.type == "mps" else torch.float64)
     errors: list[float] = []
     applied: list[Schedule] = []  # as the sessions validated them
@@ -210,12 +227,7 @@ def select_schedule(
         with enabled(model, candidate, adapter) as session:
             output = sample()
         applied.append(session.schedule)
-        if not isinstance(output, torch.Tensor) or output.shape != reference.shape:
-            raise CalibrationError(
-                f"run() returned {type(output).__name__} "
-                f"{tuple(getattr(output, 'shape', ()))} under a schedule but a tensor "
-                f"{tuple(reference.shape)} without one; it must return the same final output"
-            )
+        check_same_output(output, reference)
         error = float(((output.detach().to(reference.dtype) - reference) ** 2).mean())
         # a schedule whose output broke (NaN or inf) is never chosen
         errors.append(error if math.isfinite(error) else math.inf)

@@ -127,6 +127,23 @@ def module_state(model: nn.Module) -> dict[str, Any]:
     return state
 
 
+def tiny_flux_pipeline() -> Any:
+    """A real ``FluxPipeline`` around the zoo's tiny FLUX transformer (zero-initialised layers
+    re-randomised), without VAE or text encoders: pass prompt embeddings, take latent output."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
+
+    from smoothcache.testing.models.diffusers_zoo import ZOO
+
+    absent = dict.fromkeys(["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"])
+    pipe = FluxPipeline(
+        transformer=ZOO["FluxTransformer2DModel"].factory(),
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        **absent,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def assert_same_state(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Both snapshots from :func:`module_state` are identical (tensors bit-exact)."""
     assert before.keys() == after.keys()

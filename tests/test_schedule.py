@@ -91,18 +91,12 @@ def test_uniform_is_fora():
 
 
 def test_uniform_takes_its_kinds_from_a_model_or_pipeline():
-    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
-
     from smoothcache.reference import load_reference_model
-    from smoothcache.testing.models.diffusers_zoo import ZOO
+    from tests.conftest import tiny_flux_pipeline
 
     digits = Schedule.uniform(10, 3, model=load_reference_model())
     assert list(digits.rows) == ["attn1", "ff"]
-    transformer = ZOO["FluxTransformer2DModel"].factory()
-    parts = dict.fromkeys(["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"])
-    pipe = FluxPipeline(
-        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(), **parts
-    )
+    pipe = tiny_flux_pipeline()
     flux = Schedule.uniform(10, 3, order=2, model=pipe)
     assert set(flux.rows) == {"attn", "ff", "ff_context", "single"}
     assert flux.rows["single"] == digits.rows["ff"] and flux.forecasts

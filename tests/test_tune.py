@@ -10,14 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
 import smoothcache
 from smoothcache import ArgumentError, CalibrationError
 from smoothcache.reference import load_reference_model, sample
-from smoothcache.testing.models.diffusers_zoo import ZOO
 from smoothcache.tuner import Candidate, choose
-from tests.conftest import count_original_calls, module_state
+from tests.conftest import (
+    assert_same_state,
+    count_original_calls,
+    module_state,
+    tiny_flux_pipeline,
+)
 
 STEPS = 12
 LABELS = [0, 3, 5, 8]
@@ -38,7 +41,7 @@ def test_tune_on_the_shipped_model_reports_what_it_ran(digits):
     tuned = smoothcache.tune(
         digits, _run(digits), compute_fraction=0.4, on_run=lambda d, t: progress.append((d, t))
     )
-    assert module_state(digits).keys() == before.keys()
+    assert_same_state(before, module_state(digits))
     # calibration, the held-out batch twice, then every candidate once
     assert tuned.runs == 3 + len(tuned.candidates) == progress[-1][0] == progress[-1][1]
     # guidance doubles the batch: every step is one call on 2 x 4 samples
@@ -64,11 +67,8 @@ def test_tune_on_the_shipped_model_reports_what_it_ran(digits):
 
 
 def test_tune_builds_the_runs_of_a_pipeline_from_its_call_arguments():
-    transformer = ZOO["FluxTransformer2DModel"].factory()
-    parts = dict.fromkeys(["vae", "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"])
-    scheduler = FlowMatchEulerDiscreteScheduler()
-    pipe = FluxPipeline(transformer=transformer, scheduler=scheduler, **parts)
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_flux_pipeline()
+    transformer = pipe.transformer
     gen = torch.Generator().manual_seed(0)
     dim = transformer.config.joint_attention_dim
     pooled_dim = transformer.config.pooled_projection_dim
