@@ -35,6 +35,7 @@ from smoothcache.errors import (
 from smoothcache.hookspecs import hookimpl
 from smoothcache.measurements import Sensitivity
 from smoothcache.registry import REGISTRY
+from smoothcache.response import estimate_sensitivity
 from smoothcache.schedule import Schedule, shipped_schedules
 from smoothcache.tuner import Tuned, tune
 from smoothcache.tuning import measure_sensitivity, select_schedule
@@ -79,6 +80,7 @@ __all__ = [
     "detect",
     "enable",
     "enabled",
+    "estimate_sensitivity",
     "hookimpl",
     "measure_sensitivity",
     "register",

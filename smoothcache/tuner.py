@@ -1,21 +1,24 @@
 """``smoothcache.tune``: from a model or pipeline and a compute budget to a schedule, in one call.
 
-What it runs, in sampler runs of one batch each (the default is 13 for a budget the forecast
-family covers):
+What it runs, in sampler runs of one batch each (16 for the digits DiT at 30% of the compute):
 
 1. one run of the *calibration* seed under :func:`~smoothcache.calibrating` (lookahead 7,
    forecast errors of every order), which gives the curves;
-2. the candidates: the forecast family of those curves at the budget
-   (:meth:`~smoothcache.ErrorCurves.forecast_candidates`, the plain forecast search first) and
-   the safe references a user would otherwise pick, the best uniform schedule of the same
-   compute with reuse (FORA) and with order-2 forecasts (TaylorSeer's idea);
-3. the *held-out* seed without caching, twice (the second must be bit-identical: ``run`` is
+2. one more run of the calibration seed with gradients, which estimates how much one step of
+   reuse moves the final output (:func:`~smoothcache.estimate_sensitivity`: one replayed model
+   evaluation per step and three reverse passes, instead of the ``2 + (kinds + 1) * (steps - 2)``
+   runs of :func:`~smoothcache.measure_sensitivity`);
+3. the candidates: the forecast family of those curves at the budget
+   (:meth:`~smoothcache.ErrorCurves.forecast_candidates`, the plain forecast search first, the
+   others placing their computes by the sensitivity) and the safe references a user would
+   otherwise pick, the best uniform schedule of the same compute with reuse (FORA) and with
+   order-2 forecasts (TaylorSeer's idea);
+4. the *held-out* seed without caching, twice (the second must be bit-identical: ``run`` is
    deterministic), then once under every candidate.
 
 The choice guards the tail (:func:`choose`): a candidate wins on its held-out batch error only if
 its worst samples are not much worse than the safe references' and its lead is larger than the
-spread of the per-sample errors can explain; otherwise the safer candidate wins. No sensitivity
-is measured: it costs ``2 + (kinds + 1) * (steps - 2)`` runs, far beyond this budget.
+spread of the per-sample errors can explain; otherwise the safer candidate wins.
 
 The result (:class:`Tuned`) keeps the schedule and a report: what ran, its cost in denoiser
 evaluations (model calls times batch elements, counted), seconds, and every candidate's held-out
@@ -24,8 +27,10 @@ errors.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +43,7 @@ from smoothcache.binding import bind
 from smoothcache.calibration import calibrating
 from smoothcache.engine import enabled
 from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
+from smoothcache.response import NoGraphError, estimate_sensitivity
 from smoothcache.schedule import Schedule
 from smoothcache.searches.base import check_fraction
 from smoothcache.tuning import (
@@ -84,6 +90,7 @@ class Tuned:
     runs: int
     evaluations: int
     seconds: float
+    sensitivity: str  #: how the final output's sensitivity was found, or why it was not
     signal: float = field(repr=False)  #: mean square of the uncached held-out output
 
     @property
@@ -97,6 +104,7 @@ class Tuned:
             f"tuned for compute <= {self.compute_fraction:g}: {self.runs} sampler runs, "
             f"{self.evaluations:,} denoiser evaluations (model calls x batch elements), "
             f"{self.seconds:.1f} s",
+            f"sensitivity: {self.sensitivity}",
             "held-out signal-to-error ratio (dB) of every candidate, batch and worst samples:",
         ]
         for index, c in enumerate(self.candidates):
@@ -122,6 +130,7 @@ def tune(
     calibration_seed: int = 1000,
     held_out_seed: int = 2000,
     adapter: str | Adapter | None = None,
+    sensitivity: bool | None = None,
     on_run: Callable[[int, int], None] | None = None,
 ) -> Tuned:
     """The best schedule within ``compute_fraction`` of the branch-steps, chosen on held-out
@@ -134,9 +143,15 @@ def tune(
     its own ``output_type``. The calibration batch comes from ``calibration_seed``, the held-out
     one from ``held_out_seed``: samples you will not judge the result on. ``on_run(done, total)``
     is called after every sampler run.
+
+    ``sensitivity``: the final output's sensitivity to each step is estimated from the
+    calibration batch in one run with gradients (:func:`~smoothcache.estimate_sensitivity`), so
+    that the forecast family places its computes where an error is amplified; ``None`` (the
+    default) goes on without it, with a warning, when ``run`` keeps no gradients; ``True``
+    makes that an error; ``False`` skips it.
     """
     fraction = check_fraction(compute_fraction)
-    sampler = _sampler(model, run, call)
+    sampler, graph_run = _sampler(model, run, call)
     counter = EvaluationCounter([root for _, root in bind(model, adapter).roots])
     total = done = 0  # the total is known once the candidates are
     started = time.perf_counter()
@@ -157,8 +172,15 @@ def tune(
     with calibrating(model, adapter=adapter) as recorder:
         sample(calibration_seed, report=False)  # reported once the total is known
     curves = recorder.curves()
+    note = "not estimated (sensitivity=False)"
+    if sensitivity is not False:
+        with counter:
+            curves, note = _sensitivity(
+                model, graph_run, calibration_seed, curves, adapter, bool(sensitivity)
+            )
+        done += 1
     schedules = _candidates(curves, fraction)
-    total = 3 + len(schedules)
+    total = done + 2 + len(schedules)
     if on_run is not None:
         on_run(done, total)
     reference = deterministic_reference(lambda: sample(held_out_seed)).to(torch.float64)
@@ -184,12 +206,41 @@ def tune(
         done,
         counter.evaluations,
         time.perf_counter() - started,
+        note,
         float((reference**2).mean()),
     )
 
 
-def _sampler(model: Any, run: SeededRun | None, call: Mapping[str, Any] | None) -> SeededRun:
-    """``run``, or a run of the pipeline ``model`` with ``call`` and a seeded generator."""
+def _sensitivity(
+    model: Any,
+    run: SeededRun,
+    seed: int,
+    curves: Any,
+    adapter: str | Adapter | None,
+    required: bool,
+) -> tuple[Any, str]:
+    """``curves`` with the sensitivity estimated on the calibration batch, and a note; without
+    it (and a warning) when ``run`` keeps no gradients, unless it is ``required``."""
+    try:
+        estimated = estimate_sensitivity(model, lambda: run(seed), curves, adapter=adapter)
+    except NoGraphError as exc:
+        if required:
+            raise
+        warnings.warn(f"tune goes on without the sensitivity: {exc}", stacklevel=3)
+        return curves, f"not estimated: {exc}"
+    meta = estimated.sensitivity.metadata
+    return estimated, (
+        f"estimated in one run with gradients and {meta['reverse_passes']} reverse passes, "
+        f"{meta['seconds']:.1f} s"
+    )
+
+
+def _sampler(
+    model: Any, run: SeededRun | None, call: Mapping[str, Any] | None
+) -> tuple[SeededRun, SeededRun]:
+    """``run``, or a run of the pipeline ``model`` with ``call`` and a seeded generator; and
+    the same run keeping gradients (a pipeline's ``__call__`` turns them off: its undecorated
+    function runs instead)."""
     if (run is None) == (call is None):
         raise ArgumentError(
             "tune needs exactly one of run (a function of a seed that samples a batch and returns "
@@ -198,7 +249,7 @@ def _sampler(model: Any, run: SeededRun | None, call: Mapping[str, Any] | None) 
     if run is not None:
         if not callable(run):
             raise ArgumentError(f"run must be a function of a seed, found {type(run).__name__}")
-        return run
+        return run, run
     if not callable(model) or isinstance(model, torch.nn.Module):
         raise ArgumentError(
             f"call= runs a diffusers pipeline, but a {type(model).__name__} was given; pass "
@@ -214,9 +265,14 @@ def _sampler(model: Any, run: SeededRun | None, call: Mapping[str, Any] | None) 
             )
     arguments.setdefault("output_type", "latent")
 
-    def pipeline_run(seed: int) -> Any:
+    undecorated = getattr(type(model).__call__, "__wrapped__", None)
+
+    def pipeline_run(seed: int, graph: bool = False) -> Any:
         generator = torch.Generator().manual_seed(seed)
-        output = model(**arguments, generator=generator)
+        if graph and undecorated is not None:
+            output = undecorated(model, **arguments, generator=generator)
+        else:
+            output = model(**arguments, generator=generator)
         for name in ("images", "frames", "audios"):
             value = getattr(output, name, None)
             if isinstance(value, (torch.Tensor, np.ndarray)):
@@ -226,7 +282,7 @@ def _sampler(model: Any, run: SeededRun | None, call: Mapping[str, Any] | None) 
             "audios; pass output_type='latent' or 'pt' in call="
         )
 
-    return pipeline_run
+    return pipeline_run, functools.partial(pipeline_run, graph=True)
 
 
 def _candidates(curves: Any, fraction: float) -> list[tuple[str, Schedule, bool]]:

@@ -116,7 +116,7 @@ LAYERS = [
     {"adapters"},
     {"measurements", "searches", "curves_file", "curves"},
     {"recording", "calibration"},
-    {"tuning", "tuner"},
+    {"tuning", "response", "tuner"},
     {"testing", "cli", "demo", "reference", "__main__"},
     {""},
 ]

@@ -42,10 +42,12 @@ def test_tune_on_the_shipped_model_reports_what_it_ran(digits):
         digits, _run(digits), compute_fraction=0.4, on_run=lambda d, t: progress.append((d, t))
     )
     assert_same_state(before, module_state(digits))
-    # calibration, the held-out batch twice, then every candidate once
-    assert tuned.runs == 3 + len(tuned.candidates) == progress[-1][0] == progress[-1][1]
-    # guidance doubles the batch: every step is one call on 2 x 4 samples
-    assert tuned.evaluations == tuned.runs * STEPS * 2 * len(LABELS)
+    # calibration, the sensitivity's run, the held-out batch twice, then every candidate once
+    assert tuned.runs == 4 + len(tuned.candidates) == progress[-1][0] == progress[-1][1]
+    # guidance doubles the batch: every step is one call on 2 x 4 samples; the sensitivity's
+    # run replays the steps between the first and the last once more
+    assert tuned.evaluations == (tuned.runs * STEPS + STEPS - 2) * 2 * len(LABELS)
+    assert tuned.sensitivity.startswith("estimated in one run with gradients")
     schedule = tuned.schedule
     assert schedule.compute_fraction <= 0.4 + 1e-12
     assert schedule.metadata["tuned"]["chosen"] == tuned.candidates[tuned.chosen].label
@@ -84,8 +86,10 @@ def test_tune_builds_the_runs_of_a_pipeline_from_its_call_arguments():
     }
     tuned = smoothcache.tune(pipe, call=call, compute_fraction=0.5)
     assert set(tuned.schedule.rows) == {"attn", "ff", "ff_context", "single"}
-    # true CFG: two calls of 2 samples per step
-    assert tuned.evaluations == tuned.runs * 8 * 2 * 2
+    # true CFG: two calls of 2 samples per step, and the sensitivity's replays
+    assert tuned.evaluations == (tuned.runs * 8 + 8 - 2) * 2 * 2
+    # the pipeline's __call__ turns gradients off; tune ran its undecorated function
+    assert tuned.sensitivity.startswith("estimated in one run with gradients")
     assert tuned.candidates[tuned.chosen].compute_fraction <= 0.5 + 1e-12
     with smoothcache.enabled(pipe, tuned.schedule) as session:
         pipe(**call, output_type="latent", generator=torch.Generator().manual_seed(5))
@@ -155,7 +159,7 @@ def test_the_command_tunes_the_shipped_model_and_writes_what_it_says(tmp_path, c
     assert schedule.num_steps == 10 and schedule.metadata["tuned"]["chosen"]
     report = out.with_suffix(".txt").read_text()
     assert "sampler runs" in report and "chosen:" in report
-    assert "sampler runs in all; the first took" in captured.err
+    assert "sampler runs in all; the first 2 took" in captured.err
     assert plot.stat().st_size > 0
     assert f"wrote {out}" in captured.out
     status = main(["tune", "--reference", "--compute", "0.4", "--prompts", "a digit"])

@@ -118,15 +118,15 @@ class _Progress:
         self.bar = tqdm(unit="run", desc="tuning", file=sys.stderr)
 
     def __call__(self, done: int, total: int) -> None:
-        if done == 1:
+        if self.bar.total is None:  # the first report: the total is known from here on
             seconds = time.perf_counter() - self.started
             print(
-                f"{total} sampler runs in all; the first took {seconds:.1f} s: about "
-                f"{seconds * total:.0f} s in all",
+                f"{total} sampler runs in all; the first {done} took {seconds:.1f} s: about "
+                f"{seconds / done * total:.0f} s in all",
                 file=sys.stderr,
             )
         self.bar.total = total
-        self.bar.update(1)
+        self.bar.update(done - self.bar.n)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -140,9 +140,9 @@ def run(args: argparse.Namespace) -> int:
         model = load_pipeline(args, torch_device(args.device))
         options = {"call": _pipeline_call(args, model)}
     print(
-        f"tune makes 1 calibration run, 2 uncached held-out runs and one held-out run per "
-        f"candidate schedule (about 10 to 14 runs of {args.steps} steps; the exact number "
-        "once calibrated)",
+        f"tune makes 1 calibration run, 1 run with gradients for the sensitivity, 2 uncached "
+        f"held-out runs and one held-out run per candidate schedule (about 12 to 17 runs of "
+        f"{args.steps} steps; the exact number once calibrated)",
         file=sys.stderr,
     )
     progress = _Progress()
