@@ -2,7 +2,7 @@
 
 Prints the table of :func:`smoothcache.testing.coverage.matrix` (a tiny random instance of each
 class that diffusers exports, the adapter detection picks, and the conformance kit run on it: a
-class *passes* when the six checks of ``REQUIRED`` pass; the kit's other checks are reported
+class *passes* when the seven checks of ``REQUIRED`` pass; the kit's other checks are reported
 beside them). The test suite holds the same rows to the targets.
 
     python -m benchmarks.coverage_matrix            # print the table

@@ -133,8 +133,8 @@ QUICK_CANDIDATES = Settings(
 )
 
 
-def parse_args() -> argparse.Namespace:
-    """The command line."""
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (``argv``, default ``sys.argv``)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=MODELS, default="reference", help="(reference)")
     parser.add_argument("--samples", type=int, default=1000, help="evaluation samples (1000)")
@@ -197,7 +197,7 @@ def parse_args() -> argparse.Namespace:
         help="50 samples (20 timed), 5 calibration samples, 1 run per row, 1000 bootstrap "
         "replicates, a few settings per method",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.samples, args.timing_samples, args.calibration_samples = 50, 20, 5
         args.repeats, args.bootstrap, args.held_out = 1, 1000, 20
@@ -209,15 +209,8 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    """Build the rows, score their quality, time them, compare the forecast, write the page."""
-    args = parse_args()
-    out_dir = args.out_dir or (Path("/tmp") if args.quick else Path("docs"))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    log, load_start = Log(), os.getloadavg()[0]
-    settings, candidates = (QUICK, QUICK_CANDIDATES) if args.quick else (FULL, CANDIDATES)
-
+def make_bench(args: argparse.Namespace) -> Bench:
+    """The bench of the command line ``args``, with its checkpoint (``--checkpoint``)."""
     bench = Bench(
         args.model,
         samples=args.samples,
@@ -233,6 +226,18 @@ def main() -> None:
         run = f"{args.model}-{args.seeds}-{args.samples}-{args.held_out}-{args.calibration_samples}"
         run += f"-{args.timing_samples}-{bench.steps}-{bench.guidance:g}" + "-quick" * args.quick
         bench.checkpoint = Checkpoint(args.checkpoint, run)
+    return bench
+
+
+def main() -> None:
+    """Build the rows, score their quality, time them, compare the forecast, write the page."""
+    args = parse_args()
+    out_dir = args.out_dir or (Path("/tmp") if args.quick else Path("docs"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log, load_start = Log(), os.getloadavg()[0]
+    settings, candidates = (QUICK, QUICK_CANDIDATES) if args.quick else (FULL, CANDIDATES)
+    bench = make_bench(args)
     digits_classifier()
     rows, chosen = build_rows(bench, settings, candidates, log, not args.no_forecast)
 

@@ -1,11 +1,12 @@
-"""``smoothcache demo``: SmoothCache end to end on the shipped reference model, in about a minute.
+"""``smoothcache demo``: SmoothCache end to end on the shipped reference model, in under a minute.
 
-The demo calibrates the reference model (:mod:`smoothcache.reference`) on a few samples, turns
-the error curves into a schedule, samples the same seeds with and without the schedule, and
-prints what caching bought and what it cost: latency and speedup, branch-steps computed, the
-error of the cached samples against the uncached ones, and a digits classifier's accuracy on
-both. It writes a PNG of the uncached samples next to the cached ones. Latencies are the median
-of a few runs, uncached and cached runs interleaved so that a busy machine slows both alike.
+The demo tunes a schedule for the reference model (:mod:`smoothcache.reference`) with
+:func:`smoothcache.tune`, samples the same seeds without caching, with the tuned schedule and
+with the paper's rule at the same budget, and prints what caching bought and what it cost:
+latency and speedup, branch-steps computed, the error of the cached samples against the uncached
+ones, and a digits classifier's accuracy on each. It writes a PNG of the uncached samples next to
+the tuned ones. Latencies are the median of a few runs, uncached and cached runs interleaved so
+that a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from typing import Any, TextIO
 
 import torch
 
-from smoothcache.calibration import calibrating
 from smoothcache.engine import enabled
 from smoothcache.reference import (
     digits_classifier,
@@ -30,22 +30,19 @@ from smoothcache.reference import (
     relative_l2,
     sample,
 )
-from smoothcache.schedule import Schedule
+from smoothcache.tuner import tune
 
 
 @contextmanager
-def _progress(total: int, enabled_: bool) -> Iterator[Callable[[str], Callable[[int], None]]]:
-    """A tqdm bar on stderr; yields ``phase(name)``, which names the phase and returns a step
-    callback for :func:`smoothcache.reference.sample`. Without tqdm the bar is silent."""
+def _progress(enabled_: bool) -> Iterator[Callable[[str], Callable[[int], None]]]:
+    """A tqdm counter of sampler steps on stderr; yields ``phase(name)``, which names the phase
+    and returns a step callback for :func:`smoothcache.reference.sample`. Without tqdm it is
+    silent."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
         tqdm = None
-    bar = (
-        tqdm(total=total, unit="step", file=sys.stderr, leave=False)
-        if tqdm is not None and enabled_
-        else None
-    )
+    bar = tqdm(unit="step", file=sys.stderr, leave=False) if tqdm is not None and enabled_ else None
 
     def phase(name: str) -> Callable[[int], None]:
         if bar is None:
@@ -91,10 +88,8 @@ def run_demo(
     *,
     out_png: str | Path = "smoothcache-demo.png",
     num_samples: int = 40,
-    compute_fraction: float | None = None,
-    alpha: float | None = None,
-    per_block: bool = False,
-    calibration_samples: int = 5,
+    compute_fraction: float = 0.3,
+    calibration_samples: int = 10,
     num_steps: int = 50,
     guidance_scale: float = 1.5,
     seed: int = 0,
@@ -102,18 +97,16 @@ def run_demo(
     progress: bool = True,
     out: TextIO | None = None,
 ) -> int:
-    """Calibrate, schedule and compare cached with uncached sampling; print a table to ``out``.
+    """Tune a schedule, then compare it and the paper's rule with uncached sampling; print a
+    table to ``out``.
 
-    The schedule is built with the paper's rule from ``calibration_samples`` samples (seed
-    ``seed + 1``, separate from the ``num_samples`` evaluation samples, seed ``seed``), either at
-    error threshold ``alpha`` or at the largest share of branch-steps not above
-    ``compute_fraction`` (the default, 0.5, when neither is given). Each variant is sampled
-    ``repeats`` times, interleaved, and timed by the median. Returns the exit status, 0.
+    :func:`smoothcache.tune` makes the schedule at ``compute_fraction`` of the branch-steps from
+    batches of ``calibration_samples`` samples (calibration seed ``seed + 1``, held-out seed
+    ``seed + 2``, apart from the ``num_samples`` evaluation samples of seed ``seed``); the
+    paper's rule at the same budget comes from the same calibration (``tuned.curves``). Each
+    variant is sampled ``repeats`` times, interleaved, and timed by the median. Returns the exit
+    status, 0.
     """
-    if alpha is not None and compute_fraction is not None:
-        raise ValueError("give alpha or compute_fraction, not both")
-    if alpha is None and compute_fraction is None:
-        compute_fraction = 0.5
     if num_samples < 1 or calibration_samples < 1 or repeats < 1 or num_steps < 2:
         raise ValueError(
             "num_samples, calibration_samples and repeats must be >= 1 and num_steps >= 2, found "
@@ -124,60 +117,63 @@ def run_demo(
     classifier = digits_classifier()
     options = {"num_steps": num_steps, "guidance_scale": guidance_scale}
     labels = torch.arange(num_samples) % 10
-    total = num_steps * (1 + 2 * repeats)
 
-    with _progress(total, progress) as phase:
-        with calibrating(model, lookahead=3) as recorder:
-            sample(
-                model,
-                torch.arange(calibration_samples) % 10,
-                seed=seed + 1,
-                on_step=phase("calibrating"),
-                **options,
-            )
-        schedule: Schedule = recorder.curves().schedule(
-            alpha, compute_fraction=compute_fraction, per_block=per_block, method="paper"
+    with _progress(progress) as phase:
+        step = phase("tuning")
+
+        def run(batch_seed: int) -> torch.Tensor:
+            batch = torch.arange(calibration_samples) % 10
+            return sample(model, batch, seed=batch_seed, on_step=step, **options)
+
+        started = time.perf_counter()
+        tuned = tune(
+            model,
+            run,
+            compute_fraction=compute_fraction,
+            calibration_seed=seed + 1,
+            held_out_seed=seed + 2,
         )
-        times: dict[str, list[float]] = {"plain": [], "cached": []}
+        tune_seconds = time.perf_counter() - started
+        schedules = {
+            "SmoothCache, the paper's rule": tuned.curves.schedule(
+                compute_fraction=compute_fraction, method="paper"
+            ),
+            "SmoothCache, tuned": tuned.schedule,
+        }
+        times: dict[str, list[float]] = {name: [] for name in ["no cache", *schedules]}
         results: dict[str, torch.Tensor] = {}
-        stats = None
+        stats: dict[str, Any] = {}
         for _ in range(repeats):
-            start = time.perf_counter()
-            results["plain"] = sample(
+            begin = time.perf_counter()
+            results["no cache"] = sample(
                 model, labels, seed=seed, on_step=phase("no cache"), **options
             )
-            times["plain"].append(time.perf_counter() - start)
-            with enabled(model, schedule) as session:
-                start = time.perf_counter()
-                results["cached"] = sample(
-                    model, labels, seed=seed, on_step=phase("SmoothCache"), **options
-                )
-                times["cached"].append(time.perf_counter() - start)
-            stats = session.stats
-    assert stats is not None
+            times["no cache"].append(time.perf_counter() - begin)
+            for name, schedule in schedules.items():
+                with enabled(model, schedule) as session:
+                    begin = time.perf_counter()
+                    results[name] = sample(model, labels, seed=seed, on_step=phase(name), **options)
+                    times[name].append(time.perf_counter() - begin)
+                stats[name] = session.stats
 
-    plain_s = statistics.median(times["plain"])
-    cached_s = statistics.median(times["cached"])
-    cells = stats.total_computed + stats.total_reused
-    plain, cached = results["plain"], results["cached"]
-    rows = [
-        ("no cache", plain_s, 1.0, f"{cells}/{cells} (100%)", "-", "-", plain),
-        (
-            "SmoothCache",
-            cached_s,
-            plain_s / cached_s,
-            f"{stats.total_computed}/{cells} ({stats.total_computed / cells:.0%})",
-            f"{psnr(cached, plain):.1f} dB",
-            f"{relative_l2(cached, plain):.4f}",
-            cached,
-        ),
-    ]
+    plain = results["no cache"]
+    plain_s = statistics.median(times["no cache"])
+    cells = stats["SmoothCache, tuned"].total_computed + stats["SmoothCache, tuned"].total_reused
+    rows = [("no cache", plain_s, 1.0, f"{cells}/{cells} (100%)", "-", "-", plain)]
+    for name in schedules:
+        seconds, computed = statistics.median(times[name]), stats[name].total_computed
+        rows.append(
+            (
+                name,
+                seconds,
+                plain_s / seconds,
+                f"{computed}/{cells} ({computed / cells:.0%})",
+                f"{psnr(results[name], plain):.1f} dB",
+                f"{relative_l2(results[name], plain):.4f}",
+                results[name],
+            )
+        )
     params = sum(p.numel() for p in model.parameters())
-    how = (
-        f"alpha={schedule.metadata['alpha']:.4g}"
-        if alpha is not None
-        else f"compute fraction <= {compute_fraction:g} (alpha={schedule.metadata['alpha']:.4g})"
-    )
     device = next(model.parameters()).device
     print(
         f"smoothcache demo: reference model digits-dit ({params / 1e6:.1f}M parameters), DDIM "
@@ -186,8 +182,9 @@ def run_demo(
         file=out,
     )
     print(
-        f"schedule: SmoothCache, {how}, {'per block' if per_block else 'per kind'}, "
-        f"calibrated on {calibration_samples} samples",
+        f"tuned for compute <= {compute_fraction:g} in {tune_seconds:.0f} s ({tuned.runs} runs "
+        f"of {calibration_samples} samples): {tuned.candidates[tuned.chosen].label}; the "
+        "paper's rule at the same budget, from the same calibration, beside it",
         file=out,
     )
     header = ("", "time", "speedup", "branch-steps computed", "PSNR", "rel L2", "accuracy")
@@ -212,6 +209,6 @@ def run_demo(
         "digits) on the class each sample was drawn for.",
         file=out,
     )
-    path = save_comparison(plain, cached, out_png, f"SmoothCache ({rows[1][3]})")
-    print(f"wrote {path}: uncached samples left, cached right, one column per class", file=out)
+    path = save_comparison(plain, results["SmoothCache, tuned"], out_png, f"tuned ({rows[2][3]})")
+    print(f"wrote {path}: uncached samples left, tuned right, one column per class", file=out)
     return 0

@@ -45,8 +45,9 @@ from smoothcache.measurements import ALL_BRANCHES, Sensitivity
 from smoothcache.patching import Patches
 
 
-class NoGraphError(CalibrationError):
-    """``run()`` kept no gradients, so there is no graph to pass through."""
+class SensitivityUnavailable(CalibrationError):
+    """The estimate cannot be made on this run: it kept no gradients, or the model's output has
+    no tensor to probe. :func:`smoothcache.tune` goes on without it, with a warning."""
 
 
 NO_GRAPH = (
@@ -70,9 +71,11 @@ def _first_tensor(output: Any) -> torch.Tensor:
     sample = getattr(output, "sample", None)
     if isinstance(sample, torch.Tensor):
         return sample
-    raise CalibrationError(
-        f"the model returned {type(output).__name__}; estimating the sensitivity needs a "
-        "tensor, a tuple starting with one, or an output with .sample"
+    raise SensitivityUnavailable(
+        f"the model returned {type(output).__name__} (first item "
+        f"{type(output[0]).__name__ if isinstance(output, (tuple, list)) and output else '-'}); "
+        "estimating the sensitivity needs a tensor, a tuple starting with one, or an output "
+        "with .sample"
     )
 
 
@@ -214,10 +217,19 @@ def estimate_sensitivity(
     try:
         trace = _Trace(bind(model, adapter), patches, curves.num_steps)
         with torch.enable_grad():
-            final = run()
+            try:
+                final = run()
+            except RuntimeError as exc:
+                if "requires grad" not in str(exc):
+                    raise
+                # e.g. a pipeline that turns its output into NumPy, which a graph forbids
+                raise SensitivityUnavailable(
+                    f"run() fails with gradients on ({exc}); return a tensor (output_type="
+                    "'latent' or 'pt' for a pipeline)"
+                ) from exc
         trace.recording = False
         if not isinstance(final, torch.Tensor) or not final.requires_grad:
-            raise NoGraphError(NO_GRAPH)
+            raise SensitivityUnavailable(NO_GRAPH)
         n = curves.num_steps
         if trace.clock.step + 1 != n:
             raise CalibrationError(

@@ -41,9 +41,10 @@ import torch
 from smoothcache.adapter import Adapter
 from smoothcache.binding import bind
 from smoothcache.calibration import calibrating
+from smoothcache.curves import ErrorCurves
 from smoothcache.engine import enabled
 from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
-from smoothcache.response import NoGraphError, estimate_sensitivity
+from smoothcache.response import SensitivityUnavailable, estimate_sensitivity
 from smoothcache.schedule import Schedule
 from smoothcache.searches.base import check_fraction
 from smoothcache.tuning import (
@@ -91,6 +92,7 @@ class Tuned:
     evaluations: int
     seconds: float
     sensitivity: str  #: how the final output's sensitivity was found, or why it was not
+    curves: ErrorCurves = field(repr=False)  #: the calibration's (with the sensitivity)
     signal: float = field(repr=False)  #: mean square of the uncached held-out output
 
     @property
@@ -158,7 +160,7 @@ def tune(
 
     def sample(seed: int, schedule: Schedule | None = None, report: bool = True) -> torch.Tensor:
         nonlocal done
-        with counter:
+        with counter, torch.no_grad():  # only the sensitivity's run keeps gradients
             if schedule is None:
                 output = final_output(sampler(seed))
             else:
@@ -192,11 +194,17 @@ def tune(
         candidates.append(_scored(label, schedule, safe, errors.cpu().numpy()))
     chosen, reason = choose(candidates)
     label, schedule, _ = schedules[chosen]
-    schedule = Schedule(
-        schedule.rows,
-        {**schedule.metadata, "tuned": {"chosen": label, "reason": reason}},
-        schedule.orders,
-    )
+    seconds = time.perf_counter() - started
+    how = {
+        "chosen": label,
+        "reason": reason,
+        "runs": done,
+        "evaluations": counter.evaluations,
+        "seconds": round(seconds, 3),
+        "sensitivity": note,
+    }
+    schedule = Schedule(schedule.rows, {**schedule.metadata, "tuned": how}, schedule.orders)
+    signal = float((reference**2).mean())
     return Tuned(
         schedule,
         fraction,
@@ -205,10 +213,34 @@ def tune(
         reason,
         done,
         counter.evaluations,
-        time.perf_counter() - started,
+        seconds,
         note,
-        float((reference**2).mean()),
+        curves,
+        signal,
     )
+
+
+def held_out_errors(
+    model: Any,
+    schedules: Mapping[str, Schedule],
+    run: SeededRun | None = None,
+    *,
+    call: Mapping[str, Any] | None = None,
+    seed: int = 2000,
+    adapter: str | Adapter | None = None,
+) -> dict[str, float]:
+    """The mean squared error of each schedule's output against the uncached one on the batch
+    of ``seed`` (``run`` or ``call`` as for :func:`tune`): ``1 + len(schedules)`` runs."""
+    sampler, _ = _sampler(model, run, call)
+    with torch.no_grad():
+        reference = final_output(sampler(seed)).to(torch.float64)
+        errors = {}
+        for name, schedule in schedules.items():
+            with enabled(model, schedule, adapter):
+                output = output_tensor(sampler(seed))
+            check_same_output(output, reference)
+            errors[name] = float(((output.to(torch.float64) - reference) ** 2).mean())
+    return errors
 
 
 def _sensitivity(
@@ -223,7 +255,7 @@ def _sensitivity(
     it (and a warning) when ``run`` keeps no gradients, unless it is ``required``."""
     try:
         estimated = estimate_sensitivity(model, lambda: run(seed), curves, adapter=adapter)
-    except NoGraphError as exc:
+    except SensitivityUnavailable as exc:
         if required:
             raise
         warnings.warn(f"tune goes on without the sensitivity: {exc}", stacklevel=3)

@@ -14,7 +14,7 @@ import torch
 import smoothcache
 from smoothcache import CalibrationError
 from smoothcache.reference import load_reference_model, sample
-from smoothcache.response import NoGraphError, _sample_rows
+from smoothcache.response import SensitivityUnavailable, _sample_rows
 from tests.conftest import assert_same_state, module_state
 
 STEPS = 12
@@ -81,7 +81,7 @@ def test_a_run_without_gradients_is_refused_and_the_model_kept(digits, curves):
         with torch.no_grad():
             return _run(digits)()
 
-    with pytest.raises(NoGraphError, match="ran without gradients"):
+    with pytest.raises(SensitivityUnavailable, match="ran without gradients"):
         smoothcache.estimate_sensitivity(digits, no_grad_run, curves)
     assert_same_state(before, module_state(digits))
 
@@ -121,5 +121,5 @@ def test_tune_goes_on_without_it_for_a_run_without_gradients_and_says_so(digits)
         tuned = smoothcache.tune(digits, no_grad_run, compute_fraction=0.4)
     assert tuned.sensitivity.startswith("not estimated: run() returned")
     assert f"sensitivity: {tuned.sensitivity}" in tuned.report()
-    with pytest.raises(NoGraphError, match="ran without gradients"):
+    with pytest.raises(SensitivityUnavailable, match="ran without gradients"):
         smoothcache.tune(digits, no_grad_run, compute_fraction=0.4, sensitivity=True)

@@ -160,6 +160,12 @@ def test_the_command_tunes_the_shipped_model_and_writes_what_it_says(tmp_path, c
     report = out.with_suffix(".txt").read_text()
     assert "sampler runs" in report and "chosen:" in report
     assert "sampler runs in all; the first 2 took" in captured.err
+    # the paper's rule beside it, on the same held-out batch: the tuned schedule's figure there
+    # is the one tune measured for it
+    lines = report.splitlines()
+    paper = next(line for line in lines if line.startswith("the paper's rule at the same budget"))
+    chosen = next(line for line in lines if line.startswith(" * "))
+    assert f"the tuned schedule {chosen.split()[-2]} dB" in paper
     assert plot.stat().st_size > 0
     assert f"wrote {out}" in captured.out
     status = main(["tune", "--reference", "--compute", "0.4", "--prompts", "a digit"])

@@ -22,6 +22,7 @@ shift FLUX.1-dev uses at its full resolution (4,096 tokens at 1024 x 1024): ``mu
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,6 +96,15 @@ def make_scheduler() -> Any:
     return FlowMatchEulerDiscreteScheduler(**SCHEDULER)
 
 
+@functools.cache
+def _undecorated_call() -> Any:
+    """``FluxPipeline.__call__`` without its ``torch.no_grad`` decorator, read once, at the
+    first :func:`load` (before other libraries' caches may wrap the class's method)."""
+    from diffusers import FluxPipeline
+
+    return FluxPipeline.__call__.__wrapped__
+
+
 def load(folder: str | Path = FOLDER, device: str | torch.device = "cpu") -> FluxPipeline:
     """The trained model as a ``FluxPipeline``; the class embeddings ride on it as ``class_embeds``.
 
@@ -108,6 +118,7 @@ def load(folder: str | Path = FOLDER, device: str | torch.device = "cpu") -> Flu
     transformer.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
     transformer = transformer.to(device).eval().requires_grad_(False)
     embeds = {k: v.to(device) for k, v in load_file(str(folder / EMBEDS)).items()}
+    _undecorated_call()
     return _pipeline(transformer, embeds)
 
 
@@ -174,7 +185,6 @@ def unpack(latents: torch.Tensor) -> torch.Tensor:
     return x.reshape(n, 1, SIDE, SIDE)
 
 
-@torch.no_grad()
 def sample(
     pipe: FluxPipeline,
     labels: Sequence[int] | torch.Tensor,
@@ -183,6 +193,7 @@ def sample(
     num_steps: int = STEPS,
     guidance_scale: float = GUIDANCE,
     noise: torch.Tensor | None = None,
+    keep_gradients: bool = False,
 ) -> torch.Tensor:
     """One digit per label through ``pipe(...)``, ``(N, 1, 8, 8)`` in [-1, 1].
 
@@ -190,26 +201,29 @@ def sample(
     negative prompt (two transformer calls per step); a scale of 1 makes one call per step. The
     noise is drawn on the CPU from ``seed`` (or given, packed as :func:`initial_noise` makes it),
     so a seed gives the same samples on any device; sample ``i`` depends only on its own noise
-    and label.
+    and label. ``keep_gradients`` runs the pipeline's undecorated ``__call__`` (the pipeline
+    turns gradients off), for ``smoothcache.estimate_sensitivity``.
     """
-    labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
-    device = pipe.transformer.device
-    n = len(labels)
-    if noise is None:
-        noise = initial_noise(n, seed)
-    embeds, pooled = prompt_embeddings(pipe, labels.to(device))
-    null = torch.full_like(labels, NULL_CLASS).to(device)
-    neg, neg_pooled = prompt_embeddings(pipe, null)
-    latents = pipe(
-        prompt_embeds=embeds,
-        pooled_prompt_embeds=pooled,
-        negative_prompt_embeds=neg,
-        negative_pooled_prompt_embeds=neg_pooled,
-        true_cfg_scale=guidance_scale,
-        height=SIDE * pipe.vae_scale_factor,
-        width=SIDE * pipe.vae_scale_factor,
-        num_inference_steps=num_steps,
-        latents=noise.to(device),
-        output_type="latent",
-    ).images
-    return unpack(latents).clamp(-1.0, 1.0)
+    with torch.set_grad_enabled(keep_gradients):
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
+        device = pipe.transformer.device
+        n = len(labels)
+        if noise is None:
+            noise = initial_noise(n, seed)
+        embeds, pooled = prompt_embeddings(pipe, labels.to(device))
+        null = torch.full_like(labels, NULL_CLASS).to(device)
+        neg, neg_pooled = prompt_embeddings(pipe, null)
+        call = functools.partial(_undecorated_call(), pipe) if keep_gradients else pipe
+        latents = call(
+            prompt_embeds=embeds,
+            pooled_prompt_embeds=pooled,
+            negative_prompt_embeds=neg,
+            negative_pooled_prompt_embeds=neg_pooled,
+            true_cfg_scale=guidance_scale,
+            height=SIDE * pipe.vae_scale_factor,
+            width=SIDE * pipe.vae_scale_factor,
+            num_inference_steps=num_steps,
+            latents=noise.to(device),
+            output_type="latent",
+        ).images
+        return unpack(latents).clamp(-1.0, 1.0)

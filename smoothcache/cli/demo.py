@@ -1,4 +1,4 @@
-"""``smoothcache demo``: SmoothCache on the shipped reference model, in about a minute.
+"""``smoothcache demo``: SmoothCache on the shipped reference model, in under a minute.
 
 The work is :func:`smoothcache.demo.run_demo`; this module declares its options and checks, before
 anything runs, that the output can be written and that the demo's extras are installed.
@@ -14,8 +14,8 @@ from typing import Any
 
 from smoothcache.cli.validators import (
     CommandError,
-    add_rule_options,
     check_outputs,
+    fraction_value,
     int_at_least,
     number,
     seed_value,
@@ -31,10 +31,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     """Declare ``demo`` and its arguments on the subparsers ``sub``."""
     parser = sub.add_parser(
         "demo",
-        help="SmoothCache on the shipped reference model: speed and quality, in about a minute",
-        description="Calibrate the shipped digits DiT on a few samples, build a schedule, sample "
-        "the same seeds with and without it, print time, speedup, branch-steps computed, error "
-        "and classifier accuracy, and write a PNG of uncached next to cached samples.",
+        help="SmoothCache on the shipped reference model: speed and quality, in under a minute",
+        description="Tune a schedule for the shipped digits DiT (smoothcache.tune), sample the "
+        "same seeds without caching, with it and with the paper's rule at the same budget, print "
+        "time, speedup, branch-steps computed, error and classifier accuracy, and write a PNG of "
+        "uncached next to tuned samples.",
     )
     parser.add_argument(
         "-o",
@@ -49,8 +50,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--calibration-samples",
         type=int_at_least(1),
-        default=5,
-        help="samples the schedule is calibrated on, apart from the evaluation ones (default 5)",
+        default=10,
+        help="samples of tune's calibration and held-out batches, apart from the evaluation "
+        "ones (default 10)",
     )
     parser.add_argument("--steps", type=int_at_least(2), default=50, help="DDIM steps (default 50)")
     parser.add_argument(
@@ -71,7 +73,13 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=seed_value, default=0, help="seed (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_rule_options(parser, required=False)
+    parser.add_argument(
+        "--compute",
+        type=fraction_value,
+        default=0.3,
+        metavar="F",
+        help="budget: the share of branch-steps the schedule may compute (default 0.3)",
+    )
     return parser
 
 
@@ -90,8 +98,6 @@ def run(args: argparse.Namespace) -> int:
         out_png=args.output,
         num_samples=args.samples,
         compute_fraction=args.compute,
-        alpha=args.alpha,
-        per_block=args.per_block,
         calibration_samples=args.calibration_samples,
         num_steps=args.steps,
         guidance_scale=args.guidance_scale,

@@ -47,6 +47,7 @@ from smoothcache.testing.table import (
     check_forecast,
     check_restore,
     check_timestep_source_once,
+    check_tune,
 )
 
 if __doc__ is not None:  # None under python -OO
@@ -73,6 +74,7 @@ __all__ = [
     "check_forecast",
     "check_restore",
     "check_timestep_source_once",
+    "check_tune",
     "forecast_row",
     "module_state",
     "state_differences",

@@ -17,6 +17,7 @@ from smoothcache.errors import SmoothCacheError
 from smoothcache.testing.harness import Subject, as_failure
 from smoothcache.testing.results import ConformanceError
 from smoothcache.testing.state import module_state
+from smoothcache.tuner import tune
 from smoothcache.tuning import measure_sensitivity, select_schedule
 
 
@@ -100,3 +101,28 @@ def calibration_path(subject: Subject) -> None:
                 check, f"the {name} schedule skips steps but the run reused nothing"
             )
     subject.assert_restored(check, before, "after the schedules ran")
+
+
+def tune_path(subject: Subject) -> None:
+    """``smoothcache.tune`` end to end: it restores the model and its schedule skips and reuses.
+
+    The kit's runner is deterministic and takes no seed, so the calibration and held-out
+    batches are the same samples here: this checks that tune runs on the model (its sensitivity
+    estimate included, when the runner keeps gradients), not how well it chooses.
+    """
+    check = "tune"
+    subject.baseline(check)
+    before = module_state(subject.root)
+    with as_failure(check):
+        tuned = tune(
+            subject.obj, subject.sample, compute_fraction=_PATH_FRACTION, adapter=subject.adapter
+        )
+    subject.assert_restored(check, before, "after tune")
+    schedule = tuned.schedule
+    if not any(0 in row for row in schedule.rows.values()):
+        raise ConformanceError(check, "tune's schedule skips nothing at a 0.75 budget")
+    with as_failure(check), subject.enabled(schedule) as session:
+        subject.run(check)
+    if session.stats.total_reused == 0:
+        raise ConformanceError(check, "tune's schedule skips steps but the run reused nothing")
+    subject.assert_restored(check, before, "after tune's schedule ran")

@@ -46,7 +46,8 @@ from smoothcache.testing.models.diffusers_zoo import (
 
 #: The checks a class must pass to count as covered.
 REQUIRED = (
-    "detection", "exact", "branches_residual", "calibration", "calibration_path", "restore",
+    "detection", "exact", "branches_residual", "calibration", "calibration_path", "tune",
+    "restore",
 )  # fmt: skip
 #: Denoising steps of every class's run.
 STEPS = 4
@@ -159,15 +160,16 @@ def check_entry(name: str, entry: Entry) -> ClassCoverage:
     except AdapterError as exc:
         return ClassCoverage(name, entry.pipeline, None, "none", {}, str(exc).split(". ")[0])
     kind = "generic" if adapter.name == "diffusers-generic" else "specific"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught, torch.no_grad():
+        warnings.simplefilter("always")
         try:
             noise: float | None = noise_floor(entry)
         except Exception:  # the run itself fails: the kit's checks below say how
             noise = None
         report = check_adapter(
             entry.factory,
-            lambda model: run(entry, model, num_steps=STEPS),
+            # gradients only where tune's sensitivity estimate turns them on
+            lambda model: run(entry, model, STEPS, keep_gradients=torch.is_grad_enabled()),
             num_steps=STEPS,
             min_change=NOISE_FACTOR * (UNIT_ROUNDOFF if noise is None else noise),
         )
@@ -175,6 +177,10 @@ def check_entry(name: str, entry: Entry) -> ClassCoverage:
     failed = [f"{r.check}: {r.message}" for r in report.results if r.status == "failed"]
     if failed and noise is not None:  # the bar first: a long reason is cut in the matrix
         failed.insert(0, f"(bar: {NOISE_FACTOR:g} x the run's noise floor {noise:.2g})")
+    # tune passes without the sensitivity where it cannot be estimated: say so
+    failed += sorted(
+        {str(w.message) for w in caught if "without the sensitivity" in str(w.message)}
+    )
     return ClassCoverage(name, entry.pipeline, adapter.name, kind, checks, "; ".join(failed), noise)
 
 

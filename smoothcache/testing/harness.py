@@ -93,6 +93,12 @@ class Subject:
                 f"{type(self.root).__name__}",
             ) from None
 
+    def sample(self, _seed: int = 0) -> Any:
+        """One run of the sampling loop, its output as returned (gradients kept, if the run
+        keeps them): the ``run(seed)`` of :func:`smoothcache.tune`, whose seeds the kit's
+        deterministic runner has no use for."""
+        return self._run(self.obj)
+
     def run(self, check: str) -> torch.Tensor:
         """One run of the sampling loop; its output, detached and copied."""
         out = self._run(self.obj)

@@ -16,7 +16,7 @@ from typing import Protocol
 from torch import nn
 
 from smoothcache.adapter import Adapter
-from smoothcache.testing.calibrating import calibration, calibration_path
+from smoothcache.testing.calibrating import calibration, calibration_path, tune_path
 from smoothcache.testing.forecasting import forecast
 from smoothcache.testing.harness import Factory, Runner, Subject
 from smoothcache.testing.reuse import branches_residual, exact, fast_path, restore
@@ -128,6 +128,13 @@ TABLE: tuple[CheckSpec, ...] = (
         "apply and skip what they say.",
         calibration_path,
     ),
+    CheckSpec(
+        "tune",
+        ":func:`smoothcache.tune` runs end to end on the model (its sensitivity estimate "
+        "included when ``run`` keeps gradients), leaves it as it was, and its schedule applies, "
+        "skips and reuses.",
+        tune_path,
+    ),
 )
 
 
@@ -182,3 +189,4 @@ check_forecast = CHECKS["forecast"]
 check_restore = CHECKS["restore"]
 check_calibration = CHECKS["calibration"]
 check_calibration_path = CHECKS["calibration_path"]
+check_tune = CHECKS["tune"]

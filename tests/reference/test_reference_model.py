@@ -169,15 +169,18 @@ def test_demo_runs_end_to_end(tmp_path):
     )
     text = out.getvalue()
     assert status == 0
-    assert "no cache" in text and "SmoothCache" in text and "PSNR" in text
+    assert "no cache" in text and "PSNR" in text and "tuned for compute <= 0.3" in text
+    rows = {line.split("  ")[1]: line for line in text.splitlines() if "SmoothCache, " in line}
+    assert set(rows) == {"SmoothCache, the paper's rule", "SmoothCache, tuned"}
+    assert all(" dB" in line for line in rows.values())  # each cached row scored
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_rejects_alpha_with_budget():
+def test_demo_rejects_bad_sizes():
     from smoothcache.demo import run_demo
 
-    with pytest.raises(ValueError, match="not both"):
-        run_demo(alpha=0.1, compute_fraction=0.5)
+    with pytest.raises(ValueError, match="num_steps >= 2"):
+        run_demo(num_steps=1)
 
 
 def test_module_exports():

@@ -2,7 +2,7 @@
 
 Runs :func:`smoothcache.testing.coverage.matrix`, the matrix that
 ``python -m benchmarks.coverage_matrix`` prints (the conformance kit on a tiny instance of each
-class, about 50 s), and holds it to the targets: at least 45 classes pass the six checks (the
+class, about 50 s), and holds it to the targets: at least 45 classes pass the seven checks (the
 whole calibration path among them), every family the issue names passes through its own
 pipeline's call pattern, each class that does not pass or could not be built says why (in
 docs/coverage.md too), and reuse counts only when it moves the output by more than rounding can.
@@ -53,6 +53,15 @@ def test_at_least_45_classes_pass(rows):
 def test_every_named_family_passes(rows):
     failing = {name: rows[name].reason for name in FAMILIES if not rows[name].passed}
     assert not failing
+
+
+def test_tune_estimates_the_sensitivity_on_every_named_family_and_says_where_not(rows):
+    """tune's sensitivity estimate runs through every named family's own call pattern (the
+    coverage runner keeps gradients for it); a class whose output has no tensor to probe
+    passes without it, and its row says so."""
+    assert not [name for name in FAMILIES if "without the sensitivity" in rows[name].reason]
+    zimage = rows["ZImageTransformer2DModel"]  # returns a tuple of a list of tensors
+    assert zimage.passed and "tune goes on without the sensitivity" in zimage.reason
 
 
 def test_specific_adapters_win_and_every_failure_says_why(rows):

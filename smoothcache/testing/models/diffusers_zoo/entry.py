@@ -117,10 +117,16 @@ def timestep_tensor(entry: Entry, t: float, batch: int) -> torch.Tensor:
 
 
 def run(
-    entry: Entry, model: nn.Module, num_steps: int = 4, batch: int = 1, seed: int = 0
+    entry: Entry,
+    model: nn.Module,
+    num_steps: int = 4,
+    batch: int = 1,
+    seed: int = 0,
+    keep_gradients: bool = False,
 ) -> torch.Tensor:
-    """Deterministic toy sampler: ``x <- x - 0.1 * prediction`` at ``linspace(999, 1, steps)``."""
-    with torch.no_grad():
+    """Deterministic toy sampler: ``x <- x - 0.1 * prediction`` at ``linspace(999, 1, steps)``;
+    without gradients unless ``keep_gradients`` (for ``smoothcache.estimate_sensitivity``)."""
+    with torch.set_grad_enabled(keep_gradients):
         x = entry.latent(batch, seed=seed)
         for t in torch.linspace(999, 1, num_steps).tolist():
             ts = timestep_tensor(entry, t, batch)
