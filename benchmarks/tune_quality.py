@@ -151,6 +151,12 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out-dir", type=Path, default=Path("docs"))
+    parser.add_argument(
+        "--tune-only",
+        action="store_true",
+        help="measure tune's rows only (into their own checkpoint), while the quality page's run "
+        "is still going: a later run without it reads them back and writes the page",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,6 +171,11 @@ def main() -> None:
     log("the quality page's rows, read back from its checkpoint")
     rows, _ = build_rows(bench, quality_speed.FULL, quality_speed.CANDIDATES, log, True)
     evaluate(rows[0], None, bench.checkpoint)
+    if args.tune_only:
+        for row in tune_rows(bench, saved, log)[0]:
+            evaluate(row, rows[0].images, saved)
+        log(f"tune's rows are in {saved.folder}")
+        return
     for row in rows[1:]:
         evaluate(row, rows[0].images, bench.checkpoint)
     fewer = fewer_steps_rows(bench, rows[1:])

@@ -1,7 +1,7 @@
 """The FLUX pipeline variants users of caches report broken most: image-to-image and inpainting
 at ``strength < 1`` (a run of the last steps only), ControlNet (residuals added to the blocks)
 and Kontext (reference-image tokens appended to the sequence), each through its real diffusers
-pipeline with the zoo's tiny transformer and a tiny VAE.
+pipeline with the zoo's tiny transformer and a tiny VAE; and a PEFT LoRA inside the branches.
 
 Each must compute everything bit-identically to no caching, really skip the branch (its original
 forward not called) and change the output; a partial run must be a clear error without
@@ -28,7 +28,7 @@ from diffusers import (
 import smoothcache
 from smoothcache import Schedule, StepCountError
 from smoothcache.testing.models.diffusers_zoo import ZOO, randomize_zeros_
-from tests.conftest import count_original_calls
+from tests.conftest import count_original_calls, tiny_flux_pipeline
 
 STEPS = 10
 ROW = [1, 0, 1, 0, 1, 0, 1, 0, 1, 1]
@@ -167,3 +167,35 @@ def test_a_variant_caches_exactly_and_skips(variant):
     if steps != STEPS:  # the tail of the schedule's steps, as the pipeline ran them
         assert session.schedule.metadata["remapped_from"]["num_steps"] == STEPS
         assert applied == tuple(ROW[STEPS - steps :])
+
+
+def test_a_lora_inside_the_branches_is_cached_with_them_and_tune_sees_it():
+    """PEFT's LoRA layers replace the attention's projections inside the branch: computing
+    everything stays bit-identical with the LoRA on, a reused step skips the LoRA layers with
+    their branch, and tune's sensitivity estimate runs through them."""
+    from peft import LoraConfig
+
+    pipe = tiny_flux_pipeline()
+    call = {**_inputs(), "num_inference_steps": STEPS}
+
+    def run() -> torch.Tensor:
+        return pipe(**call, generator=torch.Generator().manual_seed(0)).images
+
+    base = run()
+    targets = ["to_q", "to_k", "to_v", "to_out.0"]
+    config = LoraConfig(r=4, lora_alpha=4, target_modules=targets, init_lora_weights=False)
+    pipe.transformer.add_adapter(config)  # random A and B: the LoRA changes the output
+    with_lora = run()
+    assert not torch.equal(with_lora, base)
+    everything = {"attn": [1] * STEPS, "ff": [1] * STEPS}
+    with smoothcache.enabled(pipe, everything):
+        assert torch.equal(run(), with_lora)
+    tuned = smoothcache.tune(pipe, call=call, compute_fraction=0.5)
+    assert tuned.sensitivity.startswith("estimated in one run with gradients")
+    lora = f"{PATH}.to_q"
+    with count_original_calls(pipe.transformer, [PATH, lora]) as calls:
+        with smoothcache.enabled(pipe, tuned.schedule) as session:
+            out = run()
+    assert type(pipe.transformer.get_submodule(lora)).__module__.startswith("peft")
+    assert calls[lora] == calls[PATH] == sum(tuned.schedule.rows["attn"]) < STEPS
+    assert session.stats.reused[PATH] > 0 and not torch.equal(out, with_lora)
