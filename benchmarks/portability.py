@@ -75,19 +75,7 @@ def _taylor_rows(bench: Bench, share: float) -> list[Row]:
 
     above = max((k for k in range(2, bench.steps) if computed(k) >= share), default=2)
     settings = Settings(
-        fora=(),
-        alphas=(),
-        paper_budgets=(),
-        per_block=(),
-        search_budgets=(),
-        first_block=(),
-        taylor_orders=(2,),
-        taylor_intervals=(above, above + 1),
-        taylor_warmups=(3,),
-        magcache=(),
-        pab=(),
-        cache_dit=(),
-        cache_dit_orders=(),
+        taylor_orders=(2,), taylor_intervals=(above, above + 1), taylor_warmups=(3,)
     )
     return diffusers_rows(bench, settings)
 

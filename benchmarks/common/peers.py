@@ -29,24 +29,24 @@ from smoothcache import ErrorCurves, Schedule
 
 @dataclass(frozen=True)
 class Settings:
-    """Which settings of each method get a row."""
+    """Which settings of each method get a row (none of a method left out)."""
 
-    fora: tuple[int, ...]
-    alphas: tuple[float, ...]
-    paper_budgets: tuple[float, ...]
-    per_block: tuple[bool, ...]
-    search_budgets: tuple[float, ...]
-    first_block: tuple[float, ...]
-    taylor_orders: tuple[int, ...]
-    taylor_intervals: tuple[int, ...]
+    fora: tuple[int, ...] = ()
+    alphas: tuple[float, ...] = ()
+    paper_budgets: tuple[float, ...] = ()
+    per_block: tuple[bool, ...] = ()
+    search_budgets: tuple[float, ...] = ()
+    first_block: tuple[float, ...] = ()
+    taylor_orders: tuple[int, ...] = ()
+    taylor_intervals: tuple[int, ...] = ()
     #: TaylorSeer's ``disable_cache_before_step`` (its default 3 first)
-    taylor_warmups: tuple[int, ...]
-    magcache: tuple[float, ...]
-    pab: tuple[tuple[int, tuple[int, int]], ...]
+    taylor_warmups: tuple[int, ...] = ()
+    magcache: tuple[float, ...] = ()
+    pab: tuple[tuple[int, tuple[int, int]], ...] = ()
     #: cache-dit DBCache settings: (front blocks, back blocks, warm-up steps, threshold)
-    cache_dit: tuple[tuple[int, int, int, float], ...]
+    cache_dit: tuple[tuple[int, int, int, float], ...] = ()
     #: cache-dit's TaylorSeer calibrator: its orders, each with every ``cache_dit`` setting
-    cache_dit_orders: tuple[int, ...]
+    cache_dit_orders: tuple[int, ...] = ()
 
 
 def fora_rows(bench: Bench, settings: Settings) -> list[Row]:

@@ -110,22 +110,26 @@ def _pipeline_call(args: argparse.Namespace, pipe: Any) -> dict[str, Any]:
 
 
 class _Progress:
-    """The progress bar, and the estimated total time printed after the first run."""
+    """The progress bar, and the estimated total time printed once a plain run is timed."""
 
     def __init__(self) -> None:
         from tqdm.auto import tqdm
 
         self.started = time.perf_counter()
         self.bar = tqdm(unit="run", desc="tuning", file=sys.stderr)
+        self._last: tuple[int, float] | None = None  # (runs done, seconds) at the last report
 
     def __call__(self, done: int, total: int) -> None:
-        if self.bar.total is None:  # the first report: the total is known from here on
-            seconds = time.perf_counter() - self.started
+        now = time.perf_counter() - self.started
+        if self._last is not None and self.bar.total is not None and self._last[0] < 3 <= done:
+            # the first runs (calibration, the sensitivity's) cost more than the rest
+            each = (now - self._last[1]) / (done - self._last[0])
             print(
-                f"{total} sampler runs in all; the first {done} took {seconds:.1f} s: about "
-                f"{seconds / done * total:.0f} s in all",
+                f"{total} sampler runs in all; {done} done in {now:.0f} s, about "
+                f"{now + each * (total - done):.0f} s in all",
                 file=sys.stderr,
             )
+        self._last = (done, now)
         self.bar.total = total
         self.bar.update(done - self.bar.n)
 
