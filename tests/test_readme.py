@@ -40,6 +40,7 @@ PAGES: dict[str, tuple[int, int, int]] = {
     "docs/performance.md": (0, 0, 6),
     "docs/quality_speed.md": (0, 0, 1),
     "docs/quality_speed_second.md": (0, 0, 1),
+    "docs/quality_speed_second_test.md": (0, 0, 1),
     "docs/quality_speed_flow_test.md": (0, 0, 1),
     "docs/quality_speed_test.md": (0, 0, 1),
     "docs/schedule_search.md": (0, 0, 1),
