@@ -250,13 +250,7 @@ def _page(
     for target in TARGETS:
         for seed in bench.seeds.calibration:
             t, p = find(TUNED, target, seed), find(PLAIN, target, seed)
-            f = next(
-                i
-                for i, r in enumerate(table)
-                if r["family"] == FAMILY
-                and r["calibration_seed"] == seed
-                and math.isclose(r["budget"] or -1, target)
-            )
+            f = find(FAMILY, target, seed)
             envelope = lines_by_row[id(table[t])]
             low, high = envelope["interval"]
             out.append(

@@ -188,10 +188,8 @@ def tune(
     reference = deterministic_reference(lambda: sample(held_out_seed)).to(torch.float64)
     candidates = []
     for label, schedule, safe in schedules:
-        output = sample(held_out_seed, schedule)
-        check_same_output(output, reference)
-        errors = ((output.to(torch.float64) - reference) ** 2).reshape(len(output), -1).mean(1)
-        candidates.append(_scored(label, schedule, safe, errors.cpu().numpy()))
+        errors = sample_errors(sample(held_out_seed, schedule), reference)
+        candidates.append(_scored(label, schedule, safe, errors))
     chosen, reason = choose(candidates)
     label, schedule, _ = schedules[chosen]
     seconds = time.perf_counter() - started
@@ -238,9 +236,16 @@ def held_out_errors(
         for name, schedule in schedules.items():
             with enabled(model, schedule, adapter):
                 output = output_tensor(sampler(seed))
-            check_same_output(output, reference)
-            errors[name] = float(((output.to(torch.float64) - reference) ** 2).mean())
+            errors[name] = float(sample_errors(output, reference).mean())
     return errors
+
+
+def sample_errors(output: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
+    """Each sample's mean squared error against the uncached ``reference`` (float64), after
+    checking that ``output`` is shaped like it."""
+    check_same_output(output, reference)
+    errors = ((output.to(torch.float64) - reference) ** 2).reshape(len(output), -1).mean(1)
+    return errors.cpu().numpy()
 
 
 def _sensitivity(
