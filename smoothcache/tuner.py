@@ -1,6 +1,6 @@
 """``smoothcache.tune``: from a model or pipeline and a compute budget to a schedule, in one call.
 
-What it runs, in sampler runs of one batch each (16 for the digits DiT at 30% of the compute):
+What it runs, in sampler runs of one batch each, within ``budget`` (12 by default):
 
 1. one run of the *calibration* seed under :func:`~smoothcache.calibrating` (lookahead 7,
    forecast errors of every order), which gives the curves;
@@ -13,12 +13,16 @@ What it runs, in sampler runs of one batch each (16 for the digits DiT at 30% of
    others placing their computes by the sensitivity) and the safe references a user would
    otherwise pick, the best uniform schedule of the same compute with reuse (FORA) and with
    order-2 forecasts (TaylorSeer's idea);
-4. the *held-out* seed without caching, twice (the second must be bit-identical: ``run`` is
-   deterministic), then once under every candidate.
+4. the held-out race (:mod:`smoothcache.racing`): the *held-out* seed without caching, twice
+   (the second must be bit-identical: ``run`` is deterministic), then once under every candidate
+   that fits the budget (the safe references and the family's first members); runs left over
+   buy rounds on the next seeds (``held_out_seed + 1``, ...) for the better half of the forecast
+   candidates, until the budget is spent.
 
-The choice guards the tail (:func:`choose`): a candidate wins on its held-out batch error only if
-its worst samples are not much worse than the safe references' and its lead is larger than the
-spread of the per-sample errors can explain; otherwise the safer candidate wins.
+The choice guards the tail (:func:`~smoothcache.racing.choose`): a candidate wins on its held-out
+batch error only if its worst samples are not much worse than the safe references' and its lead
+is larger than the spread of the per-sample errors can explain; otherwise the safer candidate
+wins.
 
 The result (:class:`Tuned`) keeps the schedule and a report: what ran, its cost in denoiser
 evaluations (model calls times batch elements, counted), seconds, and every candidate's held-out
@@ -44,6 +48,15 @@ from smoothcache.calibration import calibrating
 from smoothcache.curves import ErrorCurves
 from smoothcache.engine import enabled
 from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
+from smoothcache.racing import (
+    Candidate,
+    choose,
+    later_rounds,
+    plan,
+    round_runs,
+    scored,
+    survivors,
+)
 from smoothcache.response import SensitivityUnavailable, estimate_sensitivity
 from smoothcache.schedule import Schedule
 from smoothcache.searches.base import check_fraction
@@ -57,26 +70,8 @@ from smoothcache.tuning import (
 #: ``run(seed)`` samples one batch from ``seed`` and returns the final output as a tensor.
 SeededRun = Callable[[int], Any]
 
-#: A candidate's worst samples may be at most this many times worse (in squared error) than the
-#: safe references' best (3 dB), or it is not chosen.
-TAIL_FACTOR = 2.0
-
-#: The share of held-out samples whose mean error is a candidate's tail (at least one sample).
-TAIL_SHARE = 0.05
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One schedule ``tune`` tried: its label, the share of branch-steps it computes, its
-    held-out batch mean squared error, the mean of its worst samples' errors (``tail``), and
-    whether it is a safe reference (uniform) rather than a member of the forecast family."""
-
-    label: str
-    compute_fraction: float
-    mse: float
-    tail: float
-    safe: bool
-    errors: np.ndarray = field(repr=False, compare=False)  #: per held-out sample
+#: tune's default budget, in sampler runs of one batch (the sensitivity's run counts as one)
+BUDGET = 12
 
 
 @dataclass(frozen=True)
@@ -107,13 +102,15 @@ class Tuned:
             f"{self.evaluations:,} denoiser evaluations (model calls x batch elements), "
             f"{self.seconds:.1f} s",
             f"sensitivity: {self.sensitivity}",
-            "held-out signal-to-error ratio (dB) of every candidate, batch and worst samples:",
+            "held-out signal-to-error ratio (dB) of every candidate, batch and worst samples, "
+            "on the held-out samples it ran:",
         ]
         for index, c in enumerate(self.candidates):
             mark = "*" if index == self.chosen else " "
             lines.append(
                 f" {mark} {c.label:<34} {c.compute_fraction:6.1%}  "
-                f"{_decibels(self.signal, c.mse):6.2f}  {_decibels(self.signal, c.tail):6.2f}"
+                f"{_decibels(self.signal, c.mse):6.2f}  {_decibels(self.signal, c.tail):6.2f}  "
+                f"{c.samples:4d}"
             )
         lines.append(f"chosen: {self.candidates[self.chosen].label} ({self.reason})")
         return "\n".join(lines)
@@ -133,6 +130,7 @@ def tune(
     held_out_seed: int = 2000,
     adapter: str | Adapter | None = None,
     sensitivity: bool | None = None,
+    budget: int = BUDGET,
     on_run: Callable[[int, int], None] | None = None,
 ) -> Tuned:
     """The best schedule within ``compute_fraction`` of the branch-steps, chosen on held-out
@@ -151,66 +149,63 @@ def tune(
     that the forecast family places its computes where an error is amplified; ``None`` (the
     default) goes on without it, with a warning, when ``run`` keeps no gradients; ``True``
     makes that an error; ``False`` skips it.
+
+    ``budget``: the sampler runs tune may make in all (the sensitivity's run counts as one; it
+    costs about five in time). The default 12 runs the safe references and the first six members
+    of the forecast family once; more runs more members, then more held-out rounds for the best
+    of them; fewer than the calibration and one held-out round need is an ArgumentError.
     """
     fraction = check_fraction(compute_fraction)
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+        raise ArgumentError(f"budget must be a number of sampler runs >= 1, found {budget!r}")
     sampler, graph_run = _sampler(model, run, call)
-    counter = EvaluationCounter([root for _, root in bind(model, adapter).roots])
-    total = done = 0  # the total is known once the candidates are
+    runs = _Runs(sampler, model, adapter, on_run)
     started = time.perf_counter()
-
-    def sample(seed: int, schedule: Schedule | None = None, report: bool = True) -> torch.Tensor:
-        nonlocal done
-        with counter, torch.no_grad():  # only the sensitivity's run keeps gradients
-            if schedule is None:
-                output = final_output(sampler(seed))
-            else:
-                with enabled(model, schedule, adapter):
-                    output = output_tensor(sampler(seed))
-        done += 1
-        if on_run is not None and report:
-            on_run(done, total)
-        return output
-
     with calibrating(model, adapter=adapter) as recorder:
-        sample(calibration_seed, report=False)  # reported once the total is known
+        runs.sample(calibration_seed, report=False)  # reported once the total is known
     curves = recorder.curves()
     note = "not estimated (sensitivity=False)"
     if sensitivity is not False:
-        with counter:
+        with runs.counter:
             curves, note = _sensitivity(
                 model, graph_run, calibration_seed, curves, adapter, bool(sensitivity)
             )
-        done += 1
+        runs.done += 1
     schedules = _candidates(curves, fraction)
-    total = done + 2 + len(schedules)
-    if on_run is not None:
-        on_run(done, total)
-    reference = deterministic_reference(lambda: sample(held_out_seed)).to(torch.float64)
-    candidates = []
-    for label, schedule, safe in schedules:
-        errors = sample_errors(sample(held_out_seed, schedule), reference)
-        candidates.append(_scored(label, schedule, safe, errors))
-    chosen, reason = choose(candidates)
-    label, schedule, _ = schedules[chosen]
+    family = [s for s in schedules if not s[2]]
+    safe = [s for s in schedules if s[2]]
+    rounds = plan(len(family), len(safe), budget - runs.done)
+    if calibration_seed in range(held_out_seed, held_out_seed + len(rounds)):
+        raise ArgumentError(
+            f"calibration_seed {calibration_seed} is one of the held-out seeds "
+            f"{held_out_seed}..{held_out_seed + len(rounds) - 1}; choose seeds apart"
+        )
+    runs.total = runs.done + round_runs(rounds, len(safe)) + 1  # round 1's second uncached run
+    runs.report()
+    entered = [*family[: rounds[0]], *safe]
+    candidates, alive, signal = _race(runs, entered, held_out_seed, budget)
+    picked, reason = choose([candidates[i] for i in alive])
+    chosen = alive[picked]
+    label, schedule, _ = entered[chosen]
     seconds = time.perf_counter() - started
     how = {
         "chosen": label,
         "reason": reason,
-        "runs": done,
-        "evaluations": counter.evaluations,
+        "runs": runs.done,
+        "held_out_samples": candidates[chosen].samples,
+        "evaluations": runs.counter.evaluations,
         "seconds": round(seconds, 3),
         "sensitivity": note,
     }
     schedule = Schedule(schedule.rows, {**schedule.metadata, "tuned": how}, schedule.orders)
-    signal = float((reference**2).mean())
     return Tuned(
         schedule,
         fraction,
         candidates,
         chosen,
         reason,
-        done,
-        counter.evaluations,
+        runs.done,
+        runs.counter.evaluations,
         seconds,
         note,
         curves,
@@ -218,7 +213,78 @@ def tune(
     )
 
 
-def held_out_errors(
+class _Runs:
+    """tune's sampler runs: counted (evaluations and runs), without gradients, reported."""
+
+    def __init__(
+        self,
+        sampler: SeededRun,
+        model: Any,
+        adapter: str | Adapter | None,
+        on_run: Callable[[int, int], None] | None,
+    ) -> None:
+        self.sampler, self.model, self.adapter, self.on_run = sampler, model, adapter, on_run
+        self.counter = EvaluationCounter([root for _, root in bind(model, adapter).roots])
+        self.done = self.total = 0  # the total is known once the candidates are
+
+    def report(self) -> None:
+        if self.on_run is not None:
+            self.on_run(self.done, self.total)
+
+    def sample(
+        self, seed: int, schedule: Schedule | None = None, report: bool = True
+    ) -> torch.Tensor:
+        """One run of ``seed``, uncached (its output must be finite) or under ``schedule``."""
+        with self.counter, torch.no_grad():  # only the sensitivity's run keeps gradients
+            if schedule is None:
+                output = final_output(self.sampler(seed))
+            else:
+                with enabled(self.model, schedule, self.adapter):
+                    output = output_tensor(self.sampler(seed))
+        self.done += 1
+        if report:
+            self.report()
+        return output
+
+
+def _race(
+    runs: _Runs, entered: list[tuple[str, Schedule, bool]], seed: int, budget: int
+) -> tuple[list[Candidate], list[int], float]:
+    """The held-out rounds (:mod:`smoothcache.racing`): every candidate scored on all the
+    rounds it ran, the indices of the last round's, and the uncached outputs' mean square."""
+    errors: list[list[np.ndarray]] = [[] for _ in entered]
+    alive = list(range(len(entered)))
+    squares = []
+    while True:
+        if not squares:
+            reference = deterministic_reference(lambda s=seed: runs.sample(s))
+        else:
+            reference = runs.sample(seed)
+        reference = reference.to(torch.float64)
+        squares.append(float((reference**2).mean()))
+        for i in alive:
+            _, schedule, _ = entered[i]
+            errors[i].append(sample_errors(runs.sample(seed, schedule), reference))
+        candidates = [
+            scored(label, _share(schedule), safe, np.concatenate(e) if e else np.zeros(0))
+            for (label, schedule, safe), e in zip(entered, errors)
+        ]
+        following = [alive[j] for j in survivors([candidates[i] for i in alive])]
+        safe = sum(entered[i][2] for i in following)
+        planned = later_rounds(len(following) - safe, safe, budget - runs.done)
+        runs.total = runs.done + round_runs(planned, safe)
+        if not planned:
+            runs.report()
+            return candidates, alive, float(np.mean(squares))
+        alive, seed = following, seed + 1
+
+
+def _share(schedule: Schedule) -> float:
+    """The share of branch-steps ``schedule`` computes (as its search counted it)."""
+    return schedule.metadata.get("compute_fraction", schedule.compute_fraction)
+
+
+def held_out_snr_db(
     model: Any,
     schedules: Mapping[str, Schedule],
     run: SeededRun | None = None,
@@ -227,8 +293,9 @@ def held_out_errors(
     seed: int = 2000,
     adapter: str | Adapter | None = None,
 ) -> dict[str, float]:
-    """The mean squared error of each schedule's output against the uncached one on the batch
-    of ``seed`` (``run`` or ``call`` as for :func:`tune`): ``1 + len(schedules)`` runs."""
+    """Each schedule's signal-to-error ratio in dB (the uncached output's mean square over the
+    mean squared error against it) on the batch of ``seed`` (``run`` or ``call`` as for
+    :func:`tune`): ``1 + len(schedules)`` runs."""
     sampler, _ = _sampler(model, run, call)
     with torch.no_grad():
         reference = final_output(sampler(seed)).to(torch.float64)
@@ -237,7 +304,8 @@ def held_out_errors(
             with enabled(model, schedule, adapter):
                 output = output_tensor(sampler(seed))
             errors[name] = float(sample_errors(output, reference).mean())
-    return errors
+    signal = float((reference**2).mean())
+    return {name: _decibels(signal, error) for name, error in errors.items()}
 
 
 def sample_errors(output: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
@@ -351,49 +419,6 @@ def _candidates(curves: Any, fraction: float) -> list[tuple[str, Schedule, bool]
             "compute_fraction"
         )
     return found
-
-
-def _scored(label: str, schedule: Schedule, safe: bool, errors: np.ndarray) -> Candidate:
-    """A candidate from its per-sample held-out errors (a broken output is never chosen)."""
-    share = schedule.metadata.get("compute_fraction", schedule.compute_fraction)  # branch-steps
-    if not np.isfinite(errors).all():
-        return Candidate(label, share, math.inf, math.inf, safe, errors)
-    worst = max(1, round(TAIL_SHARE * len(errors)))
-    tail = float(np.sort(errors)[-worst:].mean())
-    return Candidate(label, share, float(errors.mean()), tail, safe, errors)
-
-
-def choose(candidates: list[Candidate]) -> tuple[int, str]:
-    """The index of the candidate to keep, and why.
-
-    Candidates whose tail (the mean error of their worst :data:`TAIL_SHARE` of samples) is more
-    than :data:`TAIL_FACTOR` times the best tail of the safe references are out. Of the rest,
-    the one of lowest held-out batch error wins, unless its lead over the best safe reference is
-    within two standard errors of the per-sample differences: the evidence cannot tell them
-    apart, and the one with the better tail wins. With no candidate left, the safe reference of
-    lowest batch error.
-    """
-    usable = [i for i, c in enumerate(candidates) if math.isfinite(c.mse)]
-    safe = [i for i in usable if candidates[i].safe]
-    if not usable:
-        raise CalibrationError("every candidate schedule broke the output (NaN or inf)")
-    bar = min((candidates[i].tail for i in safe), default=math.inf) * TAIL_FACTOR
-    passing = sorted((i for i in usable if candidates[i].tail <= bar), key=_by_error(candidates))
-    if not passing:
-        return min(safe, key=_by_error(candidates)), "no candidate's worst samples passed the bar"
-    best = passing[0]
-    reference = min(safe, key=_by_error(candidates), default=None)
-    if reference is None or reference == best:
-        return best, "lowest held-out batch error"
-    difference = candidates[best].errors - candidates[reference].errors
-    noise = 2 * float(difference.std(ddof=1)) / math.sqrt(len(difference))
-    if -float(difference.mean()) <= noise and candidates[reference].tail < candidates[best].tail:
-        return reference, "its lead was within the noise, and this one's worst samples are better"
-    return best, "lowest held-out batch error, its worst samples within the bar"
-
-
-def _by_error(candidates: list[Candidate]) -> Callable[[int], tuple[float, int]]:
-    return lambda i: (candidates[i].mse, i)
 
 
 class EvaluationCounter:

@@ -116,7 +116,7 @@ LAYERS = [
     {"adapters"},
     {"measurements", "searches", "curves_file", "curves"},
     {"recording", "calibration"},
-    {"tuning", "response", "tuner"},
+    {"tuning", "response", "racing", "tuner"},
     {"testing", "cli", "demo", "reference", "__main__"},
     {""},
 ]

@@ -13,8 +13,8 @@ import torch
 
 import smoothcache
 from smoothcache import ArgumentError, CalibrationError
+from smoothcache.racing import Candidate, choose, later_rounds, plan, round_runs, survivors
 from smoothcache.reference import load_reference_model, sample
-from smoothcache.tuner import Candidate, choose
 from tests.conftest import (
     assert_same_state,
     count_original_calls,
@@ -122,6 +122,58 @@ def test_the_choice_guards_the_tail_and_the_noise():
         choose([nan])
 
 
+def test_the_race_plans_its_rounds_within_the_budget():
+    # round 1: the uncached batch twice, the safe references and the family members that fit
+    assert plan(10, 2, 10) == [6]
+    # later rounds: the uncached batch once, the references and half the round before
+    rounds = plan(10, 2, 30)
+    assert rounds == [10, 5, 3]
+    assert round_runs(rounds, 2) + 1 == 13 + 8 + 6 + 1 <= 30
+    assert later_rounds(1, 2, 9) == [1, 1] and later_rounds(3, 2, 5) == []
+    assert plan(0, 2, 5) == [0]  # no forecast family at this budget: the references only
+    with pytest.raises(ArgumentError, match=r"budget too small.*at least 5"):
+        plan(10, 2, 4)
+    # the next round: every safe reference, the better half of those whose tail passes
+    errors = np.ones(20)
+    safe = _candidate("safe", 1.0, 1.0, True, errors)
+    ranked = [_candidate(f"m{i}", 0.5 + 0.1 * i, 1.5, False, errors) for i in range(4)]
+    broken = _candidate("broken", 0.1, 5.0, False, errors)
+    assert survivors([ranked[3], safe, broken, ranked[1], ranked[0], ranked[2]]) == [1, 3, 4]
+
+
+def test_a_larger_budget_buys_held_out_rounds_and_a_smaller_one_fewer_candidates(digits):
+    run = _run(digits)
+    progress = []
+    tuned = smoothcache.tune(
+        digits, run, compute_fraction=0.4, budget=30, on_run=lambda d, t: progress.append(t)
+    )
+    assert tuned.runs <= 30 and progress[-1] == tuned.runs
+    assert tuned.evaluations == (tuned.runs * STEPS + STEPS - 2) * 2 * len(LABELS)
+    chosen = tuned.candidates[tuned.chosen]
+    rounds = chosen.samples // len(LABELS)
+    assert rounds > 1 and min(c.samples for c in tuned.candidates) == len(LABELS)
+    assert tuned.schedule.metadata["tuned"]["held_out_samples"] == chosen.samples
+    # the reported error is the schedule's own over every held-out seed it ran on
+    errors, squares = [], []
+    for seed in range(2000, 2000 + rounds):
+        plain = sample(digits, LABELS, num_steps=STEPS, seed=seed).double()
+        with smoothcache.enabled(digits, tuned.schedule):
+            cached = sample(digits, LABELS, num_steps=STEPS, seed=seed).double()
+        errors.append(((cached - plain) ** 2).flatten(1).mean(1))
+        squares.append(float((plain**2).mean()))
+    assert float(torch.cat(errors).mean()) == pytest.approx(chosen.mse, rel=1e-12)
+    assert tuned.signal == pytest.approx(np.mean(squares), rel=1e-12)
+
+    small = smoothcache.tune(digits, run, compute_fraction=0.4, budget=7)
+    assert small.runs == 7
+    assert small.candidates[0].label == "forecast search"
+    assert [c.safe for c in small.candidates] == [False, True, True]
+    with pytest.raises(ArgumentError, match="budget must be"):
+        smoothcache.tune(digits, run, compute_fraction=0.4, budget=0)
+    with pytest.raises(ArgumentError, match="calibration_seed 2001 is one of the held-out"):
+        smoothcache.tune(digits, run, compute_fraction=0.4, budget=30, calibration_seed=2001)
+
+
 def test_bad_calls_are_refused_before_anything_runs(digits):
     run = _run(digits)
     with pytest.raises(ArgumentError, match="exactly one of run"):
@@ -160,12 +212,13 @@ def test_the_command_tunes_the_shipped_model_and_writes_what_it_says(tmp_path, c
     report = out.with_suffix(".txt").read_text()
     assert "sampler runs" in report and "chosen:" in report
     assert "sampler runs in all; 3 done in" in captured.err
-    # the paper's rule beside it, on the same held-out batch: the tuned schedule's figure there
-    # is the one tune measured for it
+    # the paper's rule beside it, on the first held-out batch: the tuned schedule's figure there
+    # is the one tune measured for it (its candidates ran one round: 2 samples)
     lines = report.splitlines()
     paper = next(line for line in lines if line.startswith("the paper's rule at the same budget"))
-    chosen = next(line for line in lines if line.startswith(" * "))
-    assert f"the tuned schedule {chosen.split()[-2]} dB" in paper
+    chosen = next(line for line in lines if line.startswith(" * ")).split()
+    assert chosen[-1] == "2"
+    assert f"the tuned schedule {chosen[-3]} dB" in paper
     assert plot.stat().st_size > 0
     assert f"wrote {out}" in captured.out
     status = main(["tune", "--reference", "--compute", "0.4", "--prompts", "a digit"])
