@@ -29,7 +29,11 @@ from smoothcache.errors import CalibrationError, ScheduleError
 from smoothcache.measurements import ForecastErrors, Sensitivity
 from smoothcache.schedule import Schedule
 from smoothcache.searches import METHODS, base
-from smoothcache.searches.forecast import forecast_candidates
+from smoothcache.searches.forecast import (
+    CANDIDATE_CAPS,
+    CANDIDATE_PRIORS,
+    forecast_candidates,
+)
 from smoothcache.validation import check_counts, check_errors
 
 
@@ -257,7 +261,12 @@ class ErrorCurves:
         return "sensitivity" if self.sensitivity is not None else "paper"
 
     def forecast_candidates(
-        self, compute_fraction: float, *, per_block: bool = False
+        self,
+        compute_fraction: float,
+        *,
+        per_block: bool = False,
+        caps: Sequence[int] = CANDIDATE_CAPS,
+        priors: Sequence[float] = CANDIDATE_PRIORS,
     ) -> list[Schedule]:
         """Forecast schedules within ``compute_fraction`` for :func:`smoothcache.select_schedule`
         to choose from on held-out samples: the one of ``schedule(..., method="forecast")``
@@ -266,8 +275,10 @@ class ErrorCurves:
         these curves carry a sensitivity (:func:`smoothcache.measure_sensitivity`), the family's
         members place their computes by the final output's sensitivity (``weighted`` in their
         metadata): measure it on the whole calibration batch, which must contain the tail.
+        ``caps`` and ``priors`` choose the family (:func:`smoothcache.tune` takes a smaller one).
         """
-        return forecast_candidates(self, base.check_fraction(compute_fraction), per_block)
+        fraction = base.check_fraction(compute_fraction)
+        return forecast_candidates(self, fraction, per_block, caps, priors)
 
     # -- model check and files -----------------------------------------------------------------
 

@@ -73,6 +73,14 @@ SeededRun = Callable[[int], Any]
 #: tune's default budget, in sampler runs of one batch (the sensitivity's run counts as one)
 BUDGET = 12
 
+#: tune's forecast family (:meth:`~smoothcache.ErrorCurves.forecast_candidates`): smaller than the
+#: full recipe's, which also has reuse only (cap 0; never the best on development seeds) and a
+#: prior of 1.5 (between 1 and 2; on 16 held-out samples its members won more often than they
+#: were best, and more candidates make the winner's lead more often luck). With the plain search
+#: it is at most 7 schedules: with the two uniform references, one held-out round in 12 runs.
+TUNE_CAPS = (1, 2, 3)
+TUNE_PRIORS = (1.0, 2.0, 3.0)
+
 
 @dataclass(frozen=True)
 class Tuned:
@@ -394,7 +402,7 @@ def _candidates(curves: Any, fraction: float) -> list[tuple[str, Schedule, bool]
     """The forecast family at ``fraction`` and the uniform references of the same compute."""
     found: list[tuple[str, Schedule, bool]] = []
     try:
-        family = curves.forecast_candidates(fraction)
+        family = curves.forecast_candidates(fraction, caps=TUNE_CAPS, priors=TUNE_PRIORS)
     except ScheduleError:
         family = []  # a budget below what the curves' lookahead allows: uniform only
     for index, schedule in enumerate(family):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -170,11 +171,18 @@ CANDIDATE_CAPS = (0, 1, 2, 3)
 CANDIDATE_PRIORS = (1.0, 1.5, 2.0, 3.0)
 
 
-def forecast_candidates(curves: Measurements, target: float, per_block: bool) -> list[Schedule]:
-    """The distinct schedules of the family :data:`CANDIDATE_CAPS` x :data:`CANDIDATE_PRIORS`
-    within ``target``, the plain search (:func:`forecast_schedule`'s defaults) first. When the
-    curves carry a sensitivity (:func:`smoothcache.measure_sensitivity`), the family's members
-    place their computes by it (``weighted=True``); the plain search stays first.
+def forecast_candidates(
+    curves: Measurements,
+    target: float,
+    per_block: bool,
+    caps: Sequence[int] = CANDIDATE_CAPS,
+    priors: Sequence[float] = CANDIDATE_PRIORS,
+) -> list[Schedule]:
+    """The distinct schedules of the family ``caps`` x ``priors`` (by default
+    :data:`CANDIDATE_CAPS` x :data:`CANDIDATE_PRIORS`) within ``target``, the plain search
+    (:func:`forecast_schedule`'s defaults) first. When the curves carry a sensitivity
+    (:func:`smoothcache.measure_sensitivity`), the family's members place their computes by it
+    (``weighted=True``); the plain search stays first.
 
     Why a family: the search ranks orders by each branch's own error, which does not always say
     how an error moves the final output (a too-low order's bias keeps its sign along the
@@ -189,8 +197,9 @@ def forecast_candidates(curves: Measurements, target: float, per_block: bool) ->
     a few hundred), so a choice among both kinds takes an unweighted member that flips samples
     whenever the held-out samples happen not to show it (docs/forecast.md).
     """
+    _check_family(caps, priors)
     measured = curves.sensitivity is not None
-    family = [(MAX_ORDER, 1.0), *itertools.product(CANDIDATE_CAPS, CANDIDATE_PRIORS)]
+    family = [(MAX_ORDER, 1.0), *itertools.product(caps, priors)]
     members = [(MAX_ORDER, 1.0, False), *((cap, prior, measured) for cap, prior in family)]
     seen: dict[str, Schedule] = {}
     for cap, prior, weighted in members:
@@ -201,6 +210,23 @@ def forecast_candidates(curves: Measurements, target: float, per_block: bool) ->
         )
         seen.setdefault(schedule.fingerprint(), schedule)
     return list(seen.values())
+
+
+def _check_family(caps: Sequence[int], priors: Sequence[float]) -> None:
+    """Refuse a family that is empty or outside what :func:`preferred_order` takes."""
+    good_caps = bool(caps) and all(
+        isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= MAX_ORDER for c in caps
+    )
+    good_priors = bool(priors) and all(
+        isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) and p >= 1
+        for p in priors
+    )
+    if not (good_caps and good_priors):
+        raise ScheduleError(
+            f"caps must be orders 0..{MAX_ORDER} and priors numbers >= 1, both non-empty; found "
+            f"caps={list(caps)!r}, priors={list(priors)!r} (defaults: {CANDIDATE_CAPS}, "
+            f"{CANDIDATE_PRIORS})"
+        )
 
 
 def forecast_search(

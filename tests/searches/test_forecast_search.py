@@ -430,6 +430,29 @@ def test_with_a_sensitivity_every_candidate_but_the_plain_search_is_weighted():
         forecast_schedule(_synthetic(square, combos), 0.3, False, weighted=True)
 
 
+def test_a_smaller_family_is_the_same_members_restricted():
+    """``caps`` and ``priors`` choose the family: a smaller one gives the members of the full
+    family with those settings (tune's), in the same order; an empty or impossible one is an
+    error that names the defaults."""
+    n = 14
+    square, combos = _random_curves(n, seed=0)
+    response = np.random.default_rng(1).uniform(0.02, 0.05, n)
+    response[[0, -1]] = 0.0
+    sensitivity = Sensitivity((ALL_BRANCHES,), np.diag(response**2)[None], np.zeros((1, n, n)))
+    curves = _synthetic(square, combos, sensitivity)
+    full = curves.forecast_candidates(compute_fraction=0.36)
+    small = curves.forecast_candidates(compute_fraction=0.36, caps=(1, 3), priors=(2.0,))
+    settings = [(c.metadata["order_cap"], c.metadata["order_prior"]) for c in small]
+    top = full[0].metadata["order_cap"]  # the caps are clipped to the orders measured
+    assert settings[0] == (top, 1.0) and not small[0].metadata["weighted"]
+    assert set(settings[1:]) <= {(top, 1.0), (1, 2.0), (min(3, top), 2.0)}
+    by_print = {c.fingerprint() for c in full}
+    assert {c.fingerprint() for c in small} <= by_print and len(small) < len(full)
+    for caps, priors in (((), (1.0,)), ((4,), (1.0,)), ((1,), (0.5,)), ((1,), ())):
+        with pytest.raises(ScheduleError, match=r"caps must be orders 0\.\.3"):
+            curves.forecast_candidates(compute_fraction=0.36, caps=caps, priors=priors)
+
+
 def test_select_schedule_picks_the_candidate_closest_to_the_uncached_output(original_dit):
     """Checked against an independent scoring of every candidate."""
     curves, _ = _calibrated(original_dit, lookahead=3, orders=3)
