@@ -33,7 +33,7 @@ from benchmarks.common.scoring import evaluate
 from benchmarks.common.seeds import SPLITS
 from benchmarks.common.stats import Bootstrap, interval, psnr_db
 from benchmarks.common.timing import Log
-from benchmarks.tune_quality import BATCH
+from benchmarks.tune_quality import BATCH, runner
 
 STEPS = (20, 28, 100)
 BUDGET = 0.3
@@ -53,10 +53,9 @@ def _bench(model: str, seeds: str, steps: int | None, samples: int) -> Bench:
 
 
 def _tune(bench: Bench, log: Log) -> smoothcache.Tuned:
-    labels = torch.arange(BATCH) % bench.classes
     tuned = smoothcache.tune(
         bench.model,
-        lambda seed: bench.loaded.draw(bench.model, labels, bench.steps, bench.guidance, seed),
+        runner(bench),
         compute_fraction=BUDGET,
         calibration_seed=bench.seeds.calibration[0],
         held_out_seed=bench.seeds.held_out,
@@ -88,11 +87,16 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=1000)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--out-dir", type=Path, default=Path("docs"))
+    parser.add_argument(
+        "--from-steps",
+        type=int,
+        help="the step count tune runs at before mapping (default: the model's own)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     log, started = Log(), time.perf_counter()
-    base = _bench(args.model, args.seeds, None, args.samples)
+    base = _bench(args.model, args.seeds, args.from_steps, args.samples)
     tuned = _tune(base, log)
     lines = [
         f"# A tuned schedule at other step counts: {base.loaded.title.lower()} "
@@ -146,10 +150,11 @@ def main() -> None:
         )
     minutes = (time.perf_counter() - started) / 60
     seeds = SPLITS[args.seeds]
+    from_steps = f" --from-steps {args.from_steps}" if args.from_steps else ""
     lines[1:1] = [
         "",
         f"Written by `python -m benchmarks.portability --threads 1 --model {args.model} --seeds "
-        f"{args.seeds}` in {minutes:.0f} minutes (CPU, one thread, float32, torch "
+        f"{args.seeds}{from_steps}` in {minutes:.0f} minutes (CPU, one thread, float32, torch "
         f"{torch.__version__}). `smoothcache.tune` at {BUDGET:.0%} of the branch-steps, "
         f"{BATCH} calibration samples of seed {seeds.calibration[0]} and {BATCH} held-out of "
         f"seed {seeds.held_out}, at {base.steps} steps ({base.loaded.sampler}, guidance "

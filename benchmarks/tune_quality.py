@@ -50,7 +50,7 @@ PLAIN = f"{FAMILY}, plain search"
 BATCH = 16
 
 
-def _runner(bench: Bench) -> Any:
+def runner(bench: Bench) -> Any:
     """``run(seed)``: the first :data:`BATCH` samples of ``seed`` with the bench's sampler,
     keeping gradients only when they are on (tune turns them on for its sensitivity run)."""
     labels = torch.arange(BATCH) % bench.classes
@@ -72,11 +72,12 @@ def _runner(bench: Bench) -> Any:
 
 
 def tune_rows(
-    bench: Bench, saved: Checkpoint, log: Log
+    bench: Bench, saved: Checkpoint, log: Log, runs: int
 ) -> tuple[list[Row], dict[tuple[int, float], dict[str, Any]]]:
-    """Per calibration seed and target: tune's row and the plain forecast search's row; and
-    by ``(seed, target)`` how tune chose (its schedule's ``tuned`` metadata)."""
-    run = _runner(bench)
+    """Per calibration seed and target: tune's row (at most ``runs`` sampler runs) and the plain
+    forecast search's row; and by ``(seed, target)`` how tune chose (its schedule's ``tuned``
+    metadata)."""
+    run = runner(bench)
     rows, how = [], {}
     for seed in bench.seeds.calibration:
         curves = shared_curves(bench, log, seed)
@@ -90,11 +91,12 @@ def tune_rows(
                     compute_fraction=b,
                     calibration_seed=s,
                     held_out_seed=bench.seeds.held_out,
+                    budget=runs,
                 )
                 log(tuned.report())
                 return tuned.schedule
 
-            schedule = saved.schedule(f"tune|{seed}|{budget}", choose)
+            schedule = saved.schedule(f"tune|runs={runs}|{seed}|{budget}", choose)
             how[seed, budget] = schedule.metadata["tuned"]
             plain = curves.schedule(compute_fraction=budget, method="forecast")
             for family, chosen in ((TUNED, schedule), (PLAIN, plain)):
@@ -150,6 +152,12 @@ def main() -> None:
     parser.add_argument("--seeds", choices=("development", "test"), default="development")
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--threads", type=int)
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=smoothcache.tuner.BUDGET,
+        help="tune's budget in sampler runs (default: tune's own); another writes its own page",
+    )
     parser.add_argument("--out-dir", type=Path, default=Path("docs"))
     parser.add_argument(
         "--tune-only",
@@ -172,7 +180,7 @@ def main() -> None:
     rows, _ = build_rows(bench, quality_speed.FULL, quality_speed.CANDIDATES, log, True)
     evaluate(rows[0], None, bench.checkpoint)
     if args.tune_only:
-        for row in tune_rows(bench, saved, log)[0]:
+        for row in tune_rows(bench, saved, log, args.budget)[0]:
             evaluate(row, rows[0].images, saved)
         log(f"tune's rows are in {saved.folder}")
         return
@@ -183,15 +191,17 @@ def main() -> None:
         evaluate(row, rows[0].images, bench.checkpoint)
     if bench.checkpoint.read == 0:
         raise SystemExit("nothing was read back: run benchmarks.quality_speed with --checkpoint")
-    extra, how = tune_rows(bench, saved, log)
+    extra, how = tune_rows(bench, saved, log, args.budget)
     for row in extra:
         evaluate(row, rows[0].images, saved)
     everything = [rows[0], *fewer, *rows[1:], *extra]
     boot = Bootstrap.draw(bench.samples, 2000, seed=0)
     errors = np.stack([row.errors for row in everything])
     scores = Scores(_table(everything, bench), boot.batch_psnr(errors))
-    lines = _page(bench, scores, how, args.seeds, time.perf_counter() - started)
+    lines = _page(bench, scores, how, args, time.perf_counter() - started)
     name = f"tune_quality_{args.model}" + ("_test" if args.seeds == "test" else "")
+    if args.budget != smoothcache.tuner.BUDGET:
+        name += f"_budget{args.budget}"
     path = args.out_dir / f"{name}.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
@@ -206,7 +216,7 @@ def _page(
     bench: Bench,
     scores: Scores,
     how: dict[tuple[int, float], dict[str, Any]],
-    seeds: str,
+    args: argparse.Namespace,
     seconds: float,
 ) -> list[str]:
     """The page: per target and seed, tune against the envelope, the full recipe, the plain
@@ -228,18 +238,23 @@ def _page(
         low, high = interval(reps[i] - reps[j])
         return f"{table[i]['psnr'] - table[j]['psnr']:+.2f} [{low:+.2f}, {high:+.2f}]"
 
+    seeds = args.seeds
+    budget = "" if args.budget == smoothcache.tuner.BUDGET else f" --budget {args.budget}"
     out = [
         f"# `smoothcache.tune` on the {bench.loaded.title.lower()} ({seeds} seeds)",
         "",
         f"Written by `python -m benchmarks.tune_quality --threads 1 --model {bench.model_name} "
-        f"--seeds {seeds} --checkpoint .bench-checkpoints` (the quality page's rows read back from "
+        f"--seeds {seeds}{budget} --checkpoint .bench-checkpoints` (the quality page's rows read "
+        "back from "
         f"its checkpoint; tune's rows measured here) in {seconds / 60:.0f} minutes. Model: "
         f"{bench.loaded.description}; {bench.loaded.sampler} {bench.steps} steps, guidance "
         f"{bench.guidance:g}; {bench.samples} evaluation samples of seed "
         f"{bench.seeds.evaluation}; CPU, float32, torch {torch.__version__}.",
         "",
-        f"tune calibrates on the first {BATCH} samples of each calibration seed and chooses on the "
-        f"first {BATCH} of held-out seed {bench.seeds.held_out}; the full recipe uses "
+        f"tune (at most {args.budget} sampler runs) calibrates on the first {BATCH} samples of "
+        f"each calibration seed and chooses on the first {BATCH} of held-out seed "
+        f"{bench.seeds.held_out} (and of the next seeds, when its budget buys more held-out "
+        "rounds); the full recipe uses "
         f"{bench.calibration_samples} and {bench.held_out_samples} of the same seeds. Margins are "
         "batch PSNR differences in dB with 90% bootstrap intervals over the evaluation samples.",
         "",

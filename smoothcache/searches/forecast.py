@@ -113,7 +113,8 @@ def forecast_schedule(
             value = sum(float(e[preferred_order(e, cap, prior)]) for e in errors)
             if response is not None:
                 reused = sum(float(e[0]) for e in errors)
-                value = response[i, r] * value / reused if reused > 0 else math.inf
+                finite = math.isfinite(value) and math.isfinite(reused) and reused > 0
+                value = response[i, r] * value / reused if finite else math.inf
             costs[i, r] = value if math.isfinite(value) else np.inf
     least, rows = fewest_error_rows(costs)
     fits = [k for k in rows if k <= shared]
