@@ -9,8 +9,9 @@ What it runs, in sampler runs of one batch each, within ``budget`` (12 by defaul
    evaluation per step and three reverse passes, instead of the ``2 + (kinds + 1) * (steps - 2)``
    runs of :func:`~smoothcache.measure_sensitivity`);
 3. the candidates: the forecast family of those curves at the budget
-   (:meth:`~smoothcache.ErrorCurves.forecast_candidates`, the plain forecast search first, the
-   others placing their computes by the sensitivity) and the safe references a user would
+   (:meth:`~smoothcache.ErrorCurves.forecast_candidates` with :data:`TUNE_CAPS` and
+   :data:`TUNE_PRIORS`, the plain forecast search first, the others placing their computes by
+   the sensitivity) and the safe references a user would
    otherwise pick, the best uniform schedule of the same compute with reuse (FORA) and with
    order-2 forecasts (TaylorSeer's idea);
 4. the held-out race (:mod:`smoothcache.racing`): the *held-out* seed without caching, twice
