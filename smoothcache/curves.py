@@ -289,18 +289,7 @@ class ErrorCurves:
         and blocks of the branches calibration measures: group leaders, the second denoiser's
         too) with those recorded at calibration. ``model`` is a denoiser or a pipeline.
         """
-        root, chosen = resolve(model, adapter)
-        branches = [b for b, _ in measured_branches(denoisers(model, root, chosen), chosen)]
-        recorded_class = self.metadata.get("model")
-        recorded_adapter = self.metadata.get("adapter")
-        found_class = type(root).__qualname__
-        problems = []
-        if recorded_class is not None and recorded_class != found_class:
-            problems.append(f"model class {recorded_class} vs {found_class}")
-        if recorded_adapter is not None and recorded_adapter != chosen.name:
-            problems.append(f"adapter {recorded_adapter!r} vs {chosen.name!r}")
-        if list(self.branches) != branches:
-            problems.append(f"{_describe(self.branches)} vs {_describe(branches)}")
+        problems = _model_differences(self, model, adapter)
         if problems:
             raise CalibrationError(
                 "these curves were recorded on another model (curves vs this model: "
@@ -324,3 +313,21 @@ class ErrorCurves:
             + (f", sensitivity={list(self.sensitivity.groups)}" if self.sensitivity else "")
             + ")"
         )
+
+
+def _model_differences(curves: ErrorCurves, model: Any, adapter: str | Adapter | None) -> list[str]:
+    """What differs between the model ``curves`` were recorded on and ``model``: its class, its
+    adapter, the branches calibration measures."""
+    root, chosen = resolve(model, adapter)
+    branches = [b for b, _ in measured_branches(denoisers(model, root, chosen), chosen)]
+    recorded_class = curves.metadata.get("model")
+    recorded_adapter = curves.metadata.get("adapter")
+    found_class = type(root).__qualname__
+    problems = []
+    if recorded_class is not None and recorded_class != found_class:
+        problems.append(f"model class {recorded_class} vs {found_class}")
+    if recorded_adapter is not None and recorded_adapter != chosen.name:
+        problems.append(f"adapter {recorded_adapter!r} vs {chosen.name!r}")
+    if list(curves.branches) != branches:
+        problems.append(f"{_describe(curves.branches)} vs {_describe(branches)}")
+    return problems

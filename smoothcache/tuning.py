@@ -235,3 +235,31 @@ def select_schedule(
     chosen = applied[best]
     metadata = {**chosen.metadata, "selection_mse": errors, "selected": best}
     return Schedule(rows=chosen.rows, metadata=metadata, orders=chosen.orders)
+
+
+class EvaluationCounter:
+    """Counts denoiser evaluations, model calls times batch elements, while entered: a
+    forward pre-hook on every denoiser, removed on exit (the batch is the first tensor
+    argument's leading dimension)."""
+
+    def __init__(self, roots: list[torch.nn.Module]) -> None:
+        self.roots = roots
+        self.evaluations = 0
+        self._handles: list[Any] = []
+
+    def _count(self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, torch.Tensor) and value.dim() > 0:
+                self.evaluations += int(value.shape[0])
+                return
+
+    def __enter__(self) -> EvaluationCounter:
+        self._handles = [
+            root.register_forward_pre_hook(self._count, with_kwargs=True) for root in self.roots
+        ]
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
