@@ -17,8 +17,8 @@ What it runs, in sampler runs of one batch each, within ``budget`` (12 by defaul
 4. the held-out race (:mod:`smoothcache.racing`): the *held-out* seed without caching, twice
    (the second must be bit-identical: ``run`` is deterministic), then once under every candidate
    that fits the budget (the safe references and the family's first members); runs left over
-   buy rounds on the next seeds (``held_out_seed + 1``, ...) for the better half of the forecast
-   candidates, until the budget is spent.
+   buy rounds on the next seeds (``held_out_seed + 1``, ..., never ``calibration_seed``) for the
+   better half of the forecast candidates, until the budget is spent.
 
 The choice guards the tail (:func:`~smoothcache.racing.choose`): a candidate wins on its held-out
 batch error only if its worst samples are not much worse than the safe references' and its lead
@@ -33,10 +33,11 @@ errors.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,8 +167,17 @@ def tune(
     of them; fewer than the calibration and one held-out round need is an ArgumentError.
     """
     fraction = check_fraction(compute_fraction)
-    if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
-        raise ArgumentError(f"budget must be a number of sampler runs >= 1, found {budget!r}")
+    least = (1 if sensitivity is False else 2) + 3  # calibration, two uncached, one candidate
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < least:
+        raise ArgumentError(
+            f"budget must be a number of sampler runs >= {least} (calibration, the sensitivity, "
+            f"two uncached held-out runs and one candidate), found {budget!r}"
+        )
+    if calibration_seed == held_out_seed:
+        raise ArgumentError(
+            f"calibration_seed and held_out_seed are both {held_out_seed}: the choice must be "
+            "made on samples the calibration did not see; choose another held_out_seed"
+        )
     sampler, graph_run = _sampler(model, run, call)
     runs = _Runs(sampler, model, adapter, on_run)
     started = time.perf_counter()
@@ -185,15 +195,11 @@ def tune(
     family = [s for s in schedules if not s[2]]
     safe = [s for s in schedules if s[2]]
     rounds = plan(len(family), len(safe), budget - runs.done)
-    if calibration_seed in range(held_out_seed, held_out_seed + len(rounds)):
-        raise ArgumentError(
-            f"calibration_seed {calibration_seed} is one of the held-out seeds "
-            f"{held_out_seed}..{held_out_seed + len(rounds) - 1}; choose seeds apart"
-        )
     runs.total = runs.done + round_runs(rounds, len(safe)) + 1  # round 1's second uncached run
     runs.report()
     entered = [*family[: rounds[0]], *safe]
-    candidates, alive, signal = _race(runs, entered, held_out_seed, budget)
+    seeds = (seed for seed in itertools.count(held_out_seed) if seed != calibration_seed)
+    candidates, alive, signal = _race(runs, entered, seeds, budget)
     picked, reason = choose([candidates[i] for i in alive])
     chosen = alive[picked]
     label, schedule, _ = entered[chosen]
@@ -258,14 +264,19 @@ class _Runs:
 
 
 def _race(
-    runs: _Runs, entered: list[tuple[str, Schedule, bool]], seed: int, budget: int
+    runs: _Runs,
+    entered: list[tuple[str, Schedule, bool]],
+    seeds: Iterator[int],
+    budget: int,
 ) -> tuple[list[Candidate], list[int], float]:
-    """The held-out rounds (:mod:`smoothcache.racing`): every candidate scored on all the
-    rounds it ran, the indices of the last round's, and the uncached outputs' mean square."""
+    """The held-out rounds (:mod:`smoothcache.racing`), one per seed of ``seeds``: every
+    candidate scored on all the rounds it ran, the indices of the last round's, and the
+    uncached outputs' mean square."""
     errors: list[list[np.ndarray]] = [[] for _ in entered]
     alive = list(range(len(entered)))
     squares = []
     while True:
+        seed = next(seeds)
         if not squares:
             reference = deterministic_reference(lambda s=seed: runs.sample(s))
         else:
@@ -286,7 +297,7 @@ def _race(
         if not planned:
             runs.report()
             return candidates, alive, float(np.mean(squares))
-        alive, seed = following, seed + 1
+        alive = following
 
 
 def _share(schedule: Schedule) -> float:

@@ -168,10 +168,29 @@ def test_a_larger_budget_buys_held_out_rounds_and_a_smaller_one_fewer_candidates
     assert small.runs == 7
     assert small.candidates[0].label == "forecast search"
     assert [c.safe for c in small.candidates] == [False, True, True]
-    with pytest.raises(ArgumentError, match="budget must be"):
-        smoothcache.tune(digits, run, compute_fraction=0.4, budget=0)
-    with pytest.raises(ArgumentError, match="calibration_seed 2001 is one of the held-out"):
-        smoothcache.tune(digits, run, compute_fraction=0.4, budget=30, calibration_seed=2001)
+    # the held-out rounds never sample the calibration seed
+    seen = []
+    skipping = smoothcache.tune(
+        digits,
+        lambda seed: seen.append(seed) or run(seed),
+        compute_fraction=0.4,
+        budget=30,
+        calibration_seed=2001,
+    )
+    rounds = skipping.candidates[skipping.chosen].samples // len(LABELS)
+    assert rounds > 1 and seen[:2] == [2001, 2001]  # calibration and the sensitivity's run
+    assert 2001 not in seen[2:]
+    assert sorted(set(seen[2:])) == [2000, *range(2002, 2002 + rounds - 1)]
+    # bad budgets and seeds are refused before anything runs
+    seen.clear()
+    for budget in (0, 4, True, 12.0):
+        with pytest.raises(ArgumentError, match="budget must be a number of sampler runs >= 5"):
+            smoothcache.tune(digits, seen.append, compute_fraction=0.4, budget=budget)
+    with pytest.raises(ArgumentError, match="held_out_seed are both 7"):
+        smoothcache.tune(
+            digits, seen.append, compute_fraction=0.4, calibration_seed=7, held_out_seed=7
+        )
+    assert not seen
 
 
 def test_bad_calls_are_refused_before_anything_runs(digits):
