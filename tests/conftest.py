@@ -127,6 +127,17 @@ def module_state(model: nn.Module) -> dict[str, Any]:
     return state
 
 
+def tiny_module(cls: type, **config: Any) -> Any:
+    """A real diffusers module from a tiny ``config``: seeded, all-zero weights (gates, output
+    layers) re-drawn so every input reaches the output, float32, eval mode."""
+    from smoothcache.testing.models.diffusers_zoo import randomize_zeros_
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = cls(**config)
+    return randomize_zeros_(module).float().eval()
+
+
 def tiny_flux_pipeline() -> Any:
     """A real ``FluxPipeline`` around the zoo's tiny FLUX transformer (zero-initialised layers
     re-randomised), without VAE or text encoders: pass prompt embeddings, take latent output."""

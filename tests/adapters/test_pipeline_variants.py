@@ -40,7 +40,7 @@ from diffusers import (
 import smoothcache
 from smoothcache import Schedule, StepCountError
 from smoothcache.testing.models.diffusers_zoo import ZOO, randomize_zeros_
-from tests.conftest import count_original_calls, tiny_flux_pipeline
+from tests.conftest import count_original_calls, tiny_flux_pipeline, tiny_module
 
 STEPS = 10
 ROW = [1, 0, 1, 0, 1, 0, 1, 0, 1, 1]
@@ -113,15 +113,6 @@ def _zoo_config(name: str, **changes: Any) -> dict[str, Any]:
     return {**config, **changes}
 
 
-def _tiny(cls: type, **config: Any) -> Any:
-    """A real diffusers module from ``config``: seeded, all-zero weights (gates, output
-    layers) re-drawn so every input channel reaches the output, eval mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        module = cls(**config)
-    return randomize_zeros_(module).eval()
-
-
 def img2img() -> tuple[Any, dict[str, Any]]:
     pipe = FluxImg2ImgPipeline(
         transformer=_transformer(),
@@ -179,7 +170,7 @@ def fill() -> tuple[Any, dict[str, Any]]:
     the 4 of the noisy latents (FLUX.1 Fill: 64 + 64 + 256 = 384 in, 64 out)."""
     config = _zoo_config("FluxTransformer2DModel", in_channels=12, out_channels=4)
     pipe = FluxFillPipeline(
-        transformer=_tiny(FluxTransformer2DModel, **config),
+        transformer=tiny_module(FluxTransformer2DModel, **config),
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=_vae(),
         **NO_TEXT,
@@ -227,7 +218,7 @@ def wan_i2v() -> tuple[Any, dict[str, Any]]:
         prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
     )
     pipe = WanImageToVideoPipeline(
-        transformer=_tiny(WanTransformer3DModel, **config),
+        transformer=tiny_module(WanTransformer3DModel, **config),
         scheduler=scheduler,
         vae=vae,
         text_encoder=None,

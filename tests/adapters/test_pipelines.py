@@ -45,8 +45,8 @@ from diffusers.guiders import ClassifierFreeGuidance
 from diffusers.pipelines.ltx2 import LTX2TextConnectors
 
 import smoothcache
-from smoothcache.testing.models.diffusers_zoo import ZOO, randomize_zeros_
-from tests.conftest import count_original_calls
+from smoothcache.testing.models.diffusers_zoo import ZOO
+from tests.conftest import count_original_calls, tiny_module
 
 STEPS = 6
 ROW = [1, 0, 1, 0, 1, 1]
@@ -62,14 +62,6 @@ def _mask(length: int, dtype: torch.dtype = torch.long) -> torch.Tensor:
 
 def _seed() -> torch.Generator:
     return torch.Generator().manual_seed(0)
-
-
-def _tiny(cls: type, **config: Any) -> Any:
-    """A real diffusers module from a tiny config: seeded, all-zero weights re-drawn, eval mode."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        module = cls(**config)
-    return randomize_zeros_(module).float().eval()
 
 
 def _pipe(cls: type, transformer: Any, *absent: str, scheduler: Any = None, **parts: Any) -> Any:
@@ -242,17 +234,17 @@ def ltx2() -> tuple[Any, Callable[[], torch.Tensor]]:
     # (the zoo transformer's in_channels). Audio VAE: 2 latent channels x 8 / 4 mel bins = 4,
     # the zoo transformer's audio_in_channels, and its statistics have that many entries.
     transformer = ZOO["LTX2VideoTransformer3DModel"].factory()
-    vae = _tiny(
+    vae = tiny_module(
         AutoencoderKLLTX2Video, latent_channels=4, block_out_channels=(8, 8, 8, 8),
         decoder_block_out_channels=(8, 8, 8), layers_per_block=(1, 1, 1, 1, 1),
         decoder_layers_per_block=(1, 1, 1, 1), spatio_temporal_scaling=(True, True, True, False),
     )  # fmt: skip
-    audio_vae = _tiny(
+    audio_vae = tiny_module(
         AutoencoderKLLTX2Audio, base_channels=4, ch_mult=(1, 2), num_res_blocks=1,
         latent_channels=2, mel_bins=8,
     )  # fmt: skip
     caption = transformer.config.caption_channels  # the connectors' width: 2 heads x 8
-    connectors = _tiny(
+    connectors = tiny_module(
         LTX2TextConnectors, caption_channels=caption, text_proj_in_factor=2,
         video_connector_num_attention_heads=2, video_connector_attention_head_dim=caption // 2,
         video_connector_num_layers=1, video_connector_num_learnable_registers=8,
@@ -276,11 +268,11 @@ def hunyuan_video_1_5() -> tuple[Any, Callable[[], torch.Tensor]]:
     # The pipeline reads the VAE's latent channels and compression ratios in __init__ and feeds
     # the transformer cat([latents, cond_latents, mask]): 2 * 4 + 1 = 9 channels in, 4 out.
     # (default ratios: 16x spatial, 4x temporal)
-    vae = _tiny(
+    vae = tiny_module(
         AutoencoderKLHunyuanVideo15, latent_channels=4, block_out_channels=(8,) * 5,
         layers_per_block=1,
     )  # fmt: skip
-    transformer = _tiny(
+    transformer = tiny_module(
         HunyuanVideo15Transformer3DModel, in_channels=9, out_channels=4, num_attention_heads=2,
         attention_head_dim=8, num_layers=2, num_refiner_layers=1, mlp_ratio=2.0,
         text_embed_dim=16, text_embed_2_dim=8, image_embed_dim=12, rope_axes_dim=(2, 2, 4),
