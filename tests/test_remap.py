@@ -88,9 +88,13 @@ def test_the_shipped_paper_schedule_maps_to_other_step_counts():
         assert mapped.metadata["name"] == SHIPPED
 
 
-def test_forecast_orders_are_recapped_by_the_computes_before_them():
+@pytest.mark.parametrize(("steps", "top"), [(100, 2), (50, 2), (28, 1), (20, 1)])
+def test_forecast_orders_are_recapped_by_the_computes_before_them(steps, top):
+    """Orders follow the source, capped by the computes before each step, and at 1 on fewer
+    steps than the source's (each step spans more of the path); a strength < 1 tail keeps
+    the source's spacing and its orders."""
     source = Schedule.uniform(50, 3, ["attn"], order=2)
-    mapped = source.remapped(num_steps=28)
+    mapped = source.remapped(num_steps=steps)
     row, orders = mapped.rows["attn"], mapped.orders["attn"]
     done = 0
     for flag, order in zip(row, orders):
@@ -98,8 +102,10 @@ def test_forecast_orders_are_recapped_by_the_computes_before_them():
             assert order == 0
             done += 1
         else:
-            assert order == min(2, done - 1)
-    assert max(orders) == 2
+            assert order <= min(top, done - 1)
+    assert max(orders) == top
+    tail = source.remapped(num_steps=50, start=20)
+    assert max(tail.orders["attn"]) == 2
 
 
 def test_the_same_steps_give_back_the_same_schedule():
