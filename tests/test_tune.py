@@ -222,12 +222,13 @@ def test_the_command_tunes_the_shipped_model_and_writes_what_it_says(tmp_path, c
 
     out = tmp_path / "tuned.json"
     plot = tmp_path / "tuned.png"
-    options = ["--compute", "0.4", "--steps", "10", "--class-labels", "1", "7"]
+    options = ["--compute", "0.4", "--steps", "10", "--class-labels", "1", "7", "--budget", "9"]
     status = main(["tune", "--reference", *options, "-o", str(out), "--plot", str(plot)])
     captured = capsys.readouterr()
     assert status == 0
     schedule = smoothcache.Schedule.load(out)
     assert schedule.num_steps == 10 and schedule.metadata["tuned"]["chosen"]
+    assert schedule.metadata["tuned"]["runs"] <= 9 and "at most 9 runs" in captured.err
     report = out.with_suffix(".txt").read_text()
     assert "sampler runs" in report and "chosen:" in report
     assert "sampler runs in all; 3 done in" in captured.err
