@@ -4,11 +4,11 @@ sampler runs each round of held-out samples costs.
 One held-out batch of 8 to 16 samples ranks candidates less reliably than the 200 samples of
 :func:`~smoothcache.select_schedule` (a batch mean does not see a tail of one sample in a few
 hundred). Runs a user can spend beyond the first round buy more held-out batches, for the
-candidates still worth a look: successive halving. Round 1 runs every candidate on the batch of
-``held_out_seed``; each later round runs, on the batch of the next seed, the better half (by
-their batch error so far) of the forecast candidates whose worst samples passed the bar, with
-the safe references beside them. Every round adds its samples to every survivor's errors, so the
-final choice (:func:`choose`) sees all of them.
+candidates still worth a look: successive halving. Round 1 runs every candidate that fits the
+budget on the batch of ``held_out_seed``; each later round runs, on the next seed's batch, the
+better half (by their batch error so far) of the forecast candidates whose worst samples passed
+the bar, with the safe references beside them. Every round adds its samples to every survivor's
+errors, so the final choice (:func:`choose`) sees all of them.
 """
 
 from __future__ import annotations
