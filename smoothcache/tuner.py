@@ -80,7 +80,8 @@ BUDGET = 12
 #: full recipe's, which also has reuse only (cap 0; never the best on development seeds) and a
 #: prior of 1.5 (between 1 and 2; on 16 held-out samples its members won more often than they
 #: were best, and more candidates make the winner's lead more often luck). With the plain search
-#: it is at most 7 schedules: with the two uniform references, one held-out round in 12 runs.
+#: it is 6 or 7 distinct schedules on the digits DiT (up to 10 in principle); 12 runs try the
+#: first 6 and the two uniform references.
 TUNE_CAPS = (1, 2, 3)
 TUNE_PRIORS = (1.0, 2.0, 3.0)
 
