@@ -178,8 +178,9 @@ def _remap_flags(row: Sequence[int], fractions: np.ndarray) -> list[int]:
 
 #: The highest forecast order a schedule mapped to fewer steps keeps: each of its steps spans
 #: more of the path than the steps the orders were chosen for, and over the longer spans an
-#: order-2 or order-3 extrapolation overshoots. On development seeds (digits DiTs, tuned at 50
-#: steps, mapped to 20 and 28) capping at 1 was never worse and up to 3.3 dB better.
+#: order-2 or order-3 extrapolation overshoots. On development seeds (the three models, tuned at
+#: 50 steps, mapped to 20 and 28: 14 cases) capping at 1 was never worse and up to 3.3 dB
+#: better; on test seeds it was mixed (docs/usage.md, "Another step count").
 SPARSER_MAX_ORDER = 1
 
 
