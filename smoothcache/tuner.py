@@ -288,7 +288,7 @@ def _race(
             _, schedule, _ = entered[i]
             errors[i].append(sample_errors(runs.sample(seed, schedule), reference))
         candidates = [
-            scored(label, _share(schedule), safe, np.concatenate(e) if e else np.zeros(0))
+            scored(label, _share(schedule), safe, np.concatenate(e))
             for (label, schedule, safe), e in zip(entered, errors)
         ]
         following = [alive[j] for j in survivors([candidates[i] for i in alive])]
@@ -318,14 +318,12 @@ def held_out_snr_db(
     """Each schedule's signal-to-error ratio in dB (the uncached output's mean square over the
     mean squared error against it) on the batch of ``seed`` (``run`` or ``call`` as for
     :func:`tune`): ``1 + len(schedules)`` runs."""
-    sampler, _ = _sampler(model, run, call)
-    with torch.no_grad():
-        reference = final_output(sampler(seed)).to(torch.float64)
-        errors = {}
-        for name, schedule in schedules.items():
-            with enabled(model, schedule, adapter):
-                output = output_tensor(sampler(seed))
-            errors[name] = float(sample_errors(output, reference).mean())
+    runs = _Runs(_sampler(model, run, call)[0], model, adapter, None)
+    reference = runs.sample(seed).to(torch.float64)
+    errors = {
+        name: float(sample_errors(runs.sample(seed, schedule), reference).mean())
+        for name, schedule in schedules.items()
+    }
     signal = float((reference**2).mean())
     return {name: _decibels(signal, error) for name, error in errors.items()}
 
