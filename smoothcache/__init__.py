@@ -32,6 +32,7 @@ from smoothcache.errors import (
     SmoothCacheError,
     StepCountError,
 )
+from smoothcache.fitting import fit_forecasts
 from smoothcache.hookspecs import hookimpl
 from smoothcache.measurements import Sensitivity
 from smoothcache.registry import REGISTRY
@@ -81,6 +82,7 @@ __all__ = [
     "enable",
     "enabled",
     "estimate_sensitivity",
+    "fit_forecasts",
     "hookimpl",
     "measure_sensitivity",
     "register",

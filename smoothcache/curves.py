@@ -267,6 +267,7 @@ class ErrorCurves:
         per_block: bool = False,
         caps: Sequence[int] = CANDIDATE_CAPS,
         priors: Sequence[float] = CANDIDATE_PRIORS,
+        fitted: bool = False,
     ) -> list[Schedule]:
         """Forecast schedules within ``compute_fraction`` for :func:`smoothcache.select_schedule`
         to choose from on held-out samples: the one of ``schedule(..., method="forecast")``
@@ -275,10 +276,11 @@ class ErrorCurves:
         these curves carry a sensitivity (:func:`smoothcache.measure_sensitivity`), the family's
         members place their computes by the final output's sensitivity (``weighted`` in their
         metadata): measure it on the whole calibration batch, which must contain the tail.
-        ``caps`` and ``priors`` choose the family (:func:`smoothcache.tune` takes a smaller one).
+        ``caps`` and ``priors`` choose the family (:func:`smoothcache.tune` takes a smaller one);
+        ``fitted=True`` follows every member with its fitted twin (:mod:`smoothcache.fitting`).
         """
         fraction = base.check_fraction(compute_fraction)
-        return forecast_candidates(self, fraction, per_block, caps, priors)
+        return forecast_candidates(self, fraction, per_block, caps, priors, fitted)
 
     # -- model check and files -----------------------------------------------------------------
 

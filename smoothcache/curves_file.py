@@ -5,7 +5,9 @@ and a header with the format name, version, the branch list and the metadata as 
 A measured :class:`~smoothcache.Sensitivity` adds the tensors ``sensitivity_gram`` and
 ``sensitivity_cross`` and a ``sensitivity`` header entry; forecast errors add
 ``forecast_mean``, ``forecast_square``, ``forecast_worst``, ``forecast_count`` and a
-``forecast`` header entry. Files without them load as before.
+``forecast`` header entry, and their inner products ``forecast_gram`` and
+``forecast_gram_count`` (recorded since fitted forecasts came). Files without them load as
+before.
 
 Reading checks the format, version, dtypes and header, and hands the parts to a constructor
 (``build``, the curves class) whose own checks a corrupt file fails: every failure is a
@@ -33,6 +35,7 @@ FORMAT_NAME = "smoothcache.curves"
 FORMAT_VERSION = 1
 
 _FORECAST_TENSORS = ("mean", "square", "worst", "count")
+_GRAM_TENSORS = ("gram", "gram_count")
 
 Curves = TypeVar("Curves")
 
@@ -76,8 +79,10 @@ def write_curves(path: str | Path, curves: CurvesContent) -> None:
         header["forecast"] = json.dumps(
             {"combos": [list(c) for c in curves.forecast.combos], **curves.forecast.metadata}
         )
-        for name in _FORECAST_TENSORS:
-            tensors[f"forecast_{name}"] = torch.from_numpy(getattr(curves.forecast, name))
+        for name in _FORECAST_TENSORS + _GRAM_TENSORS:
+            value = getattr(curves.forecast, name)
+            if value is not None:
+                tensors[f"forecast_{name}"] = torch.from_numpy(value)
     save_file(tensors, str(path), metadata=header)
 
 
@@ -111,10 +116,16 @@ def read_curves(path: str | Path, build: Callable[..., Curves]) -> Curves:
         if "forecast" in header:
             described = _header(header, "forecast", dict)
             arrays = {name: tensors[f"forecast_{name}"] for name in _FORECAST_TENSORS}
+            grams = {
+                name: tensors[f"forecast_{name}"].numpy()
+                for name in _GRAM_TENSORS
+                if f"forecast_{name}" in tensors
+            }
             forecast = ForecastErrors(
                 tuple(tuple(c) for c in described.pop("combos")),
                 *(arrays[name].numpy() for name in _FORECAST_TENSORS),
                 metadata=described,
+                **grams,
             )
         return build(
             branches,

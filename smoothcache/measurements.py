@@ -144,6 +144,11 @@ class ForecastErrors:
     ``mean``, ``square`` (mean of the squared errors) and ``worst`` (largest) are float64,
     ``count`` int64, all shaped ``(branches, passes, combos, steps)``; NaN (0 for ``count``)
     where a combo cannot be measured at a step. ``combos`` lists ``(k, j, g)`` per combo row.
+
+    ``gram`` (optional, float64) is shaped ``(branches, passes, steps, window)``: entry
+    ``[b, p, t, d]`` sums, over ``gram_count[b, p, t, d]`` samples, the inner product of branch
+    ``b``'s outputs at steps ``t`` and ``t - d``; what fitted forecasts are fitted from
+    (:mod:`smoothcache.fitting`). Curves recorded before it existed have none.
     """
 
     combos: tuple[Combo, ...]
@@ -152,6 +157,8 @@ class ForecastErrors:
     worst: np.ndarray
     count: np.ndarray
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    gram: np.ndarray | None = None
+    gram_count: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         combos = tuple(tuple(int(v) for v in c) for c in self.combos)
@@ -176,6 +183,27 @@ class ForecastErrors:
             object.__setattr__(self, name, value)
         object.__setattr__(self, "count", count)
         object.__setattr__(self, "metadata", dict(self.metadata))
+        self._check_gram(shape)
+
+    def _check_gram(self, shape: tuple[int, ...]) -> None:
+        """Refuse a gram without counts (or the reverse), of another shape, or not finite."""
+        if self.gram is None and self.gram_count is None:
+            return
+        if self.gram is None or self.gram_count is None:
+            raise CalibrationError("forecast gram and gram_count come together; give both or none")
+        gram = np.ascontiguousarray(self.gram, dtype=np.float64)
+        gram_count = check_counts(self.gram_count, "forecast gram counts")
+        if gram.ndim != 4 or gram.shape[:3] != (shape[0], shape[1], shape[3]) or gram.shape[3] < 1:
+            raise CalibrationError(
+                f"a forecast gram must be shaped (branches, passes, steps, window) = "
+                f"({shape[0]}, {shape[1]}, {shape[3]}, window), found {gram.shape}"
+            )
+        if gram_count.shape != gram.shape:
+            raise CalibrationError("forecast gram and gram_count must have one shape")
+        if not np.isfinite(gram).all():
+            raise CalibrationError("a forecast gram holds NaN or inf; calibrate again")
+        object.__setattr__(self, "gram", gram)
+        object.__setattr__(self, "gram_count", gram_count)
 
     @property
     def max_order(self) -> int:

@@ -31,6 +31,12 @@ class ForecastSums:
     combos with ``reach <= d`` are measured with one matrix product over those outputs.
     ``stats[0]``, ``stats[1]`` and ``stats[2]`` hold, per combo and step, the sum, the sum of
     squares and the largest of the per-sample errors; ``counts`` (host) the samples.
+
+    ``gram[t, d]`` adds up, over samples, the inner product of the outputs at steps ``t`` and
+    ``t - d`` (``d = 0 .. depth``; ``gram_counts`` the samples): the least-squares weights of
+    any linear forecast from outputs within the window, and its exact error, follow from these
+    numbers alone (:mod:`smoothcache.fitting`). Float64 where the device has it: the fit solves
+    with nearly collinear outputs, where float32 sums would lose the differences.
     """
 
     def __init__(self, weights: np.ndarray, reaches: list[int], device: torch.device) -> None:
@@ -40,6 +46,8 @@ class ForecastSums:
         self.depth = weights.shape[1] - 1  # outputs back; column 0 is the current one
         self.stats = torch.zeros(3, len(reaches), _CAPACITY, dtype=dtype, device=device)
         self.counts = np.zeros((len(reaches), _CAPACITY), dtype=np.int64)
+        self.gram = torch.zeros(_CAPACITY, self.depth + 1, dtype=dtype, device=device)
+        self.gram_counts = np.zeros((_CAPACITY, self.depth + 1), dtype=np.int64)
 
     def fit(self, capacity: int) -> None:
         """Grow the per-step statistics to ``capacity`` steps."""
@@ -51,11 +59,18 @@ class ForecastSums:
         counts = np.zeros((len(self.reaches), capacity), dtype=np.int64)
         counts[:, :old] = self.counts
         self.stats, self.counts = stats, counts
+        gram = self.gram.new_zeros(capacity, self.depth + 1)
+        gram[:old] = self.gram
+        gram_counts = np.zeros((capacity, self.depth + 1), dtype=np.int64)
+        gram_counts[:old] = self.gram_counts
+        self.gram, self.gram_counts = gram, gram_counts
 
     def record(
         self, step: int, values: torch.Tensor, norm: torch.Tensor, back: list[torch.Tensor]
     ) -> None:
-        """Add the errors at ``step`` of every combo readable from ``back`` (newest first)."""
+        """Add the errors at ``step`` of every combo readable from ``back`` (newest first), and
+        the inner products of ``values`` with itself and with ``back``."""
+        self._add_gram(step, values, back)
         usable = bisect.bisect_right(self.reaches, len(back))
         if not usable:
             return
@@ -70,6 +85,15 @@ class ForecastSums:
         worst = self.stats[2, :usable, step]
         torch.maximum(worst, errors.amax(1).to(dtype), out=worst)
         self.counts[:usable, step] += values.shape[0]
+
+    def _add_gram(self, step: int, values: torch.Tensor, back: list[torch.Tensor]) -> None:
+        """One inner product per output within the window (one kernel each, no stacking: a
+        stack of the window would hold ``depth`` copies of a large model's output)."""
+        wide = values.to(self.gram.dtype).reshape(-1)
+        dots = [torch.dot(wide, wide)]
+        dots += [torch.dot(wide, b.to(wide.dtype).reshape(-1)) for b in back[: self.depth]]
+        self.gram[step, : len(dots)].add_(torch.stack(dots))
+        self.gram_counts[step, : len(dots)] += values.shape[0]
 
 
 class Slot:
@@ -189,14 +213,24 @@ def forecast_errors(
     shape = (len(slots), passes, len(combos), steps)
     stats = np.zeros((3, *shape))
     count = np.zeros(shape, dtype=np.int64)
+    window = None
     for b, branch_slots in enumerate(slots):
         for p, slot in enumerate(branch_slots):
-            assert slot.forecast is not None
-            stats[:, b, p] = slot.forecast.stats[..., :steps].to("cpu", torch.float64).numpy()
-            count[b, p] = slot.forecast.counts[:, :steps]
+            sums = slot.forecast
+            assert sums is not None
+            stats[:, b, p] = sums.stats[..., :steps].to("cpu", torch.float64).numpy()
+            count[b, p] = sums.counts[:, :steps]
+            if window is None:
+                gram_shape = (len(slots), passes, steps, sums.depth + 1)
+                window = (np.zeros(gram_shape), np.zeros(gram_shape, dtype=np.int64))
+            window[0][b, p] = sums.gram[:steps].to("cpu", torch.float64).numpy()
+            window[1][b, p] = sums.gram_counts[:steps]
     seen = count > 0
     nan = np.full(shape, np.nan)
     mean = np.divide(stats[0], count, out=nan.copy(), where=seen)
     square = np.divide(stats[1], count, out=nan.copy(), where=seen)
     worst = np.where(seen, stats[2], np.nan)
-    return ForecastErrors(tuple(combos), mean, square, worst, count)
+    gram, gram_count = window if window is not None else (None, None)
+    return ForecastErrors(
+        tuple(combos), mean, square, worst, count, gram=gram, gram_count=gram_count
+    )

@@ -70,6 +70,8 @@ def remap_schedule(
     }
     meta = {k: v for k, v in schedule.metadata.items() if k not in ("timesteps", "num_steps")}
     meta["remapped_from"] = {"num_steps": schedule.num_steps, "by": how}
+    if schedule.weights:  # fitted at the source's steps: the new steps forecast by Lagrange
+        meta["remapped_from"]["fitted_weights_dropped"] = sorted(schedule.weights)
     if recorded is not None:
         meta["timesteps"] = recorded
     meta["num_steps"] = len(fractions)

@@ -12,7 +12,9 @@ The original SmoothCache JSON (a bare ``{key: [0/1, ...]}`` dict) is a valid sch
 library writes the same rows inside an object that also records the format version, the
 forecast orders, the techniques and where the schedule came from
 (:mod:`smoothcache.schedule_file`). A key's skipped steps may name another technique
-(``techniques``), registered with :func:`smoothcache.engine.register_technique`.
+(``techniques``), registered with :func:`smoothcache.engine.register_technique`. A forecast
+step may carry its own weights (``weights``, fitted to calibration by
+:func:`smoothcache.fit_forecasts`) instead of the Lagrange weights of its order.
 """
 
 from __future__ import annotations
@@ -52,7 +54,11 @@ from smoothcache.schedule_rules import (
     validate_orders,
     validate_rows,
     validate_techniques,
+    validate_weights,
 )
+
+#: A key's fitted forecast weights: per step, ``None`` (Lagrange) or one weight per output read.
+StepWeights = tuple[tuple[float, ...] | None, ...]
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,9 @@ class Schedule:
     ``k`` in 1..:data:`MAX_ORDER` extrapolates from the last ``k + 1`` computed outputs);
     ``metadata`` records provenance (``alpha``, ``lookahead``, ``model``, ``solver`` ...);
     ``techniques`` (optional) names, for some keys, the technique that answers their skipped
-    steps instead (see :mod:`smoothcache.engine.technique`).
+    steps instead (see :mod:`smoothcache.engine.technique`); ``weights`` (optional) gives, for
+    some keys and forecast steps, the weights of the ``k + 1`` outputs a forecast of order ``k``
+    reads (oldest first) instead of the Lagrange weights (:mod:`smoothcache.fitting`).
     Construction validates everything that can be checked without a model;
     :func:`smoothcache.enabled` checks the keys against the model.
     """
@@ -73,12 +81,14 @@ class Schedule:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     orders: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     techniques: Mapping[str, str] = field(default_factory=dict)
+    weights: Mapping[str, StepWeights] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rows = validate_rows(self.rows)
         object.__setattr__(self, "rows", rows)
         object.__setattr__(self, "orders", validate_orders(self.orders, rows))
         object.__setattr__(self, "techniques", validate_techniques(self.techniques, rows))
+        object.__setattr__(self, "weights", validate_weights(self.weights, rows, self.orders))
         object.__setattr__(self, "metadata", dict(self.metadata))
 
     @property
@@ -123,6 +133,10 @@ class Schedule:
         }
         if self.techniques:
             decided["techniques"] = dict(sorted(self.techniques.items()))
+        if self.weights:
+            decided["weights"] = {
+                k: [w and list(w) for w in v] for k, v in sorted(self.weights.items())
+            }
         return hashlib.sha256(json.dumps(decided, sort_keys=True).encode()).hexdigest()
 
     def renamed(self, kinds: Mapping[str, str]) -> Schedule:
@@ -131,27 +145,7 @@ class Schedule:
         Raises :class:`ScheduleError` when two keys would become one (``attn`` and ``attn1``
         both present when ``attn`` is renamed to ``attn1``).
         """
-        names: dict[str, str] = {}
-        for key in self.rows:
-            kind, block = parse_key(key)
-            new_kind = kinds.get(kind, kind)
-            new = new_kind if block is None else f"{new_kind}-{block}"
-            if new in names.values():
-                first = next(k for k, v in names.items() if v == new)
-                raise ScheduleError(
-                    f"schedule keys {first!r} and {key!r} both mean {new!r} for this model "
-                    f"({', '.join(f'{a} = {b}' for a, b in kinds.items())}); keep one of them"
-                )
-            names[key] = new
-        if all(k == v for k, v in names.items()):
-            return self
-        renamed = {k: v for k, v in names.items() if k != v}
-        return Schedule(
-            {names[k]: v for k, v in self.rows.items()},
-            {**self.metadata, "renamed_keys": renamed},
-            {names[k]: v for k, v in self.orders.items()},
-            {names[k]: v for k, v in self.techniques.items()},
-        )
+        return _renamed(self, kinds)
 
     def remapped(
         self,
@@ -167,7 +161,9 @@ class Schedule:
         from ``start`` on (image-to-image at ``strength < 1`` runs the last ones). ``positions``:
         the run's own timesteps, mapped through the timesteps this schedule records
         (:attr:`positions`). Each row computes the same share of the new steps, where the
-        source computed densely; forecast orders follow the nearest skipped step. The result's
+        source computed densely; forecast orders follow the nearest skipped step, with the
+        Lagrange weights of the new steps (fitted weights belong to the steps they were fitted
+        at and are dropped; the metadata says so). The result's
         metadata says what it was mapped from (:mod:`smoothcache.remap`). Mapping is never done
         silently: a run of another step count under :func:`smoothcache.enabled` raises
         :class:`~smoothcache.StepCountError` unless ``remap=True`` is passed there.
@@ -190,6 +186,12 @@ class Schedule:
         """The forecast orders of the row that applies to one branch (``None``: reuse only)."""
         key = self.key_for(kind, block)
         return None if key is None else self.orders.get(key)
+
+    def weights_for(self, kind: str, block: int) -> StepWeights | None:
+        """The fitted forecast weights of the row that applies to one branch (``None``: the
+        Lagrange weights everywhere)."""
+        key = self.key_for(kind, block)
+        return None if key is None else self.weights.get(key)
 
     def technique_for(self, kind: str, block: int) -> str | None:
         """The technique named for the row that applies to one branch (``None``: the default,
@@ -261,7 +263,8 @@ class Schedule:
         return schedule.forecasting(order)
 
     def forecasting(self, order: int) -> Schedule:
-        """This schedule with every skipped step forecast with ``order`` (0: reuse).
+        """This schedule with every skipped step forecast with ``order`` (0: reuse), with the
+        Lagrange weights (fitted weights, fitted for other orders, are not kept).
 
         Where fewer than ``order + 1`` steps of a row computed before a skipped step, that step
         forecasts with the highest order they allow (reuse after the first computed step).
@@ -292,15 +295,43 @@ class Schedule:
             rows=schedule.rows,
             metadata={**meta, **schedule.metadata, "name": name},
             orders=schedule.orders,
+            weights=schedule.weights,
         )
 
     def __repr__(self) -> str:
         keys = ", ".join(self.rows)
         forecast = f", forecast_keys=[{', '.join(self.orders)}]" if self.orders else ""
+        fitted = f", fitted_keys=[{', '.join(self.weights)}]" if self.weights else ""
         return (
             f"Schedule(num_steps={self.num_steps}, keys=[{keys}], "
-            f"compute_fraction={self.compute_fraction:.3f}{forecast})"
+            f"compute_fraction={self.compute_fraction:.3f}{forecast}{fitted})"
         )
+
+
+def _renamed(schedule: Schedule, kinds: Mapping[str, str]) -> Schedule:
+    """What :meth:`Schedule.renamed` returns."""
+    names: dict[str, str] = {}
+    for key in schedule.rows:
+        kind, block = parse_key(key)
+        new_kind = kinds.get(kind, kind)
+        new = new_kind if block is None else f"{new_kind}-{block}"
+        if new in names.values():
+            first = next(k for k, v in names.items() if v == new)
+            raise ScheduleError(
+                f"schedule keys {first!r} and {key!r} both mean {new!r} for this model "
+                f"({', '.join(f'{a} = {b}' for a, b in kinds.items())}); keep one of them"
+            )
+        names[key] = new
+    if all(k == v for k, v in names.items()):
+        return schedule
+    renamed = {k: v for k, v in names.items() if k != v}
+    return Schedule(
+        {names[k]: v for k, v in schedule.rows.items()},
+        {**schedule.metadata, "renamed_keys": renamed},
+        {names[k]: v for k, v in schedule.orders.items()},
+        {names[k]: v for k, v in schedule.techniques.items()},
+        {names[k]: v for k, v in schedule.weights.items()},
+    )
 
 
 def _shipped_index() -> dict[str, dict[str, Any]]:

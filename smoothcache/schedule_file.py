@@ -1,7 +1,8 @@
 """The schedule file format: this library's JSON object, and the original bare ``{key: list}``.
 
 Version 1 has rows only, version 2 adds forecast orders, version 3 (written only when a
-schedule names techniques) adds techniques; every version still loads. Rows are written one per
+schedule names techniques) adds techniques, version 4 (written only when a schedule carries
+fitted forecast weights) adds weights; every version still loads. Rows are written one per
 line so that diffs stay readable.
 """
 
@@ -22,8 +23,11 @@ FORMAT_NAME = "smoothcache.schedule"
 FORMAT_VERSION = 2
 #: The version of a schedule that names techniques (written only then; others stay version 2).
 TECHNIQUES_VERSION = 3
-#: Format versions :func:`schedule_from_dict` reads (1 has no forecast orders, 2 no techniques).
-READABLE_VERSIONS = (1, 2, 3)
+#: The version of a schedule with fitted forecast weights (written only then).
+WEIGHTS_VERSION = 4
+#: Format versions :func:`schedule_from_dict` reads (1 has no forecast orders, 2 no techniques,
+#: 3 no fitted weights).
+READABLE_VERSIONS = (1, 2, 3, 4)
 
 
 def schedule_from_dict(cls: type[Schedule], data: Mapping[str, Any]) -> Schedule:
@@ -63,11 +67,17 @@ def schedule_from_dict(cls: type[Schedule], data: Mapping[str, Any]) -> Schedule
             f"a version {version} schedule cannot name techniques (they came with version "
             f'{TECHNIQUES_VERSION}); set "version": {TECHNIQUES_VERSION}'
         )
+    if version < WEIGHTS_VERSION and "weights" in data:
+        raise ScheduleError(
+            f"a version {version} schedule cannot carry fitted weights (they came with version "
+            f'{WEIGHTS_VERSION}); set "version": {WEIGHTS_VERSION}'
+        )
     schedule = cls(
         rows=data.get("schedule"),
         metadata=metadata,
         orders=data.get("orders"),
         techniques=data.get("techniques"),
+        weights=data.get("weights"),
     )
     declared = data.get("num_steps")
     if declared is not None and declared != schedule.num_steps:
@@ -80,11 +90,12 @@ def schedule_from_dict(cls: type[Schedule], data: Mapping[str, Any]) -> Schedule
 
 def schedule_to_dict(schedule: Schedule) -> dict[str, Any]:
     """The JSON object :func:`write_schedule` writes: format, version, num_steps, rows,
-    metadata, and the forecast orders when any step forecasts and the techniques when any is
-    named (only then version 3)."""
+    metadata, the forecast orders when any step forecasts, the techniques when any is named
+    (only then version 3) and the fitted weights when there are any (only then version 4)."""
+    version = TECHNIQUES_VERSION if schedule.techniques else FORMAT_VERSION
     data: dict[str, Any] = {
         "format": FORMAT_NAME,
-        "version": TECHNIQUES_VERSION if schedule.techniques else FORMAT_VERSION,
+        "version": WEIGHTS_VERSION if schedule.weights else version,
         "num_steps": schedule.num_steps,
         "schedule": {k: list(v) for k, v in schedule.rows.items()},
     }
@@ -92,6 +103,8 @@ def schedule_to_dict(schedule: Schedule) -> dict[str, Any]:
         data["orders"] = {k: list(v) for k, v in schedule.orders.items()}
     if schedule.techniques:
         data["techniques"] = dict(schedule.techniques)
+    if schedule.weights:
+        data["weights"] = {k: [w and list(w) for w in v] for k, v in schedule.weights.items()}
     data["metadata"] = dict(schedule.metadata)
     return data
 
@@ -128,7 +141,7 @@ def read_schedule(cls: type[Schedule], path: str | Path) -> Schedule:
 def write_schedule(schedule: Schedule, path: str | Path) -> None:
     """Write the schedule as JSON (rows one per line, so diffs stay readable)."""
     data = schedule_to_dict(schedule)
-    tables = {name: data.pop(name) for name in ("schedule", "orders") if name in data}
+    tables = {name: data.pop(name) for name in ("schedule", "orders", "weights") if name in data}
     parts = [json.dumps(data, indent=2)[:-2]]  # without the closing "\n}"
     for name, table in tables.items():
         lines = [

@@ -7,6 +7,7 @@ and what to do.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -127,6 +128,69 @@ def validate_orders(
     return clean
 
 
+def validate_weights(
+    weights: Mapping[str, Any] | None,
+    rows: Mapping[str, tuple[int, ...]],
+    orders: Mapping[str, tuple[int, ...]],
+) -> dict[str, tuple[tuple[float, ...] | None, ...]]:
+    """Check a schedule's fitted forecast weights against its rows and orders.
+
+    Per key, one entry per step: ``None`` (the Lagrange weights of the step's order, reuse at
+    order 0) or, at a skipped step of order ``k >= 1``, ``k + 1`` finite numbers that weigh the
+    ``k + 1`` outputs the forecast reads, oldest first. Rows whose entries are all ``None`` are
+    dropped. Errors name the key and the step.
+    """
+    weights = _per_key_table(weights, rows, "weights", "[null, [w0, w1], ...]", "Lagrange weights")
+    clean: dict[str, tuple[tuple[float, ...] | None, ...]] = {}
+    for key, values in weights.items():
+        key_orders = orders.get(key, (0,) * len(rows[key]))
+        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+            raise ScheduleError(
+                f"weights of {key!r} must be a list with one entry per step (null or a list of "
+                f"numbers), found {type(values).__name__}"
+            )
+        values = list(values)
+        if len(values) != len(key_orders):
+            raise ScheduleError(
+                f"weights of {key!r} have {len(values)} entries but its row has "
+                f"{len(key_orders)} steps; give one entry per step (null where none is fitted)"
+            )
+        entries = [
+            _weight_entry(key, step, v, k) for step, (v, k) in enumerate(zip(values, key_orders))
+        ]
+        if any(e is not None for e in entries):
+            clean[key] = tuple(entries)
+    return clean
+
+
+def _weight_entry(key: str, step: int, value: Any, order: int) -> tuple[float, ...] | None:
+    """One step's fitted weights, checked against the step's forecast order."""
+    if value is None:
+        return None
+    if not order:
+        raise ScheduleError(
+            f"weights of {key!r} at step {step}: fitted weights need a forecast (order >= 1) "
+            "at that step, which computes or reuses; set the entry to null"
+        )
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ScheduleError(
+            f"weights of {key!r} at step {step}: expected a list of {order + 1} numbers, found "
+            f"{type(value).__name__}"
+        )
+    items = list(value)
+    numbers = [float(v) for v in items if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if (
+        len(numbers) != len(items)
+        or len(items) != order + 1
+        or not all(map(math.isfinite, numbers))
+    ):
+        raise ScheduleError(
+            f"weights of {key!r} at step {step}: a forecast of order {order} weighs {order + 1} "
+            f"outputs, so it needs {order + 1} finite numbers, found {items!r:.80}"
+        )
+    return tuple(numbers)
+
+
 def check_order(order: Any) -> None:
     if isinstance(order, bool) or not isinstance(order, int) or not 0 <= order <= MAX_ORDER:
         raise ScheduleError(f"order must be an integer 0..{MAX_ORDER}, found {order!r}")
@@ -162,7 +226,7 @@ def _per_key_table(
         )
     for key in table:
         if key not in rows:
-            singular = "its technique" if what == "techniques" else "its orders"
+            singular = {"techniques": "its technique"}.get(what, f"its {what}")
             raise ScheduleError(
                 f"schedule {what} name key {key!r}, which has no row; give {key!r} a row of "
                 f"0/1 flags or remove {singular}"

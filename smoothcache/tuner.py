@@ -32,6 +32,7 @@ errors.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -84,6 +85,8 @@ BUDGET = 12
 #: first 6 and the two uniform references.
 TUNE_CAPS = (1, 2, 3)
 TUNE_PRIORS = (1.0, 2.0, 3.0)
+#: every family member is followed by its fitted twin (:mod:`smoothcache.fitting`)
+TUNE_FITTED = True
 
 
 @dataclass(frozen=True)
@@ -214,7 +217,7 @@ def tune(
         "seconds": round(seconds, 3),
         "sensitivity": note,
     }
-    schedule = Schedule(schedule.rows, {**schedule.metadata, "tuned": how}, schedule.orders)
+    schedule = dataclasses.replace(schedule, metadata={**schedule.metadata, "tuned": how})
     return Tuned(
         schedule,
         fraction,
@@ -414,12 +417,14 @@ def _candidates(curves: Any, fraction: float) -> list[tuple[str, Schedule, bool]
     """The forecast family at ``fraction`` and the uniform references of the same compute."""
     found: list[tuple[str, Schedule, bool]] = []
     try:
-        family = curves.forecast_candidates(fraction, caps=TUNE_CAPS, priors=TUNE_PRIORS)
+        family = curves.forecast_candidates(
+            fraction, caps=TUNE_CAPS, priors=TUNE_PRIORS, fitted=TUNE_FITTED
+        )
     except ScheduleError:
         family = []  # a budget below what the curves' lookahead allows: uniform only
     for index, schedule in enumerate(family):
         label = "forecast search" if index == 0 else f"forecast family {index}"
-        found.append((label, schedule, False))
+        found.append((label + (", fitted" if schedule.weights else ""), schedule, False))
     steps = curves.num_steps
     every = next(
         (

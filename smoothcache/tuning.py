@@ -10,6 +10,7 @@ held-out samples and keeps the one whose output is closest to the uncached one.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -234,7 +235,7 @@ def select_schedule(
     best = errors.index(min(errors))  # the first of equals
     chosen = applied[best]
     metadata = {**chosen.metadata, "selection_mse": errors, "selected": best}
-    return Schedule(rows=chosen.rows, metadata=metadata, orders=chosen.orders)
+    return dataclasses.replace(chosen, metadata=metadata)
 
 
 class EvaluationCounter:

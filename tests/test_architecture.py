@@ -114,7 +114,7 @@ LAYERS = [
     {"binding", "lifecycle"},
     {"engine"},
     {"adapters"},
-    {"measurements", "searches", "curves_file", "curves"},
+    {"measurements", "searches", "curves_file", "curves", "fitting"},
     {"recording", "calibration"},
     {"tuning", "response", "racing", "tuner"},
     {"testing", "cli", "demo", "reference", "__main__"},

@@ -37,11 +37,14 @@ def actions_for(
     row: Sequence[int],
     orders: Sequence[int] | None = None,
     technique: Technique | None = None,
+    weights: Sequence[tuple[float, ...] | None] | None = None,
 ) -> list[Action]:
     """The action of each step for one branch (see :data:`Action`).
 
     ``technique`` answers every skipped step; by default a step of order 0 reuses and a step
     of a higher order forecasts (an explicit forecast at order 0 is reuse too: bit-identical).
+    ``weights`` (a schedule's fitted weights for this branch) replace a forecast's Lagrange
+    weights where they give some: the same constants, the same work per answer.
     """
     acts: list[Action] = []
     present = 0  # outputs stored when the step starts: kept before the last, plus its own
@@ -51,7 +54,8 @@ def actions_for(
             chosen = technique or FORECAST
             if chosen is FORECAST and len(read) == 1:
                 chosen = REUSE
-            answering = (chosen, chosen.constants(read, step))
+            fitted = weights[step] if weights is not None and chosen is FORECAST else None
+            answering = (chosen, fitted or chosen.constants(read, step))
             flags = SKIP
             keep = max(len(read), hold)
         else:

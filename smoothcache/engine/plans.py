@@ -44,7 +44,8 @@ class StepPlans:
             if name is not None:  # named under the key whose row applies
                 technique = technique_named(name, schedule.key_for(b.kind, b.block) or b.kind)
                 self.keeps[i] = technique.keep
-            rows.append(actions_for(row, schedule.orders_for(b.kind, b.block), technique))
+            orders = schedule.orders_for(b.kind, b.block)
+            rows.append(actions_for(row, orders, technique, schedule.weights_for(b.kind, b.block)))
         unique: dict[tuple[Action, ...], int] = {}
         self.of_step = [unique.setdefault(plan, len(unique)) for plan in zip(*rows)]
         self.plans: list[tuple[Action, ...]] = list(unique)

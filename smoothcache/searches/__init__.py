@@ -13,7 +13,10 @@ curves and the caller's ``alpha``, ``compute_fraction`` and ``per_block`` to tha
 - ``"forecast"``: for a ``compute_fraction``, which steps compute and, for every skipped step
   and kind (or block), reuse or a forecast of which order (:mod:`.forecast`); it needs the
   curves' forecast errors (recorded by default), and a sensitivity, if the curves carry one,
-  weighs the steps.
+  weighs the steps;
+- ``"fitted"``: the ``"forecast"`` search with every forecast's weights fitted to the
+  calibration outputs instead of Lagrange's (:mod:`smoothcache.fitting`): scored so, and
+  carried by the schedule; it needs curves recorded with the outputs' inner products.
 
 A new search is a new file here and one entry in :data:`METHODS` (docs/design.md).
 """
@@ -21,7 +24,7 @@ A new search is a new file here and one entry in :data:`METHODS` (docs/design.md
 from __future__ import annotations
 
 from smoothcache.searches.base import Search
-from smoothcache.searches.forecast import forecast_search
+from smoothcache.searches.forecast import fitted_search, forecast_search
 from smoothcache.searches.paper import paper_search
 from smoothcache.searches.sensitivity import sensitivity_search
 
@@ -30,4 +33,5 @@ METHODS: dict[str, Search] = {
     "paper": paper_search,
     "sensitivity": sensitivity_search,
     "forecast": forecast_search,
+    "fitted": fitted_search,
 }

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from smoothcache.errors import ScheduleError
+from smoothcache.fitting import fit_forecasts, run_ratios
 from smoothcache.measurements import ForecastErrors
 from smoothcache.schedule import MAX_ORDER, Schedule
 from smoothcache.searches.base import Measurements, budget_only, shared_steps
@@ -27,13 +28,17 @@ from smoothcache.searches.sensitivity import fewest_error_rows, run_costs
 
 
 def _unit_costs(
-    curves: Measurements, forecast: ForecastErrors, per_block: bool
+    curves: Measurements, forecast: ForecastErrors, per_block: bool, fitted: bool
 ) -> list[tuple[str, np.ndarray]]:
-    """``(key, mean square error (combos, steps) summed over the key's branches)`` per row."""
-    return [
-        (key, forecast.pooled(members)[1] * int(members.sum()))
-        for key, members in curves.row_members(per_block)
-    ]
+    """``(key, mean square error (combos, steps) summed over the key's branches)`` per row;
+    with ``fitted``, the run combos' errors scaled to those of fitted forecasts."""
+    units = []
+    for key, members in curves.row_members(per_block):
+        square = forecast.pooled(members)[1] * int(members.sum())
+        if fitted:
+            square = square * run_ratios(forecast, members)
+        units.append((key, square))
+    return units
 
 
 def preferred_order(errors: np.ndarray, cap: int = MAX_ORDER, prior: float = 1.0) -> int:
@@ -57,6 +62,7 @@ def forecast_schedule(
     cap: int = MAX_ORDER,
     prior: float = 1.0,
     weighted: bool = False,
+    fitted: bool = False,
 ) -> Schedule:
     """The schedule of least expected forecast error within ``target``: ``method="forecast"``.
 
@@ -89,7 +95,7 @@ def forecast_schedule(
             "calibrate again with this version (smoothcache.calibrating(model, orders=3) "
             "measures them; orders=0 turns them off)"
         )
-    units = _unit_costs(curves, forecast, per_block)
+    units = _unit_costs(curves, forecast, per_block, fitted)
     top = forecast.max_order
     cap = min(cap, top)
     n = curves.num_steps
@@ -150,7 +156,8 @@ def forecast_schedule(
         "weighted": weighted,
         "predicted_cost": float(least[max(fits)]),
     }
-    return Schedule(rows=schedule_rows, metadata=metadata, orders=orders)
+    schedule = Schedule(rows=schedule_rows, metadata=metadata, orders=orders)
+    return fit_forecasts(schedule, curves) if fitted else schedule
 
 
 def _reuse_response(curves: Measurements) -> np.ndarray:
@@ -178,12 +185,16 @@ def forecast_candidates(
     per_block: bool,
     caps: Sequence[int] = CANDIDATE_CAPS,
     priors: Sequence[float] = CANDIDATE_PRIORS,
+    fitted: bool = False,
 ) -> list[Schedule]:
     """The distinct schedules of the family ``caps`` x ``priors`` (by default
     :data:`CANDIDATE_CAPS` x :data:`CANDIDATE_PRIORS`) within ``target``, the plain search
     (:func:`forecast_schedule`'s defaults) first. When the curves carry a sensitivity
     (:func:`smoothcache.measure_sensitivity`), the family's members place their computes by it
-    (``weighted=True``); the plain search stays first.
+    (``weighted=True``); the plain search stays first. With ``fitted``, every member is followed
+    by its fitted twin (``forecast_schedule(..., fitted=True)``: scored and answered with
+    weights fitted to the calibration outputs), so a choice on held-out samples decides
+    between fixed and fitted weights too.
 
     Why a family: the search ranks orders by each branch's own error, which does not always say
     how an error moves the final output (a too-low order's bias keeps its sign along the
@@ -206,10 +217,11 @@ def forecast_candidates(
     for cap, prior, weighted in members:
         if cap == 0 and prior != 1.0:
             continue  # reuse only: the prior changes nothing
-        schedule = forecast_schedule(
-            curves, target, per_block, cap=cap, prior=prior, weighted=weighted
-        )
-        seen.setdefault(schedule.fingerprint(), schedule)
+        for fit in (False, True) if fitted else (False,):
+            schedule = forecast_schedule(
+                curves, target, per_block, cap=cap, prior=prior, weighted=weighted, fitted=fit
+            )
+            seen.setdefault(schedule.fingerprint(), schedule)
     return list(seen.values())
 
 
@@ -240,3 +252,16 @@ def forecast_search(
     """``method="forecast"``: :func:`forecast_schedule` within ``compute_fraction`` (no
     ``alpha``), with its defaults."""
     return forecast_schedule(curves, budget_only("forecast", alpha, compute_fraction), per_block)
+
+
+def fitted_search(
+    curves: Measurements,
+    *,
+    alpha: float | None,
+    compute_fraction: float | None,
+    per_block: bool,
+) -> Schedule:
+    """``method="fitted"``: :func:`forecast_schedule` with ``fitted=True`` (forecasts scored
+    and answered with weights fitted to the calibration outputs, :mod:`smoothcache.fitting`)."""
+    target = budget_only("fitted", alpha, compute_fraction)
+    return forecast_schedule(curves, target, per_block, fitted=True)

@@ -2,8 +2,9 @@
 
 Forward hooks record every output a branch gives during a forecasting run; each skipped step's
 output must then be the Lagrange extrapolation of the outputs computed before it in the same
-run, to within rounding of the engine's dtype. Plain reuse and the fast path serve as the
-references the forecast must differ from and agree with.
+run, to within rounding of the engine's dtype; and, with weights the schedule gives (fitted
+forecasts, :mod:`smoothcache.fitting`), the combination with those weights. Plain reuse and the
+fast path serve as the references the forecast must differ from and agree with.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import torch
 
 from smoothcache.engine.outputs import identical
 from smoothcache.forecast import first_tensor, lagrange_weights
-from smoothcache.schedule import Schedule
+from smoothcache.schedule import Schedule, StepWeights
 from smoothcache.testing.harness import (
     Subject,
     as_failure,
@@ -33,79 +34,106 @@ def forecast(subject: Subject) -> None:
     row = forecast_row(subject.num_steps)
     pairs = subject.branches(check)
     for kind in subject.kinds(check):
-        chosen = [(b, m) for b, m in pairs if b.kind == kind]
-        schedule = Schedule({kind: row}).forecasting(1)
-        recorded: list[list[torch.Tensor]] = [[] for _ in chosen]
-        handles = [
-            module.register_forward_hook(
-                lambda _m, _a, out, _r=record: _r.append(first_tensor(out).detach().clone())
-            )
-            for (_, module), record in zip(chosen, recorded)
-        ]
-        try:
-            with counting_calls([m for _, m in chosen]) as originals:
-                with as_failure(check), subject.enabled(schedule, fast_path=False) as session:
-                    out = subject.run(check)
-        finally:
-            for handle in handles:
-                handle.remove()
-        stats = session.stats
-        passes = stats.passes
-        for (branch, _), calls, outputs in zip(chosen, originals, recorded):
-            if branch.leader is not None:  # a group member stands in, never forecasts
-                if calls != stats.computed[branch.path] or stats.forecast[branch.path]:
-                    raise ConformanceError(
-                        check,
-                        f"group member {branch.path!r} ran {calls} times for "
-                        f"{stats.computed[branch.path]} computed steps",
-                    )
-                continue
-            if stats.forecast[branch.path] == 0 or calls != stats.computed[branch.path]:
+        lagrange = Schedule({kind: row}).forecasting(1)
+        for schedule in (lagrange, _with_weights(lagrange, kind)):
+            _forecast_kind(subject, check, kind, pairs, schedule)
+
+
+def _with_weights(schedule: Schedule, kind: str) -> Schedule:
+    """``schedule`` (order 1 at most) with weights of its own at every forecast, neither
+    Lagrange's nor summing to one and changing with the step, as a fitted schedule carries."""
+    orders = schedule.orders[kind]
+    weights: StepWeights = tuple(
+        (-0.7 - 0.01 * step, 1.6 + 0.02 * step) if k == 1 else None for step, k in enumerate(orders)
+    )
+    return Schedule(schedule.rows, schedule.metadata, schedule.orders, weights={kind: weights})
+
+
+def _forecast_kind(
+    subject: Subject, check: str, kind: str, pairs: list, schedule: Schedule
+) -> None:
+    """One kind forecast under ``schedule``: skipped, answered by hand, unlike reuse, and the
+    fast path identical to the wrappers."""
+    row = list(schedule.rows[kind])
+    fitted = schedule.weights.get(kind)
+    chosen = [(b, m) for b, m in pairs if b.kind == kind]
+    recorded: list[list[torch.Tensor]] = [[] for _ in chosen]
+    handles = [
+        module.register_forward_hook(
+            lambda _m, _a, out, _r=record: _r.append(first_tensor(out).detach().clone())
+        )
+        for (_, module), record in zip(chosen, recorded)
+    ]
+    try:
+        with counting_calls([m for _, m in chosen]) as originals:
+            with as_failure(check), subject.enabled(schedule, fast_path=False) as session:
+                out = subject.run(check)
+    finally:
+        for handle in handles:
+            handle.remove()
+    stats = session.stats
+    passes = stats.passes
+    for (branch, _), calls, outputs in zip(chosen, originals, recorded):
+        if branch.leader is not None:  # a group member stands in, never forecasts
+            if calls != stats.computed[branch.path] or stats.forecast[branch.path]:
                 raise ConformanceError(
                     check,
-                    f"branch {branch.path!r}: {stats.forecast[branch.path]} forecast steps, its "
-                    f"original forward ran {calls} times for {stats.computed[branch.path]} "
-                    "computed steps; a forecast must skip the branch",
+                    f"group member {branch.path!r} ran {calls} times for "
+                    f"{stats.computed[branch.path]} computed steps",
                 )
-            if len(outputs) != subject.num_steps * passes:
-                raise ConformanceError(
-                    check,
-                    f"branch {branch.path!r} answered {len(outputs)} calls, expected "
-                    f"{subject.num_steps} steps x {passes} passes",
-                )
-            _check_forecasts(check, branch.path, outputs, row, passes)
-        with as_failure(check), subject.enabled({kind: row}):
-            reused = subject.run(check)
-        invariant = relative_change(out, reused) == 0 and step_invariant(
-            subject, check, [m for _, m in chosen]
-        )  # a branch with the same input at every step: its forecast is its reuse, rightly
-        if not invariant and not relative_change(out, reused) > subject.min_change:
+            continue
+        if stats.forecast[branch.path] == 0 or calls != stats.computed[branch.path]:
             raise ConformanceError(
                 check,
-                f"forecasting kind {kind!r} gave the output of plain reuse (relative change "
-                f"{relative_change(out, reused):.3g}); the forecast is not applied",
+                f"branch {branch.path!r}: {stats.forecast[branch.path]} forecast steps, its "
+                f"original forward ran {calls} times for {stats.computed[branch.path]} "
+                "computed steps; a forecast must skip the branch",
             )
-        if subject.adapter.fast_forwards(subject.root):
-            with recording_warnings(check), as_failure(check):
-                with subject.enabled(schedule, fast_path=True):
-                    fast = subject.run(check)
-            if not identical(fast, out):
-                raise ConformanceError(
-                    check,
-                    f"forecasting kind {kind!r} with the fast path differs from the plain "
-                    f"wrappers by {relative_change(fast, out):.3g} relative",
-                )
+        if len(outputs) != subject.num_steps * passes:
+            raise ConformanceError(
+                check,
+                f"branch {branch.path!r} answered {len(outputs)} calls, expected "
+                f"{subject.num_steps} steps x {passes} passes",
+            )
+        _check_forecasts(check, branch.path, outputs, row, passes, fitted)
+    with as_failure(check), subject.enabled({kind: row}):
+        reused = subject.run(check)
+    invariant = relative_change(out, reused) == 0 and step_invariant(
+        subject, check, [m for _, m in chosen]
+    )  # a branch with the same input at every step: its forecast is its reuse, rightly
+    if not invariant and not relative_change(out, reused) > subject.min_change:
+        raise ConformanceError(
+            check,
+            f"forecasting kind {kind!r} gave the output of plain reuse (relative change "
+            f"{relative_change(out, reused):.3g}); the forecast is not applied",
+        )
+    if subject.adapter.fast_forwards(subject.root):
+        with recording_warnings(check), as_failure(check):
+            with subject.enabled(schedule, fast_path=True):
+                fast = subject.run(check)
+        if not identical(fast, out):
+            raise ConformanceError(
+                check,
+                f"forecasting kind {kind!r} with the fast path differs from the plain "
+                f"wrappers by {relative_change(fast, out):.3g} relative",
+            )
 
 
 def _check_forecasts(
-    check: str, path: str, outputs: list[torch.Tensor], row: list[int], passes: int
+    check: str,
+    path: str,
+    outputs: list[torch.Tensor],
+    row: list[int],
+    passes: int,
+    fitted: StepWeights | None,
 ) -> None:
-    """Every skipped step's output is the line through the outputs of the two computes before."""
+    """Every skipped step's output is the line through the outputs of the two computes before
+    (or their combination with the ``fitted`` weights of the step)."""
     for step, flag in enumerate(row):
         if flag:
             continue
         before = [s for s in range(step) if row[s]][-2:]
-        weights = lagrange_weights(before, step)
+        weights = (fitted and fitted[step]) or lagrange_weights(before, step)
         for p in range(passes):
             got = outputs[step * passes + p].double()
             want = sum(w * outputs[s * passes + p].double() for w, s in zip(weights, before))

@@ -1,0 +1,215 @@
+"""Fitted forecasts against Lagrange's, and budgets down to 10% of the compute (issue #28).
+
+It reads the rows of ``benchmarks.quality_speed`` from that benchmark's checkpoint (the same
+model, seeds and evaluation samples: run it first with the same ``--model``, ``--seeds`` and
+``--checkpoint``) and adds:
+
+- per calibration seed, a calibration of the page's calibration samples with lookahead
+  :data:`LOOKAHEAD` (one sampler run: 10% of the compute needs runs of up to 12 skipped steps),
+  and from those curves, at every budget of :data:`BUDGETS`, the plain forecast search
+  (``method="forecast"``, Lagrange weights) and the fitted search (``method="fitted"``: the
+  same search scoring and answering forecasts with weights fitted to the calibration);
+- the peers that reach 15% and 10%: FORA and diffusers' TaylorSeer (orders 1 and 2) at longer
+  intervals than the quality page's, and the sampler at as few steps.
+
+Every row is scored on the page's evaluation samples: batch PSNR against the uncached samples
+with 90% bootstrap intervals (the same replicates for every row), the worst sample, the fitted
+row's margin over the Lagrange row and both rows' margins over the envelope of every peer at
+their compute (the quality page's peers and the ones added here; the library's rows are not
+peers). Also the CPU seconds of fitting. Writes ``docs/fitted_quality_<model>[_test].md``::
+
+    python -m benchmarks.fitted_quality --threads 1 --model reference --seeds test \\
+        --checkpoint .bench-checkpoints
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import smoothcache
+from benchmarks import quality_speed
+from benchmarks.common.bench import MODELS, Bench, Row
+from benchmarks.common.checkpoint import Checkpoint
+from benchmarks.common.forecast_rows import FAMILY
+from benchmarks.common.peers import Settings, diffusers_rows, fewer_steps_rows, fora_rows
+from benchmarks.common.protocol import build_rows
+from benchmarks.common.scoring import PeerEnvelope, Scores, evaluate
+from benchmarks.common.stats import Bootstrap, interval
+from benchmarks.common.timing import Log
+from benchmarks.tune_quality import _table
+
+LAGRANGE = f"{FAMILY}, Lagrange"
+FITTED = f"{FAMILY}, fitted"
+BUDGETS = (0.3, 0.2, 0.15, 0.1)
+LOOKAHEAD = 12
+#: Peers at the longer intervals that reach 15% and 10% of the compute.
+LOW = Settings(
+    fora=(8, 10, 13), taylor_orders=(1, 2), taylor_intervals=(10, 13), taylor_warmups=(3,)
+)
+
+
+def library_rows(bench: Bench, saved: Checkpoint, log: Log) -> tuple[list[Row], dict[int, float]]:
+    """Per calibration seed and budget: the Lagrange and the fitted search's rows; and per seed
+    the CPU seconds fitting added to the search (all budgets)."""
+    rows, fit_seconds = [], {}
+    for seed in bench.seeds.calibration:
+
+        def measure(s: int = seed) -> smoothcache.ErrorCurves:
+            log(
+                f"calibrating (lookahead {LOOKAHEAD}) on {bench.calibration_samples} samples of {s}"
+            )
+            with smoothcache.calibrating(bench.model, lookahead=LOOKAHEAD) as recorder:
+                bench.sample(bench.model, bench.steps, calibration=True, calibration_seed=s)
+            return recorder.curves()
+
+        curves = saved.curves(f"fitted-curves|{seed}|{LOOKAHEAD}", measure)
+        fit_seconds[seed] = 0.0
+        for budget in BUDGETS:
+            made = []
+            for method in ("forecast", "fitted"):
+                started = time.process_time()
+                try:
+                    made.append(curves.schedule(compute_fraction=budget, method=method))
+                except smoothcache.ScheduleError as exc:
+                    log(f"  {method} at {budget:g}: {exc}")
+                    break
+                seconds = time.process_time() - started
+                fit_seconds[seed] += seconds if method == "fitted" else -seconds
+            for family, schedule in zip((LAGRANGE, FITTED), made):
+                row = bench.cached(family, f"compute <= {budget:g}", schedule, budget=budget)
+                row.calibration_seed = seed
+                rows.append(row)
+    return rows, fit_seconds
+
+
+def main() -> None:
+    """Read the quality page's rows, add the fitted and Lagrange rows and the low-budget peers,
+    write the page."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=MODELS, default="reference")
+    parser.add_argument("--seeds", choices=("development", "test"), default="development")
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out-dir", type=Path, default=Path("docs"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log = Log()
+    started = time.perf_counter()
+    page = quality_speed.parse_args(
+        ["--model", args.model, "--seeds", args.seeds, "--checkpoint", str(args.checkpoint)]
+    )
+    bench = quality_speed.make_bench(page)
+    assert bench.checkpoint.folder is not None
+    saved = Checkpoint(args.checkpoint, bench.checkpoint.folder.name + "-fitted")
+    log("the quality page's rows, read back from its checkpoint")
+    rows, _ = build_rows(bench, quality_speed.FULL, quality_speed.CANDIDATES, log, True)
+    evaluate(rows[0], None, bench.checkpoint)
+    for row in rows[1:]:
+        evaluate(row, rows[0].images, bench.checkpoint)
+    if bench.checkpoint.read == 0:
+        raise SystemExit("nothing was read back: run benchmarks.quality_speed with --checkpoint")
+    ours, fit_seconds = library_rows(bench, saved, log)
+    low = fora_rows(bench, LOW) + diffusers_rows(bench, LOW)
+    for row in ours + low:
+        evaluate(row, rows[0].images, saved)
+        log(f"  {row.family}, {row.setting}: {row.computed / bench.cells:.3f} of the compute")
+    fewer = fewer_steps_rows(bench, rows[1:] + ours + low)
+    for row in fewer:  # the page's own are in its checkpoint; the new ones join them there
+        evaluate(row, rows[0].images, bench.checkpoint)
+    everything = [rows[0], *fewer, *rows[1:], *low, *ours]
+    boot = Bootstrap.draw(bench.samples, 2000, seed=0)
+    errors = np.stack([row.errors for row in everything])
+    scores = Scores(_table(everything, bench), boot.batch_psnr(errors))
+    lines = _page(bench, scores, fit_seconds, args, time.perf_counter() - started)
+    name = f"fitted_quality_{args.model}" + ("_test" if args.seeds == "test" else "")
+    path = args.out_dir / f"{name}.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    log(f"wrote {path}")
+
+
+def _page(
+    bench: Bench, scores: Scores, fit_seconds: dict[int, float], args: Any, seconds: float
+) -> list[str]:
+    """Per budget and seed: Lagrange and fitted, their margins; then the low-budget peers."""
+    table, reps = scores.table, scores.replicates
+    found = {
+        (r["family"], r["calibration_seed"], round(r["budget"], 3)): i
+        for i, r in enumerate(table)
+        if r["family"] in (LAGRANGE, FITTED)
+    }
+    envelopes = {seed: PeerEnvelope(scores, seed) for seed in bench.seeds.calibration}
+
+    def over(i: int, seed: int) -> str:
+        line = envelopes[seed].line(table[i]["computed"], i, None)
+        low, high = line["interval"]
+        return f"{line['margin']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+    def cell(i: int) -> str:
+        return f"{table[i]['psnr']:.2f} ({table[i]['worst_psnr']:.1f}), {table[i]['computed']:.3f}"
+
+    seeds = args.seeds
+    out = [
+        f"# Fitted forecasts on the {bench.loaded.title.lower()} ({seeds} seeds)",
+        "",
+        f"Written by `python -m benchmarks.fitted_quality --threads 1 --model {bench.model_name} "
+        f"--seeds {seeds} --checkpoint .bench-checkpoints` (the quality page's rows read back from "
+        f"its checkpoint) in {seconds / 60:.0f} minutes. Model: {bench.loaded.description}; "
+        f"{bench.loaded.sampler} {bench.steps} steps, guidance {bench.guidance:g}; "
+        f"{bench.samples} evaluation samples of seed {bench.seeds.evaluation}; CPU, float32, "
+        f"batch {bench.samples}, torch {torch.__version__}.",
+        "",
+        f"Both searches read the same curves per calibration seed ({bench.calibration_samples} "
+        f"samples, lookahead {LOOKAHEAD}, one sampler run). Cells: batch PSNR in dB (worst "
+        "sample), compute fraction. Margins in dB with 90% bootstrap intervals over the "
+        "evaluation samples; the envelope is every peer's (the quality page's and the low-budget "
+        "peers below) at the row's compute, of the same calibration seed for methods that "
+        "calibrate.",
+        "",
+        "| budget | seed | Lagrange | fitted | fitted - Lagrange | fitted over envelope "
+        "| Lagrange over envelope |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for budget in BUDGETS:
+        for seed in bench.seeds.calibration:
+            lag = found.get((LAGRANGE, seed, round(budget, 3)))
+            fit = found.get((FITTED, seed, round(budget, 3)))
+            if lag is None or fit is None:
+                out.append(f"| {budget:.0%} | {seed} | not reachable | | | | |")
+                continue
+            low, high = interval(reps[fit] - reps[lag])
+            diff = table[fit]["psnr"] - table[lag]["psnr"]
+            out.append(
+                f"| {budget:.0%} | {seed} | {cell(lag)} | {cell(fit)} "
+                f"| {diff:+.2f} [{low:+.2f}, {high:+.2f}] | {over(fit, seed)} | {over(lag, seed)} |"
+            )
+    out += ["", "## Peers at 20% of the compute and below", ""]
+    out += ["| method | setting | compute | dB (worst) |", "|---|---|---|---|"]
+    peers = [
+        r
+        for r in table[1:]
+        if r["family"] not in (LAGRANGE, FITTED) and r["computed"] <= 0.205 and r["psnr"]
+    ]
+    for r in sorted(peers, key=lambda r: -r["computed"]):
+        out.append(
+            f"| {r['family']} | {r['setting']} | {r['computed']:.3f} "
+            f"| {r['psnr']:.2f} ({r['worst_psnr']:.1f}) |"
+        )
+    out += ["", "## Cost of fitting", ""]
+    out += [
+        f"- calibration seed {seed}: {fit_seconds[seed]:.2f} s of CPU (the fitted searches minus "
+        f"the Lagrange ones, {len(BUDGETS)} budgets); no sampler run besides the calibration's"
+        for seed in bench.seeds.calibration
+    ]
+    return out
+
+
+if __name__ == "__main__":
+    main()
