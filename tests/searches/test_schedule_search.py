@@ -303,7 +303,9 @@ def test_a_new_search_is_one_entry_in_the_table(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(METHODS, "everything", compute_everything)
     schedule = curves.schedule(method="everything")
     assert schedule.rows == {"attn": (1,) * 6, "ff": (1,) * 6}
-    with pytest.raises(ScheduleError, match="methods: paper, sensitivity, forecast, fitted, everything"):
+    with pytest.raises(
+        ScheduleError, match="methods: paper, sensitivity, forecast, fitted, everything"
+    ):
         curves.schedule(method="nothing")
 
 
