@@ -8,7 +8,8 @@ the method holds between model calls (its cache), whatever the method and howeve
 The peak over the run is printed for the library's schedules (reuse; the forecast search,
 Lagrange and fitted, at 30% and 20% of the compute; uniform order-1 and order-2 forecasts),
 diffusers' TaylorSeer (orders 1 and 2) and cache-dit's DBCache (with and without its TaylorSeer
-calibrator), with each one's share of the branch-steps computed. The library's own
+calibrator), with each one's share of the branch-steps computed; the library's search rows also
+with their stored outputs in bfloat16 (``smoothcache.engine.low_precision``). The library's own
 ``stats.peak_cache_bytes`` is printed beside its count.
 
 **Computed** (from shapes, not a run): FLUX.1-dev at 1024 x 1024, batch 1, bfloat16 (4096
@@ -38,7 +39,7 @@ from benchmarks.common.cache_dit_rows import cache_dit_rows, cache_dit_version
 from benchmarks.common.peers import Settings, diffusers_rows
 from benchmarks.tune_quality import runner
 from smoothcache import Schedule
-from smoothcache.engine import api
+from smoothcache.engine import api, low_precision
 
 #: FLUX.1-dev at 1024 x 1024: image and text tokens, width, double and single blocks
 FLUX = {"image": 4096, "text": 512, "width": 3072, "double": 19, "single": 38}
@@ -121,6 +122,9 @@ def main() -> None:
         for method in ("forecast", "fitted"):
             schedule = curves.schedule(compute_fraction=budget, method=method)
             rows.append(bench.cached("smoothcache", f"{method} search, {budget:.0%}", schedule))
+            half = low_precision(schedule, torch.bfloat16)
+            setting = f"{method} search, {budget:.0%}, bfloat16 anchors"
+            rows.append(bench.cached("smoothcache", setting, half))
     low = Settings(taylor_orders=(1, 2), taylor_intervals=(4,), taylor_warmups=(3,))
     rows += diffusers_rows(bench, low)
     if cache_dit_version() is not None:

@@ -43,10 +43,14 @@ from benchmarks.common.scoring import PeerEnvelope, Scores, evaluate
 from benchmarks.common.stats import Bootstrap, interval
 from benchmarks.common.timing import Log
 from benchmarks.tune_quality import _table
+from smoothcache.engine import low_precision
 
 LAGRANGE = f"{FAMILY}, Lagrange"
 FITTED = f"{FAMILY}, fitted"
 BUDGETS = (0.3, 0.2, 0.15, 0.1)
+#: The Lagrange rows again with their stored outputs in 16 bits, at these budgets.
+HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+HALF_BUDGETS = (0.3, 0.2)
 LOOKAHEAD = 12
 #: Peers at the longer intervals that reach 15% and 10% of the compute.
 LOW = Settings(
@@ -81,7 +85,10 @@ def library_rows(bench: Bench, saved: Checkpoint, log: Log) -> tuple[list[Row], 
                     break
                 seconds = time.process_time() - started
                 fit_seconds[seed] += seconds if method == "fitted" else -seconds
-            for family, schedule in zip((LAGRANGE, FITTED), made):
+            if made and budget in HALF_BUDGETS:
+                made += [low_precision(made[0], dtype) for dtype in HALF.values()]
+            families = (LAGRANGE, FITTED, *(f"{LAGRANGE}, {name} anchors" for name in HALF))
+            for family, schedule in zip(families, made):
                 row = bench.cached(family, f"compute <= {budget:g}", schedule, budget=budget)
                 row.calibration_seed = seed
                 rows.append(row)
@@ -145,6 +152,11 @@ def _page(
         for i, r in enumerate(table)
         if r["family"] in (LAGRANGE, FITTED)
     }
+    halves = {
+        (r["family"], r["calibration_seed"], round(r["budget"], 3)): i
+        for i, r in enumerate(table)
+        if str(r["family"]).endswith(" anchors")
+    }
     envelopes = {seed: PeerEnvelope(scores, seed) for seed in bench.seeds.calibration}
 
     def over(i: int, seed: int) -> str:
@@ -190,12 +202,33 @@ def _page(
                 f"| {budget:.0%} | {seed} | {cell(lag)} | {cell(fit)} "
                 f"| {diff:+.2f} [{low:+.2f}, {high:+.2f}] | {over(fit, seed)} | {over(lag, seed)} |"
             )
+    out += ["", "## Stored outputs in 16 bits", ""]
+    out += [
+        "The Lagrange rows again with every stored output kept in bfloat16 or float16 "
+        "(`smoothcache.engine.low_precision`): half the stored bytes of these float32 models. "
+        "Differences from the float32 row in dB with 90% intervals.",
+        "",
+        "| budget | seed | float32 | bfloat16 anchors | float16 anchors |",
+        "|---|---|---|---|---|",
+    ]
+    for budget in HALF_BUDGETS:
+        for seed in bench.seeds.calibration:
+            lag = found.get((LAGRANGE, seed, round(budget, 3)))
+            if lag is None:
+                continue
+            cells = []
+            for name in HALF:
+                i = halves[f"{LAGRANGE}, {name} anchors", seed, round(budget, 3)]
+                low, high = interval(reps[i] - reps[lag])
+                diff = table[i]["psnr"] - table[lag]["psnr"]
+                cells.append(f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]")
+            out.append(f"| {budget:.0%} | {seed} | {cell(lag)} | {' | '.join(cells)} |")
     out += ["", "## Peers at 20% of the compute and below", ""]
     out += ["| method | setting | compute | dB (worst) |", "|---|---|---|---|"]
     peers = [
         r
         for r in table[1:]
-        if r["family"] not in (LAGRANGE, FITTED) and r["computed"] <= 0.205 and r["psnr"]
+        if not str(r["family"]).startswith(FAMILY) and r["computed"] <= 0.205 and r["psnr"]
     ]
     for r in sorted(peers, key=lambda r: -r["computed"]):
         out.append(

@@ -16,7 +16,7 @@ call meets them (docs/design.md draws the map):
   bytes and counts;
 - :mod:`~smoothcache.engine.technique`: the technique interface and registry, with one file per
   technique (:mod:`~smoothcache.engine.reuse`, :mod:`~smoothcache.engine.forecast`,
-  :mod:`~smoothcache.engine.standin`);
+  :mod:`~smoothcache.engine.standin`, :mod:`~smoothcache.engine.lowprecision`);
 - :mod:`~smoothcache.engine.state`: the ``_sc_*`` state the engine keeps on modules.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 from smoothcache.engine.actions import actions_for
 from smoothcache.engine.api import enable, enabled
 from smoothcache.engine.hotpath import reused_output
+from smoothcache.engine.lowprecision import low_precision
 from smoothcache.engine.session import Session
 from smoothcache.engine.stats import CacheStats
 from smoothcache.engine.technique import TECHNIQUES, Technique, register_technique
@@ -37,6 +38,7 @@ __all__ = [
     "actions_for",
     "enable",
     "enabled",
+    "low_precision",
     "register_technique",
     "reused_output",
 ]

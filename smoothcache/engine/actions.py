@@ -54,7 +54,7 @@ def actions_for(
             chosen = technique or FORECAST
             if chosen is FORECAST and len(read) == 1:
                 chosen = REUSE
-            fitted = weights[step] if weights is not None and chosen is FORECAST else None
+            fitted = weights[step] if weights is not None and chosen.takes_weights else None
             answering = (chosen, fitted or chosen.constants(read, step))
             flags = SKIP
             keep = max(len(read), hold)

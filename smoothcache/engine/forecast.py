@@ -22,6 +22,7 @@ class Forecast(Technique):
     name = "forecast"
     forecast = True
     device_bound = True
+    takes_weights = True
 
     def constants(self, positions: tuple[int, ...], at: int) -> tuple[float, ...]:
         return lagrange_weights(positions, at)

@@ -46,6 +46,9 @@ class Technique(ABC):
     #: the answer holds tensors on the outputs' device: made per device and dtype when a step
     #: starts (else once per schedule, with ``newest=None``)
     device_bound: ClassVar[bool] = False
+    #: its constants are the weights of the outputs read, so a schedule's fitted weights
+    #: (``Schedule.weights``) replace them where it gives some
+    takes_weights: ClassVar[bool] = False
 
     def constants(self, positions: tuple[int, ...], at: int) -> tuple[float, ...]:
         """Numbers of one answer that the schedule fixes, from the steps whose outputs it reads
