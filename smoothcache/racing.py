@@ -16,10 +16,33 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from smoothcache.errors import ArgumentError, CalibrationError
+from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
+from smoothcache.schedule import Schedule
+
+#: tune's forecast family (:meth:`~smoothcache.ErrorCurves.forecast_candidates`): smaller than the
+#: full recipe's, which also has reuse only (cap 0; never the best on development seeds) and a
+#: prior of 1.5 (between 1 and 2; on 16 held-out samples its members won more often than they
+#: were best, and more candidates make the winner's lead more often luck). With the plain search
+#: it is 6 or 7 distinct schedules on the digits DiT (up to 10 in principle); 12 runs try the
+#: first 6 and the two uniform references.
+TUNE_CAPS = (1, 2, 3)
+TUNE_PRIORS = (1.0, 2.0, 3.0)
+#: whether every family member is followed by its fitted twin (:mod:`smoothcache.fitting`).
+#: Off: on development seeds (3 models x 30% and 20%, 64 evaluation samples) the twins changed
+#: tune's result by -1.84, 0.00, +1.42, +2.09, -0.41 and -1.85 dB: the held-out race chose
+#: fitted twins that lost on other samples as often as ones that won (docs/forecast.md).
+TUNE_FITTED = False
+
+
+def tune_lookahead(fraction: float) -> int:
+    """The calibration's lookahead for a budget: 7 (runs of up to 7 skipped steps), longer below
+    20% of the compute, where a schedule's runs are longer (12 at 10%)."""
+    return max(7, math.ceil(1 / fraction) + 2)
+
 
 #: A candidate's worst samples may be at most this many times worse (in squared error) than the
 #: safe references' best (3 dB), or it is not chosen.
@@ -142,3 +165,42 @@ def round_runs(rounds: Sequence[int], safe: int) -> int:
     """The sampler runs of ``rounds`` (:func:`plan`'s or :func:`later_rounds`'), each running
     the uncached batch once and ``safe`` references beside its forecast candidates."""
     return sum(1 + safe + n for n in rounds)
+
+
+def tune_candidates(
+    curves: Any, fraction: float, fitted: bool = False
+) -> list[tuple[str, Schedule, bool]]:
+    """``(label, schedule, safe)`` of tune's candidates at ``fraction``: the forecast family of
+    ``curves`` (:data:`TUNE_CAPS` x :data:`TUNE_PRIORS`, each member followed by its fitted twin
+    with ``fitted``) and the uniform references of the same compute (``safe``)."""
+    found: list[tuple[str, Schedule, bool]] = []
+    try:
+        family = curves.forecast_candidates(
+            fraction, caps=TUNE_CAPS, priors=TUNE_PRIORS, fitted=fitted
+        )
+    except ScheduleError:
+        family = []  # a budget below what the curves' lookahead allows: uniform only
+    member = -1  # a fitted twin takes the name of the member before it
+    for schedule in family:
+        member += not schedule.weights
+        label = "forecast search" if member == 0 else f"forecast family {member}"
+        found.append((label + (", fitted" if schedule.weights else ""), schedule, False))
+    steps = curves.num_steps
+    every = next(
+        (
+            k
+            for k in range(2, steps + 1)
+            if Schedule.uniform(steps, k, ["x"]).compute_fraction <= fraction + 1e-12
+        ),
+        None,
+    )
+    if every is not None:
+        for order, name in ((0, "FORA"), (2, "uniform + order-2 forecast")):
+            schedule = Schedule.uniform(steps, every, curves.kinds, order)
+            found.append((f"{name}, every {every}", schedule, True))
+    if not found:
+        raise ScheduleError(
+            f"no schedule computes at most {fraction:g} of the {steps} steps; raise "
+            "compute_fraction"
+        )
+    return found

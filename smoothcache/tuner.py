@@ -2,15 +2,16 @@
 
 What it runs, in sampler runs of one batch each, within ``budget`` (12 by default):
 
-1. one run of the *calibration* seed under :func:`~smoothcache.calibrating` (lookahead 7,
+1. one run of the *calibration* seed under :func:`~smoothcache.calibrating` (lookahead 7, more
+   below 20% of the compute (:func:`~smoothcache.racing.tune_lookahead`),
    forecast errors of every order), which gives the curves;
 2. one more run of the calibration seed with gradients, which estimates how much one step of
    reuse moves the final output (:func:`~smoothcache.estimate_sensitivity`: one replayed model
    evaluation per step and three reverse passes, instead of the ``2 + (kinds + 1) * (steps - 2)``
    runs of :func:`~smoothcache.measure_sensitivity`);
-3. the candidates: the forecast family of those curves at the budget
-   (:meth:`~smoothcache.ErrorCurves.forecast_candidates` with :data:`TUNE_CAPS` and
-   :data:`TUNE_PRIORS`, the plain forecast search first, the others placing their computes by
+3. the candidates (:func:`~smoothcache.racing.tune_candidates`): the forecast family of those
+   curves at the budget (:meth:`~smoothcache.ErrorCurves.forecast_candidates`, the plain forecast
+   search first, the others placing their computes by
    the sensitivity) and the safe references a user would
    otherwise pick, the best uniform schedule of the same compute with reuse (FORA) and with
    order-2 forecasts (TaylorSeer's idea);
@@ -50,8 +51,9 @@ from smoothcache.binding import bind
 from smoothcache.calibration import calibrating
 from smoothcache.curves import ErrorCurves
 from smoothcache.engine import enabled
-from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
+from smoothcache.errors import ArgumentError, CalibrationError
 from smoothcache.racing import (
+    TUNE_FITTED,
     Candidate,
     choose,
     later_rounds,
@@ -59,6 +61,8 @@ from smoothcache.racing import (
     round_runs,
     scored,
     survivors,
+    tune_candidates,
+    tune_lookahead,
 )
 from smoothcache.response import SensitivityUnavailable, estimate_sensitivity
 from smoothcache.schedule import Schedule
@@ -76,20 +80,6 @@ SeededRun = Callable[[int], Any]
 
 #: tune's default budget, in sampler runs of one batch (the sensitivity's run counts as one)
 BUDGET = 12
-
-#: tune's forecast family (:meth:`~smoothcache.ErrorCurves.forecast_candidates`): smaller than the
-#: full recipe's, which also has reuse only (cap 0; never the best on development seeds) and a
-#: prior of 1.5 (between 1 and 2; on 16 held-out samples its members won more often than they
-#: were best, and more candidates make the winner's lead more often luck). With the plain search
-#: it is 6 or 7 distinct schedules on the digits DiT (up to 10 in principle); 12 runs try the
-#: first 6 and the two uniform references.
-TUNE_CAPS = (1, 2, 3)
-TUNE_PRIORS = (1.0, 2.0, 3.0)
-#: whether every family member is followed by its fitted twin (:mod:`smoothcache.fitting`).
-#: Off: on development seeds (3 models x 30% and 20%, 64 evaluation samples) the twins changed
-#: tune's result by -1.84, 0.00, +1.42, +2.09, -0.41 and -1.85 dB: the held-out race chose
-#: fitted twins that lost on other samples as often as ones that won (docs/forecast.md).
-TUNE_FITTED = False
 
 
 @dataclass(frozen=True)
@@ -188,7 +178,7 @@ def tune(
     sampler, graph_run = _sampler(model, run, call)
     runs = _Runs(sampler, model, adapter, on_run)
     started = time.perf_counter()
-    with calibrating(model, adapter=adapter) as recorder:
+    with calibrating(model, tune_lookahead(fraction), adapter) as recorder:
         runs.sample(calibration_seed, report=False)  # reported once the total is known
     curves = recorder.curves()
     note = "not estimated (sensitivity=False)"
@@ -198,7 +188,7 @@ def tune(
                 model, graph_run, calibration_seed, curves, adapter, bool(sensitivity)
             )
         runs.done += 1
-    schedules = _candidates(curves, fraction)
+    schedules = tune_candidates(curves, fraction, TUNE_FITTED)
     family = [s for s in schedules if not s[2]]
     safe = [s for s in schedules if s[2]]
     rounds = plan(len(family), len(safe), budget - runs.done)
@@ -414,38 +404,3 @@ def _sampler(
         )
 
     return pipeline_run, functools.partial(pipeline_run, graph=True)
-
-
-def _candidates(curves: Any, fraction: float) -> list[tuple[str, Schedule, bool]]:
-    """The forecast family at ``fraction`` and the uniform references of the same compute."""
-    found: list[tuple[str, Schedule, bool]] = []
-    try:
-        family = curves.forecast_candidates(
-            fraction, caps=TUNE_CAPS, priors=TUNE_PRIORS, fitted=TUNE_FITTED
-        )
-    except ScheduleError:
-        family = []  # a budget below what the curves' lookahead allows: uniform only
-    member = -1  # a fitted twin takes the name of the member before it
-    for schedule in family:
-        member += not schedule.weights
-        label = "forecast search" if member == 0 else f"forecast family {member}"
-        found.append((label + (", fitted" if schedule.weights else ""), schedule, False))
-    steps = curves.num_steps
-    every = next(
-        (
-            k
-            for k in range(2, steps + 1)
-            if Schedule.uniform(steps, k, ["x"]).compute_fraction <= fraction + 1e-12
-        ),
-        None,
-    )
-    if every is not None:
-        for order, name in ((0, "FORA"), (2, "uniform + order-2 forecast")):
-            schedule = Schedule.uniform(steps, every, curves.kinds, order)
-            found.append((f"{name}, every {every}", schedule, True))
-    if not found:
-        raise ScheduleError(
-            f"no schedule computes at most {fraction:g} of the {steps} steps; raise "
-            "compute_fraction"
-        )
-    return found

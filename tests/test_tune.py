@@ -243,3 +243,11 @@ def test_the_command_tunes_the_shipped_model_and_writes_what_it_says(tmp_path, c
     assert f"wrote {out}" in captured.out
     status = main(["tune", "--reference", "--compute", "0.4", "--prompts", "a digit"])
     assert status == 2 and "--class-labels, not --prompts" in capsys.readouterr().err
+
+
+def test_tune_calibrates_with_runs_long_enough_for_its_budget():
+    """Below 20% of the compute a schedule's runs are longer than 7 skipped steps: tune's
+    calibration measures them (10% computes every tenth step or so: runs of up to 12)."""
+    from smoothcache.racing import tune_lookahead
+
+    assert [tune_lookahead(f) for f in (0.5, 0.3, 0.2, 0.15, 0.1)] == [7, 7, 7, 9, 12]

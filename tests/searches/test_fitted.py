@@ -243,8 +243,8 @@ def test_run_ratios_score_the_fitted_runs_and_the_search_carries_their_weights(o
     assert fitted.weights and not plain.weights
 
 
-def test_candidates_can_follow_every_member_with_its_fitted_twin(original_dit, monkeypatch):
-    from smoothcache import tuner
+def test_candidates_can_follow_every_member_with_its_fitted_twin(original_dit):
+    from smoothcache.racing import tune_candidates
 
     curves, _ = _calibrated(original_dit, lookahead=2, orders=2)
     plain = curves.forecast_candidates(0.5)
@@ -252,8 +252,6 @@ def test_candidates_can_follow_every_member_with_its_fitted_twin(original_dit, m
     assert [s.fingerprint() for s in twins if not s.weights] == [s.fingerprint() for s in plain]
     assert twins[1].weights and twins[1].metadata["fitted"]["steps"] > 0  # the search's twin
     assert len({s.fingerprint() for s in twins}) == len(twins)
-    monkeypatch.setattr(tuner, "TUNE_FITTED", True)
-    labels = [label for label, _, _ in tuner._candidates(curves, 0.5)]
+    labels = [label for label, _, _ in tune_candidates(curves, 0.5, fitted=True)]
     assert labels[:2] == ["forecast search", "forecast search, fitted"]
-    monkeypatch.setattr(tuner, "TUNE_FITTED", False)
-    assert not any("fitted" in label for label, _, _ in tuner._candidates(curves, 0.5))
+    assert not any("fitted" in label for label, _, _ in tune_candidates(curves, 0.5))
