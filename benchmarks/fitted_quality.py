@@ -24,9 +24,7 @@ peers). Also the CPU seconds of fitting. Writes ``docs/fitted_quality_<model>[_t
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,11 +32,10 @@ import torch
 
 import smoothcache
 from benchmarks import quality_speed
-from benchmarks.common.bench import MODELS, Bench, Row
+from benchmarks.common.bench import Bench, Row
 from benchmarks.common.checkpoint import Checkpoint
 from benchmarks.common.forecast_rows import FAMILY
 from benchmarks.common.peers import Settings, diffusers_rows, fewer_steps_rows, fora_rows
-from benchmarks.common.protocol import build_rows
 from benchmarks.common.scoring import PeerEnvelope, Scores, evaluate
 from benchmarks.common.stats import Bootstrap, interval
 from benchmarks.common.timing import Log
@@ -98,26 +95,9 @@ def library_rows(bench: Bench, saved: Checkpoint, log: Log) -> tuple[list[Row], 
 def main() -> None:
     """Read the quality page's rows, add the fitted and Lagrange rows and the low-budget peers,
     write the page."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=MODELS, default="reference")
-    parser.add_argument("--seeds", choices=("development", "test"), default="development")
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--threads", type=int)
-    parser.add_argument("--out-dir", type=Path, default=Path("docs"))
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    log = Log()
-    started = time.perf_counter()
-    page = quality_speed.parse_args(
-        ["--model", args.model, "--seeds", args.seeds, "--checkpoint", str(args.checkpoint)]
-    )
-    bench = quality_speed.make_bench(page)
-    assert bench.checkpoint.folder is not None
-    saved = Checkpoint(args.checkpoint, bench.checkpoint.folder.name + "-fitted")
-    log("the quality page's rows, read back from its checkpoint")
-    rows, _ = build_rows(bench, quality_speed.FULL, quality_speed.CANDIDATES, log, True)
-    evaluate(rows[0], None, bench.checkpoint)
+    parser = quality_speed.page_parser(__doc__.split("\n\n")[0])
+    args, started = parser.parse_args(), time.perf_counter()
+    bench, saved, rows, log = quality_speed.read_page(args, "-fitted")
     for row in rows[1:]:
         evaluate(row, rows[0].images, bench.checkpoint)
     if bench.checkpoint.read == 0:

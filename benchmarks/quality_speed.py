@@ -43,7 +43,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common.bench import MODELS, Bench
+from benchmarks.common.bench import MODELS, Bench, Row
 from benchmarks.common.cache_dit_rows import DEFAULT as CACHE_DIT_DEFAULT
 from benchmarks.common.cache_dit_rows import cache_dit_version
 from benchmarks.common.checkpoint import Checkpoint
@@ -227,6 +227,38 @@ def make_bench(args: argparse.Namespace) -> Bench:
         run += f"-{args.timing_samples}-{bench.steps}-{bench.guidance:g}" + "-quick" * args.quick
         bench.checkpoint = Checkpoint(args.checkpoint, run)
     return bench
+
+
+def page_parser(description: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark built on this page's rows: the page's model, seeds and
+    checkpoint, threads and where to write."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--model", choices=MODELS, default="reference")
+    parser.add_argument("--seeds", choices=("development", "test"), default="development")
+    parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--out-dir", type=Path, default=Path("docs"))
+    return parser
+
+
+def read_page(args: argparse.Namespace, suffix: str) -> tuple[Bench, Checkpoint, list[Row], Log]:
+    """For a benchmark built on this page (``args`` from :func:`page_parser`): the threads set,
+    this page's bench and rows with the uncached row scored, read back from its checkpoint (run
+    it first with the same ``--model``, ``--seeds`` and ``--checkpoint``), a checkpoint of the
+    page's name plus ``suffix`` for the rows the benchmark adds, and its log."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log = Log()
+    page = parse_args(
+        ["--model", args.model, "--seeds", args.seeds, "--checkpoint", str(args.checkpoint)]
+    )
+    bench = make_bench(page)
+    assert bench.checkpoint.folder is not None
+    saved = Checkpoint(args.checkpoint, bench.checkpoint.folder.name + suffix)
+    log("the quality page's rows, read back from its checkpoint")
+    rows, _ = build_rows(bench, FULL, CANDIDATES, log, True)
+    evaluate(rows[0], None, bench.checkpoint)
+    return bench, saved, rows, log
 
 
 def main() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,11 +34,10 @@ import torch
 
 import smoothcache
 from benchmarks import quality_speed
-from benchmarks.common.bench import MODELS, Bench, Row
+from benchmarks.common.bench import Bench, Row
 from benchmarks.common.checkpoint import Checkpoint
 from benchmarks.common.forecast_rows import FAMILY, shared_curves
 from benchmarks.common.peers import fewer_steps_rows
-from benchmarks.common.protocol import build_rows
 from benchmarks.common.scoring import TARGETS, Scores, evaluate, targets
 from benchmarks.common.stats import Bootstrap, interval, psnr_db
 from benchmarks.common.timing import Log
@@ -147,38 +145,21 @@ def _full_recipe_cost(bench: Bench, seed: int, target: float) -> tuple[int, floa
 
 def main() -> None:
     """Read the quality page's rows, add tune's and the plain search's, write the page."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=MODELS, default="reference")
-    parser.add_argument("--seeds", choices=("development", "test"), default="development")
-    parser.add_argument("--checkpoint", type=Path, required=True)
-    parser.add_argument("--threads", type=int)
+    parser = quality_speed.page_parser(__doc__.split("\n\n")[0])
     parser.add_argument(
         "--budget",
         type=int,
         default=smoothcache.tuner.BUDGET,
         help="tune's budget in sampler runs (default: tune's own); another writes its own page",
     )
-    parser.add_argument("--out-dir", type=Path, default=Path("docs"))
     parser.add_argument(
         "--tune-only",
         action="store_true",
         help="measure tune's rows only (into their own checkpoint), while the quality page's run "
         "is still going: a later run without it reads them back and writes the page",
     )
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    log = Log()
-    started = time.perf_counter()
-    page = quality_speed.parse_args(
-        ["--model", args.model, "--seeds", args.seeds, "--checkpoint", str(args.checkpoint)]
-    )
-    bench = quality_speed.make_bench(page)
-    assert bench.checkpoint.folder is not None
-    saved = Checkpoint(args.checkpoint, bench.checkpoint.folder.name + "-tune")
-    log("the quality page's rows, read back from its checkpoint")
-    rows, _ = build_rows(bench, quality_speed.FULL, quality_speed.CANDIDATES, log, True)
-    evaluate(rows[0], None, bench.checkpoint)
+    args, started = parser.parse_args(), time.perf_counter()
+    bench, saved, rows, log = quality_speed.read_page(args, "-tune")
     if args.tune_only:
         for row in tune_rows(bench, saved, log, args.budget)[0]:
             evaluate(row, rows[0].images, saved)

@@ -93,17 +93,14 @@ def validate_orders(
     clean: dict[str, tuple[int, ...]] = {}
     for key, values in orders.items():
         row = rows[key]
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise ScheduleError(
-                f"orders of {key!r} must be a list of integers 0..{MAX_ORDER}, one per step, "
-                f"found {type(values).__name__}"
-            )
-        values = list(values)
-        if len(values) != len(row):
-            raise ScheduleError(
-                f"orders of {key!r} have {len(values)} entries but its row has {len(row)} steps; "
-                "give one order per step (0 where the step computes or reuses)"
-            )
+        values = _per_step(
+            key,
+            values,
+            len(row),
+            "orders",
+            f"integers 0..{MAX_ORDER}",
+            "0 where the step computes or reuses",
+        )
         computed = 0
         for step, (flag, order) in enumerate(zip(row, values)):
             if type(order) is not int or not 0 <= order <= MAX_ORDER:
@@ -144,17 +141,14 @@ def validate_weights(
     clean: dict[str, tuple[tuple[float, ...] | None, ...]] = {}
     for key, values in weights.items():
         key_orders = orders.get(key, (0,) * len(rows[key]))
-        if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-            raise ScheduleError(
-                f"weights of {key!r} must be a list with one entry per step (null or a list of "
-                f"numbers), found {type(values).__name__}"
-            )
-        values = list(values)
-        if len(values) != len(key_orders):
-            raise ScheduleError(
-                f"weights of {key!r} have {len(values)} entries but its row has "
-                f"{len(key_orders)} steps; give one entry per step (null where none is fitted)"
-            )
+        values = _per_step(
+            key,
+            values,
+            len(key_orders),
+            "weights",
+            "entries (null or a list of numbers)",
+            "null where none is fitted",
+        )
         entries = [
             _weight_entry(key, step, v, k) for step, (v, k) in enumerate(zip(values, key_orders))
         ]
@@ -189,6 +183,22 @@ def _weight_entry(key: str, step: int, value: Any, order: int) -> tuple[float, .
             f"outputs, so it needs {order + 1} finite numbers, found {items!r:.80}"
         )
     return tuple(numbers)
+
+
+def _per_step(key: str, values: Any, steps: int, what: str, items: str, rest: str) -> list[Any]:
+    """A key's per-step table (``orders``, ``weights``) as a list of one entry per step."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise ScheduleError(
+            f"{what} of {key!r} must be a list of {items}, one per step, found "
+            f"{type(values).__name__}"
+        )
+    values = list(values)
+    if len(values) != steps:
+        raise ScheduleError(
+            f"{what} of {key!r} have {len(values)} entries but its row has {steps} steps; "
+            f"give one entry per step ({rest})"
+        )
+    return values
 
 
 def check_order(order: Any) -> None:
