@@ -204,15 +204,16 @@ def _page(
                 cells.append(f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]")
             out.append(f"| {budget:.0%} | {seed} | {cell(lag)} | {' | '.join(cells)} |")
     out += ["", "## Peers at 20% of the compute and below", ""]
-    out += ["| method | setting | compute | dB (worst) |", "|---|---|---|---|"]
+    out += ["| method | setting | cal. seed | compute | dB (worst) |", "|---|---|---|---|---|"]
     peers = [
         r
         for r in table[1:]
         if not str(r["family"]).startswith(FAMILY) and r["computed"] <= 0.205 and r["psnr"]
     ]
     for r in sorted(peers, key=lambda r: -r["computed"]):
+        seed = r["calibration_seed"] or ""
         out.append(
-            f"| {r['family']} | {r['setting']} | {r['computed']:.3f} "
+            f"| {r['family']} | {r['setting']} | {seed} | {r['computed']:.3f} "
             f"| {r['psnr']:.2f} ({r['worst_psnr']:.1f}) |"
         )
     out += ["", "## Cost of fitting", ""]
