@@ -22,6 +22,7 @@ import numpy as np
 
 from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
 from smoothcache.schedule import Schedule
+from smoothcache.searches.forecast import within_spans
 
 #: tune's forecast family (:meth:`~smoothcache.ErrorCurves.forecast_candidates`): smaller than the
 #: full recipe's, which also has reuse only (cap 0; never the best on development seeds) and a
@@ -196,7 +197,7 @@ def tune_candidates(
     )
     if every is not None:
         for order, name in ((0, "FORA"), (2, "uniform + order-2 forecast")):
-            schedule = Schedule.uniform(steps, every, curves.kinds, order)
+            schedule = within_spans(Schedule.uniform(steps, every, curves.kinds, order), curves)
             found.append((f"{name}, every {every}", schedule, True))
     if not found:
         raise ScheduleError(

@@ -122,6 +122,10 @@ def forecast_schedule(
                 finite = math.isfinite(value) and math.isfinite(reused) and reused > 0
                 value = response[i, r] * value / reused if finite else math.inf
             costs[i, r] = value if math.isfinite(value) else np.inf
+    spans = _active_spans(curves)
+    for first in {int(f) for f in spans[:, 0] if f > 0}:  # a denoiser taking over at `first`
+        for i in range(max(first - lookahead, 0), first):  # must compute there: nothing stored
+            costs[i, first - i :] = np.inf
     least, rows = fewest_error_rows(costs)
     fits = [k for k in rows if k <= shared]
     if not fits:
@@ -134,12 +138,14 @@ def forecast_schedule(
     computed = [t for t in range(n) if row[t]]
     schedule_rows: dict[str, tuple[int, ...]] = {}
     orders: dict[str, tuple[int, ...]] = {}
+    members = dict(curves.row_members(per_block))
     for u, (key, _) in enumerate(units):
         order_row = [0] * n
-        for before, (start, end) in enumerate(itertools.pairwise(computed)):
+        for start, end in itertools.pairwise(computed):
             if end - start < 2:
                 continue
-            table = tables[u][end - start][: before + 1, end - 1]  # k + 1 <= computed so far
+            since = _computed_since(spans[members[key]], computed, start)
+            table = tables[u][end - start][:since, end - 1]  # k + 1 <= computed so far
             order = preferred_order(table, cap, prior)
             order_row[start + 1 : end] = [order] * (end - start - 1)
         schedule_rows[key] = tuple(row)
@@ -158,6 +164,52 @@ def forecast_schedule(
     }
     schedule = Schedule(rows=schedule_rows, metadata=metadata, orders=orders)
     return fit_forecasts(schedule, curves) if fitted else schedule
+
+
+def _active_spans(curves: Measurements) -> np.ndarray:
+    """Per branch, the first and last step it produced an output at in calibration
+    (``(branches, 2)``): a pipeline of two denoisers (Wan 2.2's experts) hands over partway, and
+    the second one's branches have nothing stored before their first step."""
+    seen = (curves.count[:, :, 0, :] > 0).any(axis=1)  # outputs at t and t - 1
+    ran = seen | np.roll(seen, -1, axis=1) & (np.arange(seen.shape[1]) < seen.shape[1] - 1)
+    spans = np.zeros((len(ran), 2), dtype=int)
+    for b, steps in enumerate(ran):
+        found = np.flatnonzero(steps)
+        spans[b] = (found[0], found[-1]) if found.size else (0, seen.shape[1] - 1)
+    return spans
+
+
+def _computed_since(spans: np.ndarray, computed: list[int], start: int) -> int:
+    """The fewest computes, up to ``start``, of the branches (``spans``) that run after it:
+    the most outputs a forecast of the run starting there may read."""
+    counts = [
+        sum(1 for c in computed if first <= c <= start)
+        for first, last in spans
+        if first <= start < last
+    ]
+    return min(counts, default=sum(1 for c in computed if c <= start))
+
+
+def within_spans(schedule: Schedule, curves: Measurements) -> Schedule:
+    """``schedule`` (made for ``curves``' model, with rows per kind) with every forecast order
+    lowered to what the branches running at that step can read: a denoiser that takes over
+    partway (Wan 2.2's second expert) has stored only its own outputs since it started, and a
+    forecast asking for more would compute instead. Fitted weights are not kept where an order
+    changes."""
+    spans = _active_spans(curves)
+    members = dict(curves.row_members(False))
+    orders: dict[str, tuple[int, ...]] = {}
+    for key, row in schedule.orders.items():
+        computed = [t for t, flag in enumerate(schedule.rows[key]) if flag]
+        chosen = spans[members[key]] if key in members else spans
+        capped = []
+        for step, order in enumerate(row):
+            start = max((c for c in computed if c < step), default=0)
+            capped.append(min(order, max(_computed_since(chosen, computed, start) - 1, 0)))
+        orders[key] = tuple(capped)
+    if all(orders[k] == v for k, v in schedule.orders.items()):
+        return schedule
+    return Schedule(schedule.rows, schedule.metadata, orders, schedule.techniques)
 
 
 def _reuse_response(curves: Measurements) -> np.ndarray:

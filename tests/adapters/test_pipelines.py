@@ -365,7 +365,8 @@ def test_wan_2_2_hands_over_to_the_second_expert_under_one_schedule():
 def test_tune_runs_through_the_hand_over_to_the_second_expert():
     """tune on Wan 2.2's two experts: the sensitivity's run sees each expert's own previous
     outputs (none at the hand-over step, whose reuse falls back to computing: no contribution
-    there, and no NaN from it in the search), and the schedule applies to both experts."""
+    there, and no NaN from it in the search), the schedule applies to both experts, and no
+    forecast of the second expert asks for outputs it has not made yet."""
     pipe, run = wan(two_experts=True)
     pipe.set_progress_bar_config(disable=True)
     prompt = _embeds(1, 8, pipe.transformer.config.text_dim)
@@ -383,10 +384,11 @@ def test_tune_runs_through_the_hand_over_to_the_second_expert():
     stats = session.stats
     first, second = "blocks.0.attn1", "transformer_2.blocks.0.attn1"
     assert stats.reused[first] > 0 and not torch.equal(out, base)
-    # Known limit: the search treats the steps as one model's, so a forecast the second expert
-    # cannot make yet (too few of its own outputs stored) computes instead, and says so.
+    # the search knows where the second expert takes over: it computes there and forecasts
+    # only from the second expert's own outputs after it, so nothing falls back to computing
     skipped = 2 * tuned.schedule.rows["attn1"][3:].count(0)
-    assert stats.reused[second] + stats.fallbacks[second] == skipped > 0
+    assert tuned.schedule.rows["attn1"][3] == 1
+    assert stats.reused[second] == skipped > 0 and not any(stats.fallbacks.values())
 
 
 def test_sd3_skip_layer_guidance_adds_a_pass_that_skips_blocks():

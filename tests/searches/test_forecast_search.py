@@ -531,3 +531,44 @@ def test_the_default_calibration_reaches_a_fifth_of_the_compute(original_dit):
         sample_original_dit(original_dit, num_steps=20, seed=0)
     with pytest.raises(ScheduleError, match="lookahead"):
         recorder.curves().schedule(compute_fraction=0.2)
+
+
+def test_the_search_computes_where_a_second_denoiser_takes_over_and_forecasts_from_its_own():
+    """Two branches of one kind, the second running from step 8 on (Wan 2.2's second expert):
+    forecasts that suit every step, yet the search computes at step 8 (nothing of the second
+    branch is stored before it) and no forecast after it reads more of the second branch's
+    outputs than it computed; ``within_spans`` lowers a uniform schedule's orders the same way."""
+    from smoothcache.searches.forecast import within_spans
+
+    n, lookahead = 16, 3
+    combos = forecast_combos(lookahead, 2)
+    square = np.full((len(combos), n), 1.0)
+    for row, (k, _, _) in enumerate(combos):
+        square[row] = 1.0 / (1 + 10 * k)  # higher orders always better
+    one = _synthetic(square, combos)
+    f = one.forecast
+    both = lambda a: np.concatenate([a, a])  # noqa: E731
+    count = both(one.count)
+    count[0, :, :, 8:] = 0  # the first branch stops at step 7
+    count[1, :, :, :9] = 0  # the second branch starts at step 8 (lag-1 pairs from step 9)
+    forecast = ForecastErrors(f.combos, both(f.mean), both(f.square), both(f.worst), both(f.count))
+    curves = ErrorCurves(
+        [Branch("a.0", "a", 0), Branch("b.0", "a", 1)],
+        both(one.mean),
+        both(one.std),
+        count,
+        {},
+        forecast=forecast,
+    )
+    schedule = forecast_schedule(curves, 0.5, False)
+    row, orders = schedule.rows["a"], schedule.orders["a"]
+    assert row[8] == 1
+    computed = [t for t in range(n) if row[t]]
+    for step in range(9, n):
+        if not row[step]:
+            since = [c for c in computed if 8 <= c < step]
+            assert orders[step] <= len(since) - 1
+    assert max(orders[9:]) >= 1  # forecasts made once the second branch has outputs
+    uniform = Schedule.uniform(n, 3, ["a"], order=2)
+    capped = within_spans(uniform, curves).orders["a"]
+    assert uniform.orders["a"][10] == 2 and capped[10] == 0  # after step 9: one output of b
