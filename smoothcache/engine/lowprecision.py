@@ -75,14 +75,14 @@ class LowPrecision(Technique):
         return lagrange_weights(positions, at)
 
     def answer(self, constants: tuple[float, ...], newest: Any) -> Answer:
-        """Combine the kept values in float32 weights, then cast to the output's dtypes."""
+        """Combine the kept values in float32 weights, then cast to the output's dtypes (read
+        from the outputs at each call: one answer serves every branch of a device)."""
         tensor = first_tensor(newest.values)
         device = None if tensor is None else tensor.device
         weights = tuple(torch.full((), w, dtype=torch.float32, device=device) for w in constants)
-        dtypes = newest.dtypes
 
         def forecast(read: list[_Kept]) -> Any:
-            return _restore(combine([r.values for r in read], weights), dtypes)
+            return _restore(combine([r.values for r in read], weights), read[-1].dtypes)
 
         return forecast
 

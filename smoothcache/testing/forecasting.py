@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from smoothcache.engine.lowprecision import low_precision
 from smoothcache.engine.outputs import identical
 from smoothcache.forecast import first_tensor, lagrange_weights
 from smoothcache.schedule import Schedule, StepWeights
@@ -33,10 +34,38 @@ def forecast(subject: Subject) -> None:
         raise ConformanceError(check, "a forecast of order 1 needs num_steps >= 4")
     row = forecast_row(subject.num_steps)
     pairs = subject.branches(check)
-    for kind in subject.kinds(check):
+    kinds = subject.kinds(check)
+    for kind in kinds:
         lagrange = Schedule({kind: row}).forecasting(1)
-        for schedule in (lagrange, _with_weights(lagrange, kind)):
-            _forecast_kind(subject, check, kind, pairs, schedule)
+        _forecast_kind(subject, check, kind, pairs, lagrange)
+        _forecast_kind(subject, check, kind, pairs, _with_weights(lagrange, kind))
+    _half_anchors(subject, check, Schedule({kind: row for kind in kinds}).forecasting(1))
+
+
+def _half_anchors(subject: Subject, check: str, schedule: Schedule) -> None:
+    """Every kind forecast at once from outputs kept in bfloat16: the same skips, half the
+    stored bytes of a float32 model, and an output within the rounding of the kept values."""
+    runs = []
+    for chosen in (schedule, low_precision(schedule)):
+        with as_failure(check), subject.enabled(chosen, fast_path=False) as session:
+            runs.append((subject.run(check), session.stats))
+    (out, stats), (half, halved) = runs
+    held, full = halved.peak_cache_bytes, stats.peak_cache_bytes
+    tensor = first_tensor(out)
+    wide = tensor is not None and tensor.dtype == torch.float32
+    if halved.reused != stats.reused or (held * 2 != full if wide else held > full):
+        raise ConformanceError(
+            check,
+            f"bfloat16 anchors: reused {halved.reused} and {held} bytes held, against "
+            f"{stats.reused} and {full} in float32",
+        )
+    change = relative_change(half, out)
+    if not change <= 0.05:
+        raise ConformanceError(
+            check,
+            f"bfloat16 anchors changed the output by {change:.3g} relative; the answers do not "
+            "come from the kept outputs",
+        )
 
 
 def _with_weights(schedule: Schedule, kind: str) -> Schedule:
