@@ -167,6 +167,11 @@ def fit_forecasts(
         raise CalibrationError(_NO_GRAM)
     if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge >= 0:
         raise ScheduleError(f"ridge must be a number >= 0 (e.g. {RIDGE}), found {ridge!r}")
+    if isinstance(exact, bool) or not isinstance(exact, int) or exact < -1:
+        raise ScheduleError(
+            f"exact must be an integer >= -1 (the highest polynomial degree the weights "
+            f"reproduce; -1: none, 0: they sum to one), found {exact!r}"
+        )
     steps = forecast.gram.shape[2]
     if schedule.num_steps != steps:
         raise ScheduleError(

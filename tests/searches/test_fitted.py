@@ -195,6 +195,8 @@ def test_fitting_needs_the_inner_products_and_a_schedule_of_the_curves(original_
         fit_forecasts(Schedule({"cross": [1, 1, 0, 1] * 4}).forecasting(1), curves)
     with pytest.raises(ScheduleError, match="ridge must be"):
         fit_forecasts(schedule, curves, ridge=-1.0)
+    with pytest.raises(ScheduleError, match="exact must be"):
+        fit_forecasts(schedule, curves, exact=-2)
     with pytest.raises(CalibrationError, match="gram and gram_count"):
         ForecastErrors(f.combos, f.mean, f.square, f.worst, f.count, gram=f.gram)
     with pytest.raises(CalibrationError, match="shaped"):
