@@ -53,6 +53,9 @@ def grid(schedule: Schedule) -> list[str]:
         lines.append(f"{key.ljust(width)}{flags}  {sum(row)}/{n} {sum(row) / n:6.1%}")
     if schedule.orders:
         lines.append("('#' compute, '.' reuse, k: forecast of order k from the last k+1 computes)")
+    for key, weights in schedule.weights.items():
+        fitted = sum(w is not None for w in weights)
+        lines.append(f"{key}: {fitted} forecasts with fitted weights (the others Lagrange's)")
     computed = sum(sum(r) for r in schedule.rows.values())
     total = n * len(schedule.rows)
     lines.append(f"total: {computed}/{total} row-steps compute ({computed / total:.1%})")

@@ -116,6 +116,15 @@ def test_show_schedule_grid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert lines[3] == "attn  #..#..#..#.#  5/12  41.7%"
     assert lines[4] == "mlp   ############  12/12 100.0%"
     assert lines[5] == "total: 17/24 row-steps compute (70.8%)"
+    fitted = Schedule(
+        {"attn": [1, 1, 0, 1, 0, 1]},
+        orders={"attn": [0, 0, 1, 0, 1, 0]},
+        weights={"attn": [None, None, [-0.9, 1.8], None, None, None]},
+    )
+    fitted.save(path)
+    code, out, err = run(capsys, "show", str(path))
+    assert code == 0, err
+    assert "attn: 1 forecasts with fitted weights (the others Lagrange's)" in out.splitlines()
 
 
 def test_forecast_schedule_command_and_grid(
