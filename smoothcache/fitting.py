@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -61,12 +62,20 @@ class _Inner:
         return float(self.mean[late, lag]) if lag < self.window else math.nan
 
 
+class _Fit(NamedTuple):
+    """The fitted summed weights (``None`` where the constraints leave only Lagrange's) and the
+    mean squared errors per sample of the summed forecasts with Lagrange's and with them."""
+
+    weights: np.ndarray | None
+    lagrange: float
+    fitted: float
+
+
 def _fit(
     inner: _Inner, anchors: Sequence[int], targets: Sequence[int], ridge: float, exact: int
-) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """The summed weights of the forecasts of ``targets`` from ``anchors``: fitted, Lagrange's,
-    and the mean squared error per sample of the summed truth (``None`` where the window does
-    not cover every pair the fit reads, or the solve fails).
+) -> _Fit | None:
+    """The fit of the summed forecasts of ``targets`` from ``anchors`` (``None`` where the
+    window does not cover every pair it reads, or the solve fails).
 
     The fit minimises the squared error plus ``ridge`` (relative to the anchors' mean squared
     norm) times the distance to the Lagrange weights, subject to reproducing every polynomial of
@@ -79,9 +88,13 @@ def _fit(
     prior = sum(np.array(lagrange_weights(anchors, t)) for t in targets)
     if not (np.isfinite(gram).all() and np.isfinite(target).all() and math.isfinite(truth)):
         return None
+
+    def error(w: np.ndarray) -> float:
+        return float(truth - 2 * w @ target + w @ gram @ w)
+
     degrees = min(exact + 1, n)
     if degrees == n:  # the constraints leave nothing to fit
-        return prior, prior, truth
+        return _Fit(None, error(prior), error(prior))
     scale = ridge * float(np.trace(gram)) / n
     span = max((anchors[-1] - anchors[0]) / max(n - 1, 1), 1.0)
     base = np.array([(a - anchors[-1]) / span for a in anchors])
@@ -97,17 +110,9 @@ def _fit(
         weights = np.linalg.solve(system, rhs)[:n]
     except np.linalg.LinAlgError:
         return None
-    return (weights, prior, truth) if np.isfinite(weights).all() else None
-
-
-def _errors(
-    inner: _Inner, anchors: Sequence[int], targets: Sequence[int], fit: tuple
-) -> tuple[float, float]:
-    """Mean squared errors per sample of the summed forecasts: Lagrange's, fitted."""
-    weights, prior, truth = fit
-    gram = np.array([[inner(a, b) for b in anchors] for a in anchors])
-    target = np.array([sum(inner(a, t) for t in targets) for a in anchors])
-    return tuple(float(truth - 2 * w @ target + w @ gram @ w) for w in (prior, weights))
+    if not np.isfinite(weights).all():
+        return None
+    return _Fit(weights, error(prior), error(weights))
 
 
 def run_ratios(
@@ -142,9 +147,8 @@ def run_ratios(
             if fit is None:
                 ratios[row, last] = math.nan
                 continue
-            lagrange, fitted = _errors(inner, anchors, targets, fit)
-            good = lagrange > 0 and fitted >= 0
-            ratios[row, last] = min(fitted / lagrange, 1.0) if good else 1.0
+            good = fit.lagrange > 0 and fit.fitted >= 0
+            ratios[row, last] = min(fit.fitted / fit.lagrange, 1.0) if good else 1.0
     return ratios
 
 
@@ -194,13 +198,13 @@ def fit_forecasts(
         entries: list[tuple[float, ...] | None] = []
         for step, (skip, read, _) in enumerate(plan_reads(schedule.rows[key], orders)):
             fit = _fit(inner, read, [step], ridge, exact) if skip and len(read) > 1 else None
-            if fit is None or fit[0] is fit[1]:  # no fit, or the constraints leave Lagrange's
+            if fit is None or fit.weights is None:
                 kept += skip and len(read) > 1
                 entries.append(None)
                 continue
             fitted += 1
-            errors += _errors(inner, read, [step], fit)
-            entries.append(tuple(float(w) for w in fit[0]))
+            errors += (fit.lagrange, fit.fitted)
+            entries.append(tuple(float(w) for w in fit.weights))
         weights[key] = tuple(entries)
     how: dict[str, float] = {"ridge": ridge, "steps": fitted, "lagrange_steps": kept}
     if errors.min() > 0:
