@@ -9,6 +9,9 @@ model, seeds and evaluation samples: run it first with the same ``--model``, ``-
   and from those curves, at every budget of :data:`BUDGETS`, the plain forecast search
   (``method="forecast"``, Lagrange weights) and the fitted search (``method="fitted"``: the
   same search scoring and answering forecasts with weights fitted to the calibration);
+- at :data:`CLOSED_BUDGETS`, the :data:`CLOSED_BASE` search's schedule with its weights fitted
+  through the sampler (:func:`smoothcache.fit_closed_loop`, one fresh 16-sample batch per
+  iteration, seeds derived from the calibration seed: ``seed * 100 + i``);
 - the peers that reach 15% and 10%: FORA and diffusers' TaylorSeer (orders 1 and 2) at longer
   intervals than the quality page's, and the sampler at as few steps.
 
@@ -39,7 +42,8 @@ from benchmarks.common.peers import Settings, diffusers_rows, fewer_steps_rows, 
 from benchmarks.common.scoring import PeerEnvelope, Scores, evaluate
 from benchmarks.common.stats import Bootstrap, interval
 from benchmarks.common.timing import Log
-from benchmarks.tune_quality import _table
+from benchmarks.tune_quality import _table, runner
+from smoothcache import closedloop
 from smoothcache.engine import low_precision
 
 LAGRANGE = f"{FAMILY}, Lagrange"
@@ -49,16 +53,23 @@ BUDGETS = (0.3, 0.2, 0.15, 0.1)
 HALF = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 HALF_BUDGETS = (0.3, 0.2)
 LOOKAHEAD = 12
+CLOSED = f"{FAMILY}, closed-loop fitted"
+CLOSED_BUDGETS = (0.3, 0.2)
+#: The search whose schedule the closed-loop fit starts from ("forecast": Lagrange weights).
+CLOSED_BASE = "fitted"
 #: Peers at the longer intervals that reach 15% and 10% of the compute.
 LOW = Settings(
     fora=(8, 10, 13), taylor_orders=(1, 2), taylor_intervals=(10, 13), taylor_warmups=(3,)
 )
 
 
-def library_rows(bench: Bench, saved: Checkpoint, log: Log) -> tuple[list[Row], dict[int, float]]:
-    """Per calibration seed and budget: the Lagrange and the fitted search's rows; and per seed
-    the CPU seconds fitting added to the search (all budgets)."""
-    rows, fit_seconds = [], {}
+def library_rows(
+    bench: Bench, saved: Checkpoint, log: Log
+) -> tuple[list[Row], dict[int, float], dict[tuple[int, float], dict[str, Any]]]:
+    """Per calibration seed and budget: the Lagrange, fitted and closed-loop fitted rows; per
+    seed the CPU seconds fitting added to the search (all budgets); per seed and budget what
+    the closed-loop fit recorded."""
+    rows, fit_seconds, closed = [], {}, {}
     for seed in bench.seeds.calibration:
 
         def measure(s: int = seed) -> smoothcache.ErrorCurves:
@@ -82,14 +93,34 @@ def library_rows(bench: Bench, saved: Checkpoint, log: Log) -> tuple[list[Row], 
                     break
                 seconds = time.process_time() - started
                 fit_seconds[seed] += seconds if method == "fitted" else -seconds
+            families = [LAGRANGE, FITTED][: len(made)]
             if made and budget in HALF_BUDGETS:
                 made += [low_precision(made[0], dtype) for dtype in HALF.values()]
-            families = (LAGRANGE, FITTED, *(f"{LAGRANGE}, {name} anchors" for name in HALF))
+                families += [f"{LAGRANGE}, {name} anchors" for name in HALF]
+            if len(made) > 1 and budget in CLOSED_BUDGETS:
+                made.append(_closed_loop(bench, saved, log, made, seed, budget))
+                families.append(CLOSED)
+                closed[seed, budget] = made[-1].metadata["closed_loop"]
             for family, schedule in zip(families, made):
                 row = bench.cached(family, f"compute <= {budget:g}", schedule, budget=budget)
                 row.calibration_seed = seed
                 rows.append(row)
-    return rows, fit_seconds
+    return rows, fit_seconds, closed
+
+
+def _closed_loop(
+    bench: Bench, saved: Checkpoint, log: Log, made: list[Any], seed: int, budget: float
+) -> Any:
+    """The :data:`CLOSED_BASE` search's schedule fitted through the sampler (read back from the
+    checkpoint when it was fitted before)."""
+    base = made[0] if CLOSED_BASE == "forecast" else made[1]
+
+    def fit() -> Any:
+        seeds = range(seed * 100, seed * 100 + closedloop.ITERATIONS)
+        log(f"  closed-loop fit at {budget:g}: {len(seeds)} batches from seed {seeds[0]}")
+        return smoothcache.fit_closed_loop(bench.model, base, runner(bench), seeds=seeds)
+
+    return saved.schedule(f"closed-loop|{CLOSED_BASE}|{seed}|{budget}", fit)
 
 
 def main() -> None:
@@ -102,7 +133,7 @@ def main() -> None:
         evaluate(row, rows[0].images, bench.checkpoint)
     if bench.checkpoint.read == 0:
         raise SystemExit("nothing was read back: run benchmarks.quality_speed with --checkpoint")
-    ours, fit_seconds = library_rows(bench, saved, log)
+    ours, fit_seconds, closed = library_rows(bench, saved, log)
     low = fora_rows(bench, LOW) + diffusers_rows(bench, LOW)
     for row in ours + low:
         evaluate(row, rows[0].images, saved)
@@ -115,6 +146,7 @@ def main() -> None:
     errors = np.stack([row.errors for row in everything])
     scores = Scores(_table(everything, bench), boot.batch_psnr(errors))
     lines = _page(bench, scores, fit_seconds, args, time.perf_counter() - started)
+    lines += _closed_page(bench, scores, closed)
     name = f"fitted_quality_{args.model}" + ("_test" if args.seeds == "test" else "")
     path = args.out_dir / f"{name}.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -145,7 +177,7 @@ def _page(
         return f"{line['margin']:+.2f} [{low:+.2f}, {high:+.2f}]"
 
     def cell(i: int) -> str:
-        return f"{table[i]['psnr']:.2f} ({table[i]['worst_psnr']:.1f}), {table[i]['computed']:.3f}"
+        return _cell(table, i)
 
     seeds = args.seeds
     out = [
@@ -223,6 +255,51 @@ def _page(
         for seed in bench.seeds.calibration
     ]
     return out
+
+
+def _closed_page(
+    bench: Bench, scores: Scores, closed: dict[tuple[int, float], dict[str, Any]]
+) -> list[str]:
+    """The closed-loop fitted rows against the Lagrange search's and the envelope."""
+    table, reps = scores.table, scores.replicates
+    found = {
+        (r["family"], r["calibration_seed"], round(r["budget"], 3)): i
+        for i, r in enumerate(table)
+        if r["family"] in (LAGRANGE, CLOSED)
+    }
+    out = ["", "## Closed-loop fitted forecasts", ""]
+    out += [
+        f"The {CLOSED_BASE} search's schedule with its weights fitted to the final output "
+        f"through the sampler (`smoothcache.fit_closed_loop`: {closedloop.ITERATIONS} iterations, "
+        f"one fresh batch of 16 samples each, seeds `calibration seed x 100 + i`, Adam step "
+        f"{closedloop.LEARNING_RATE:g}). Cost: {2 * closedloop.ITERATIONS} sampler runs of 16 "
+        "samples, half of them with a reverse pass. Margins in dB with 90% intervals.",
+        "",
+        "| budget | seed | Lagrange | closed-loop fitted | closed - Lagrange "
+        "| closed over envelope | fit: first -> last batch (dB), wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for budget in CLOSED_BUDGETS:
+        for seed in bench.seeds.calibration:
+            lag = found.get((LAGRANGE, seed, round(budget, 3)))
+            fit = found.get((CLOSED, seed, round(budget, 3)))
+            if lag is None or fit is None:
+                continue
+            low, high = interval(reps[fit] - reps[lag])
+            line = PeerEnvelope(scores, seed).line(table[fit]["computed"], fit, None)
+            how = closed[seed, budget]
+            out.append(
+                f"| {budget:.0%} | {seed} | {_cell(table, lag)} | {_cell(table, fit)} "
+                f"| {table[fit]['psnr'] - table[lag]['psnr']:+.2f} [{low:+.2f}, {high:+.2f}] "
+                f"| {line['margin']:+.2f} [{line['interval'][0]:+.2f}, {line['interval'][1]:+.2f}] "
+                f"| {how['first_batch_snr_db']:.1f} -> {how['last_batch_snr_db']:.1f}, "
+                f"{how['seconds']:.0f} |"
+            )
+    return out
+
+
+def _cell(table: list[dict[str, Any]], i: int) -> str:
+    return f"{table[i]['psnr']:.2f} ({table[i]['worst_psnr']:.1f}), {table[i]['computed']:.3f}"
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from typing import Any
 from smoothcache import adapters
 from smoothcache.adapter import Adapter, Branch, TimestepSource, argument
 from smoothcache.calibration import Recorder, calibrating
+from smoothcache.closedloop import fit_closed_loop
 from smoothcache.curves import ErrorCurves
 from smoothcache.engine import CacheStats, Session, enable, enabled
 from smoothcache.errors import (
@@ -82,6 +83,7 @@ __all__ = [
     "enable",
     "enabled",
     "estimate_sensitivity",
+    "fit_closed_loop",
     "fit_forecasts",
     "hookimpl",
     "measure_sensitivity",

@@ -34,7 +34,6 @@ errors.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
 import math
 import time
@@ -49,9 +48,10 @@ import torch
 from smoothcache.adapter import Adapter
 from smoothcache.binding import bind
 from smoothcache.calibration import calibrating
+from smoothcache.closedloop import fit_closed_loop
 from smoothcache.curves import ErrorCurves
 from smoothcache.engine import enabled
-from smoothcache.errors import ArgumentError, CalibrationError
+from smoothcache.errors import ArgumentError
 from smoothcache.racing import (
     TUNE_FITTED,
     Candidate,
@@ -65,6 +65,7 @@ from smoothcache.racing import (
     tune_lookahead,
 )
 from smoothcache.response import SensitivityUnavailable, estimate_sensitivity
+from smoothcache.sampling import SeededRun, seeded_runs
 from smoothcache.schedule import Schedule
 from smoothcache.searches.base import check_fraction
 from smoothcache.tuning import (
@@ -74,9 +75,6 @@ from smoothcache.tuning import (
     final_output,
     output_tensor,
 )
-
-#: ``run(seed)`` samples one batch from ``seed`` and returns the final output as a tensor.
-SeededRun = Callable[[int], Any]
 
 #: tune's default budget, in sampler runs of one batch (the sensitivity's run counts as one)
 BUDGET = 12
@@ -139,6 +137,7 @@ def tune(
     adapter: str | Adapter | None = None,
     sensitivity: bool | None = None,
     budget: int = BUDGET,
+    fit_weights: int = 0,
     on_run: Callable[[int, int], None] | None = None,
 ) -> Tuned:
     """The best schedule within ``compute_fraction`` of the branch-steps, chosen on held-out
@@ -162,6 +161,14 @@ def tune(
     costs about five in time). The default 12 runs the safe references and the first six members
     of the forecast family once; more runs more members, then more held-out rounds for the best
     of them; fewer than the calibration and one held-out round need is an ArgumentError.
+
+    ``fit_weights``: with ``N > 0`` the chosen schedule's forecast weights are then fitted
+    through the sampler (:func:`~smoothcache.fit_closed_loop`, ``N`` batches from seed
+    ``held_out_seed + 10000`` on, ``2 N`` runs, half with gradients) and the fitted schedule is
+    run on the held-out batches the choice saw (two runs per round): it replaces the choice only
+    as :func:`~smoothcache.racing.choose` would let a candidate replace a safe reference (worst
+    samples within the bar, a lead beyond the noise or a better tail). Off by default: it costs
+    ``2 N`` runs beyond ``budget``.
     """
     fraction = check_fraction(compute_fraction)
     least = (1 if sensitivity is False else 2) + 3  # calibration, two uncached, one candidate
@@ -170,12 +177,16 @@ def tune(
             f"budget must be a number of sampler runs >= {least} (calibration, the sensitivity, "
             f"two uncached held-out runs and one candidate), found {budget!r}"
         )
+    if not isinstance(fit_weights, int) or isinstance(fit_weights, bool) or fit_weights < 0:
+        raise ArgumentError(
+            f"fit_weights must be a number of fitting batches >= 0 (0: off), found {fit_weights!r}"
+        )
     if calibration_seed == held_out_seed:
         raise ArgumentError(
             f"calibration_seed and held_out_seed are both {held_out_seed}: the choice must be "
             "made on samples the calibration did not see; choose another held_out_seed"
         )
-    sampler, graph_run = _sampler(model, run, call)
+    sampler, graph_run = seeded_runs(model, run, call)
     runs = _Runs(sampler, model, adapter, on_run)
     started = time.perf_counter()
     with calibrating(model, tune_lookahead(fraction), adapter) as recorder:
@@ -196,10 +207,19 @@ def tune(
     runs.report()
     entered = [*family[: rounds[0]], *safe]
     seeds = (seed for seed in itertools.count(held_out_seed) if seed != calibration_seed)
-    candidates, alive, signal = _race(runs, entered, seeds, budget)
+    candidates, alive, signal, held = _race(runs, entered, seeds, budget)
     picked, reason = choose([candidates[i] for i in alive])
     chosen = alive[picked]
     label, schedule, _ = entered[chosen]
+    if fit_weights and any(any(o) for o in schedule.orders.values()):
+        fresh = (s for s in itertools.count(held_out_seed + 10_000) if s != calibration_seed)
+        fit_seeds = list(itertools.islice(fresh, fit_weights))
+        fitted, candidate = _fitted(runs, graph_run, schedule, candidates[chosen], held, fit_seeds)
+        picked, why = choose([dataclasses.replace(candidates[chosen], safe=True), candidate])
+        candidates.append(candidate)
+        if picked:
+            chosen, label, schedule = len(candidates) - 1, candidate.label, fitted
+            reason = f"{why}; fitted from the choice, whose reason was: {reason}"
     seconds = time.perf_counter() - started
     how = {
         "chosen": label,
@@ -209,6 +229,7 @@ def tune(
         "evaluations": runs.counter.evaluations,
         "seconds": round(seconds, 3),
         "sensitivity": note,
+        "fit_weights": fit_weights,
     }
     schedule = dataclasses.replace(schedule, metadata={**schedule.metadata, "tuned": how})
     return Tuned(
@@ -265,15 +286,17 @@ def _race(
     entered: list[tuple[str, Schedule, bool]],
     seeds: Iterator[int],
     budget: int,
-) -> tuple[list[Candidate], list[int], float]:
+) -> tuple[list[Candidate], list[int], float, list[int]]:
     """The held-out rounds (:mod:`smoothcache.racing`), one per seed of ``seeds``: every
     candidate scored on all the rounds it ran, the indices of the last round's, and the
-    uncached outputs' mean square."""
+    uncached outputs' mean square, and the seeds of the rounds."""
     errors: list[list[np.ndarray]] = [[] for _ in entered]
     alive = list(range(len(entered)))
-    squares = []
+    squares: list[float] = []
+    held: list[int] = []
     while True:
         seed = next(seeds)
+        held.append(seed)
         if not squares:
             reference = deterministic_reference(lambda s=seed: runs.sample(s))
         else:
@@ -293,8 +316,31 @@ def _race(
         runs.total = runs.done + round_runs(planned, safe)
         if not planned:
             runs.report()
-            return candidates, alive, float(np.mean(squares))
+            return candidates, alive, float(np.mean(squares)), held
         alive = following
+
+
+def _fitted(
+    runs: _Runs,
+    graph_run: SeededRun,
+    schedule: Schedule,
+    chosen: Candidate,
+    held: list[int],
+    seeds: list[int],
+) -> tuple[Schedule, Candidate]:
+    """``schedule`` with its weights fitted through the sampler on ``seeds``, and its errors on
+    the held-out batches ``held`` (every round the chosen candidate ran)."""
+    runs.total = runs.done + 2 * len(seeds) + 2 * len(held)
+    with runs.counter:
+        fitted = fit_closed_loop(runs.model, schedule, graph_run, seeds=seeds, adapter=runs.adapter)
+    runs.done += 2 * len(seeds)
+    runs.report()
+    errors = []
+    for seed in held:
+        reference = runs.sample(seed).to(torch.float64)
+        errors.append(sample_errors(runs.sample(seed, fitted), reference))
+    label = f"{chosen.label}, closed-loop fitted"
+    return fitted, scored(label, chosen.compute_fraction, False, np.concatenate(errors))
 
 
 def _share(schedule: Schedule) -> float:
@@ -314,7 +360,7 @@ def held_out_snr_db(
     """Each schedule's signal-to-error ratio in dB (the uncached output's mean square over the
     mean squared error against it) on the batch of ``seed`` (``run`` or ``call`` as for
     :func:`tune`): ``1 + len(schedules)`` runs."""
-    runs = _Runs(_sampler(model, run, call)[0], model, adapter, None)
+    runs = _Runs(seeded_runs(model, run, call)[0], model, adapter, None)
     reference = runs.sample(seed).to(torch.float64)
     errors = {
         name: float(sample_errors(runs.sample(seed, schedule), reference).mean())
@@ -354,53 +400,3 @@ def _sensitivity(
         f"estimated in one run with gradients and {meta['reverse_passes']} reverse passes, "
         f"{meta['seconds']:.1f} s"
     )
-
-
-def _sampler(
-    model: Any, run: SeededRun | None, call: Mapping[str, Any] | None
-) -> tuple[SeededRun, SeededRun]:
-    """``run``, or a run of the pipeline ``model`` with ``call`` and a seeded generator; and
-    the same run keeping gradients (a pipeline's ``__call__`` turns them off: its undecorated
-    function runs instead)."""
-    if (run is None) == (call is None):
-        raise ArgumentError(
-            "tune needs exactly one of run (a function of a seed that samples a batch and returns "
-            "the final output) or call= (a diffusers pipeline's own call arguments)"
-        )
-    if run is not None:
-        if not callable(run):
-            raise ArgumentError(f"run must be a function of a seed, found {type(run).__name__}")
-        return run, run
-    if not callable(model) or isinstance(model, torch.nn.Module):
-        raise ArgumentError(
-            f"call= runs a diffusers pipeline, but a {type(model).__name__} was given; pass "
-            "the pipeline, or a run(seed) function for a model"
-        )
-    assert call is not None
-    arguments = dict(call)
-    for reserved in ("generator", "latents"):
-        if reserved in arguments:
-            raise ArgumentError(
-                f"call= must not hold {reserved!r}: tune seeds every run itself "
-                "(calibration_seed=, held_out_seed=)"
-            )
-    arguments.setdefault("output_type", "latent")
-
-    undecorated = getattr(type(model).__call__, "__wrapped__", None)
-
-    def pipeline_run(seed: int, graph: bool = False) -> Any:
-        generator = torch.Generator().manual_seed(seed)
-        if graph and undecorated is not None:
-            output = undecorated(model, **arguments, generator=generator)
-        else:
-            output = model(**arguments, generator=generator)
-        for name in ("images", "frames", "audios"):
-            value = getattr(output, name, None)
-            if isinstance(value, (torch.Tensor, np.ndarray)):
-                return value  # some pipelines (DiT's) decode whatever output_type says
-        raise CalibrationError(
-            f"the pipeline returned {type(output).__name__} with no tensor images, frames or "
-            "audios; pass output_type='latent' or 'pt' in call="
-        )
-
-    return pipeline_run, functools.partial(pipeline_run, graph=True)

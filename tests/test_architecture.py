@@ -116,7 +116,7 @@ LAYERS = [
     {"adapters"},
     {"measurements", "searches", "curves_file", "curves", "fitting"},
     {"recording", "calibration"},
-    {"tuning", "response", "racing", "tuner"},
+    {"tuning", "response", "racing", "tuner", "closedloop", "sampling"},
     {"testing", "cli", "demo", "reference", "__main__"},
     {""},
 ]
