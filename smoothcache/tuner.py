@@ -211,7 +211,9 @@ def tune(
     picked, reason = choose([candidates[i] for i in alive])
     chosen = alive[picked]
     label, schedule, _ = entered[chosen]
-    if fit_weights and any(any(o) for o in schedule.orders.values()):
+    if fit_weights and not any(any(o) for o in schedule.orders.values()):
+        reason += "; weights not fitted: the chosen schedule only reuses (no forecast step)"
+    elif fit_weights:
         fresh = (s for s in itertools.count(held_out_seed + 10_000) if s != calibration_seed)
         fit_seeds = list(itertools.islice(fresh, fit_weights))
         fitted, candidate = _fitted(runs, graph_run, schedule, candidates[chosen], held, fit_seeds)

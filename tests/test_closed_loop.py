@@ -197,3 +197,24 @@ def test_a_pipeline_is_fitted_from_its_call_arguments():
         return float((outputs[1] - outputs[0]).pow(2).mean())
 
     assert error(fitted) != error(schedule)
+
+
+def test_the_command_fits_the_weights_when_asked_and_says_when_there_is_nothing_to_fit(
+    tmp_path, capsys
+):
+    from smoothcache.cli import main
+
+    out = tmp_path / "tuned.json"
+    options = ["--steps", "10", "--class-labels", "1", "7", "--budget", "9", "-o", str(out)]
+    fit = ["--fit-weights", "2"]
+    assert main(["tune", "--reference", "--compute", "0.5", *options, *fit]) == 0
+    assert "then 4 runs fitting the weights" in capsys.readouterr().err
+    schedule = smoothcache.Schedule.load(out)
+    assert schedule.metadata["tuned"]["fit_weights"] == 2 and schedule.weights
+    assert "chosen: forecast search, closed-loop fitted (" in out.with_suffix(".txt").read_text()
+    # at 40% the race chooses a schedule that only reuses: the report says nothing was fitted
+    assert main(["tune", "--reference", "--compute", "0.4", *options, *fit]) == 0
+    report = out.with_suffix(".txt").read_text()
+    assert "weights not fitted: the chosen schedule only reuses" in report
+    assert not smoothcache.Schedule.load(out).weights
+    assert main(["tune", "--reference", "--compute", "0.4", *options, "--fit-weights", "-1"]) == 2

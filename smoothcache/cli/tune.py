@@ -72,6 +72,15 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
         "and held-out rounds",
     )
     parser.add_argument(
+        "--fit-weights",
+        type=int_at_least(0),
+        default=0,
+        metavar="N",
+        help="then fit the chosen schedule's forecast weights through the sampler on N batches "
+        "(2N more runs, half with gradients) and keep them if the held-out batches agree "
+        "(default 0: off)",
+    )
+    parser.add_argument(
         "-o", "--output", type=usable_path, default=Path("schedule.json"), help="schedule file"
     )
     parser.add_argument("--plot", type=usable_path, help="also draw the schedule to this PNG")
@@ -177,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
         f"tune makes at most {args.budget} runs of {args.steps} steps: 1 calibration run, 1 run "
         "with gradients for the sensitivity, 2 uncached held-out runs and one held-out run per "
         "candidate schedule, then held-out rounds for the best (the exact number once "
-        "calibrated)",
+        "calibrated)"
+        + (f"; then {2 * args.fit_weights} runs fitting the weights" if args.fit_weights else ""),
         file=sys.stderr,
     )
     progress = _Progress()
@@ -189,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
             held_out_seed=args.held_out_seed,
             adapter=args.adapter,
             budget=args.budget,
+            fit_weights=args.fit_weights,
             on_run=progress,
             **options,
         )
