@@ -155,6 +155,25 @@ def tiny_flux_pipeline() -> Any:
     return pipe
 
 
+def tiny_flux_call(pipe: Any) -> dict[str, Any]:
+    """Call arguments of :func:`tiny_flux_pipeline`: seeded prompt embeddings, the null prompt
+    as negative with true guidance (two transformer calls per step), 8 steps at 32 x 32."""
+    transformer = pipe.transformer
+    gen = torch.Generator().manual_seed(0)
+    dim = transformer.config.joint_attention_dim
+    pooled_dim = transformer.config.pooled_projection_dim
+    return {
+        "prompt_embeds": torch.randn(2, 8, dim, generator=gen),
+        "pooled_prompt_embeds": torch.randn(2, pooled_dim, generator=gen),
+        "negative_prompt_embeds": torch.zeros(2, 8, dim),
+        "negative_pooled_prompt_embeds": torch.zeros(2, pooled_dim),
+        "true_cfg_scale": 2.0,
+        "num_inference_steps": 8,
+        "height": 32,
+        "width": 32,
+    }
+
+
 def assert_same_state(before: dict[str, Any], after: dict[str, Any]) -> None:
     """Both snapshots from :func:`module_state` are identical (tensors bit-exact)."""
     assert before.keys() == after.keys()

@@ -22,6 +22,7 @@ from tests.conftest import (
     assert_same_state,
     count_original_calls,
     module_state,
+    tiny_flux_call,
     tiny_flux_pipeline,
 )
 from tests.test_tune import LABELS, STEPS, _run
@@ -155,20 +156,7 @@ def test_a_pipeline_is_fitted_from_its_call_arguments():
     as two calls per step, with the pipeline's undecorated ``__call__``."""
     pipe = tiny_flux_pipeline()
     transformer = pipe.transformer
-    gen = torch.Generator().manual_seed(0)
-    dim = transformer.config.joint_attention_dim
-    pooled_dim = transformer.config.pooled_projection_dim
-    call = {
-        "prompt_embeds": torch.randn(2, 8, dim, generator=gen),
-        "pooled_prompt_embeds": torch.randn(2, pooled_dim, generator=gen),
-        "negative_prompt_embeds": torch.zeros(2, 8, dim),
-        "negative_pooled_prompt_embeds": torch.zeros(2, pooled_dim),
-        "true_cfg_scale": 2.0,
-        "num_inference_steps": 8,
-        "height": 32,
-        "width": 32,
-        "output_type": "latent",
-    }
+    call = {**tiny_flux_call(pipe), "output_type": "latent"}
     # the text stream's ff_context matters only through the single-stream blocks of the same
     # step: they compute at every step, so its forecasts reach the output
     double = Schedule.uniform(8, 3, ["attn", "ff", "ff_context"], order=2)

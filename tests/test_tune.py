@@ -19,6 +19,7 @@ from tests.conftest import (
     assert_same_state,
     count_original_calls,
     module_state,
+    tiny_flux_call,
     tiny_flux_pipeline,
 )
 
@@ -70,20 +71,7 @@ def test_tune_on_the_shipped_model_reports_what_it_ran(digits):
 
 def test_tune_builds_the_runs_of_a_pipeline_from_its_call_arguments():
     pipe = tiny_flux_pipeline()
-    transformer = pipe.transformer
-    gen = torch.Generator().manual_seed(0)
-    dim = transformer.config.joint_attention_dim
-    pooled_dim = transformer.config.pooled_projection_dim
-    call = {
-        "prompt_embeds": torch.randn(2, 8, dim, generator=gen),
-        "pooled_prompt_embeds": torch.randn(2, pooled_dim, generator=gen),
-        "negative_prompt_embeds": torch.zeros(2, 8, dim),
-        "negative_pooled_prompt_embeds": torch.zeros(2, pooled_dim),
-        "true_cfg_scale": 2.0,
-        "num_inference_steps": 8,
-        "height": 32,
-        "width": 32,
-    }
+    call = tiny_flux_call(pipe)
     tuned = smoothcache.tune(pipe, call=call, compute_fraction=0.5)
     assert set(tuned.schedule.rows) == {"attn", "ff", "ff_context", "single"}
     # true CFG: two calls of 2 samples per step, and the sensitivity's replays
