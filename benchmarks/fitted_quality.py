@@ -28,6 +28,7 @@ peers). Also the CPU seconds of fitting. Writes ``docs/fitted_quality_<model>[_t
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -159,22 +160,12 @@ def _page(
 ) -> list[str]:
     """Per budget and seed: Lagrange and fitted, their margins; then the low-budget peers."""
     table, reps = scores.table, scores.replicates
-    found = {
-        (r["family"], r["calibration_seed"], round(r["budget"], 3)): i
-        for i, r in enumerate(table)
-        if r["family"] in (LAGRANGE, FITTED)
-    }
-    halves = {
-        (r["family"], r["calibration_seed"], round(r["budget"], 3)): i
-        for i, r in enumerate(table)
-        if str(r["family"]).endswith(" anchors")
-    }
+    found = _indices(table, lambda family: family in (LAGRANGE, FITTED))
+    halves = _indices(table, lambda family: family.endswith(" anchors"))
     envelopes = {seed: PeerEnvelope(scores, seed) for seed in bench.seeds.calibration}
 
     def over(i: int, seed: int) -> str:
-        line = envelopes[seed].line(table[i]["computed"], i, None)
-        low, high = line["interval"]
-        return f"{line['margin']:+.2f} [{low:+.2f}, {high:+.2f}]"
+        return _over(envelopes[seed], table, i)
 
     def cell(i: int) -> str:
         return _cell(table, i)
@@ -208,11 +199,9 @@ def _page(
             if lag is None or fit is None:
                 out.append(f"| {budget:.0%} | {seed} | not reachable | | | | |")
                 continue
-            low, high = interval(reps[fit] - reps[lag])
-            diff = table[fit]["psnr"] - table[lag]["psnr"]
             out.append(
                 f"| {budget:.0%} | {seed} | {cell(lag)} | {cell(fit)} "
-                f"| {diff:+.2f} [{low:+.2f}, {high:+.2f}] | {over(fit, seed)} | {over(lag, seed)} |"
+                f"| {_difference(table, reps, fit, lag)} | {over(fit, seed)} | {over(lag, seed)} |"
             )
     out += ["", "## Stored outputs in 16 bits", ""]
     out += [
@@ -228,12 +217,12 @@ def _page(
             lag = found.get((LAGRANGE, seed, round(budget, 3)))
             if lag is None:
                 continue
-            cells = []
-            for name in HALF:
-                i = halves[f"{LAGRANGE}, {name} anchors", seed, round(budget, 3)]
-                low, high = interval(reps[i] - reps[lag])
-                diff = table[i]["psnr"] - table[lag]["psnr"]
-                cells.append(f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]")
+            cells = [
+                _difference(
+                    table, reps, halves[f"{LAGRANGE}, {name} anchors", seed, round(budget, 3)], lag
+                )
+                for name in HALF
+            ]
             out.append(f"| {budget:.0%} | {seed} | {cell(lag)} | {' | '.join(cells)} |")
     out += ["", "## Peers at 20% of the compute and below", ""]
     out += ["| method | setting | cal. seed | compute | dB (worst) |", "|---|---|---|---|---|"]
@@ -262,11 +251,7 @@ def _closed_page(
 ) -> list[str]:
     """The closed-loop fitted rows against the Lagrange search's and the envelope."""
     table, reps = scores.table, scores.replicates
-    found = {
-        (r["family"], r["calibration_seed"], round(r["budget"], 3)): i
-        for i, r in enumerate(table)
-        if r["family"] in (LAGRANGE, CLOSED)
-    }
+    found = _indices(table, lambda family: family in (LAGRANGE, CLOSED))
     out = ["", "## Closed-loop fitted forecasts", ""]
     out += [
         f"The {CLOSED_BASE} search's schedule with its weights fitted to the final output "
@@ -285,17 +270,39 @@ def _closed_page(
             fit = found.get((CLOSED, seed, round(budget, 3)))
             if lag is None or fit is None:
                 continue
-            low, high = interval(reps[fit] - reps[lag])
-            line = PeerEnvelope(scores, seed).line(table[fit]["computed"], fit, None)
             how = closed[seed, budget]
             out.append(
                 f"| {budget:.0%} | {seed} | {_cell(table, lag)} | {_cell(table, fit)} "
-                f"| {table[fit]['psnr'] - table[lag]['psnr']:+.2f} [{low:+.2f}, {high:+.2f}] "
-                f"| {line['margin']:+.2f} [{line['interval'][0]:+.2f}, {line['interval'][1]:+.2f}] "
+                f"| {_difference(table, reps, fit, lag)} "
+                f"| {_over(PeerEnvelope(scores, seed), table, fit)} "
                 f"| {how['first_batch_snr_db']:.1f} -> {how['last_batch_snr_db']:.1f}, "
                 f"{how['seconds']:.0f} |"
             )
     return out
+
+
+def _indices(
+    table: list[dict[str, Any]], keep: Callable[[str], bool]
+) -> dict[tuple[Any, Any, float], int]:
+    """Rows of the families ``keep`` accepts, by (family, calibration seed, budget)."""
+    return {
+        (r["family"], r["calibration_seed"], round(r["budget"], 3)): i
+        for i, r in enumerate(table)
+        if keep(str(r["family"]))
+    }
+
+
+def _difference(table: list[dict[str, Any]], reps: Any, a: int, b: int) -> str:
+    """Row ``a``'s batch PSNR minus row ``b``'s, with its 90% interval."""
+    low, high = interval(reps[a] - reps[b])
+    return f"{table[a]['psnr'] - table[b]['psnr']:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _over(envelope: PeerEnvelope, table: list[dict[str, Any]], i: int) -> str:
+    """Row ``i``'s margin over the peers' envelope at its compute, with its interval."""
+    line = envelope.line(table[i]["computed"], i, None)
+    low, high = line["interval"]
+    return f"{line['margin']:+.2f} [{low:+.2f}, {high:+.2f}]"
 
 
 def _cell(table: list[dict[str, Any]], i: int) -> str:
