@@ -33,7 +33,7 @@ PAGES: dict[str, tuple[int, int, int]] = {
     "README.md": (1, 2, 2),
     "docs/usage.md": (6, 0, 2),
     "docs/methods.md": (5, 0, 1),
-    "docs/forecast.md": (2, 0, 0),
+    "docs/forecast.md": (3, 0, 0),
     "docs/schedule-search-method.md": (1, 0, 0),
     "docs/distributed.md": (0, 0, 3),
     "docs/evaluation.md": (0, 0, 1),
