@@ -111,10 +111,11 @@ class Tuned:
             "held-out signal-to-error ratio (dB) of every candidate, batch and worst samples, "
             "on the held-out samples it ran:",
         ]
+        width = max(34, *(len(c.label) for c in self.candidates))
         for index, c in enumerate(self.candidates):
             mark = "*" if index == self.chosen else " "
             lines.append(
-                f" {mark} {c.label:<34} {c.compute_fraction:6.1%}  "
+                f" {mark} {c.label:<{width}} {c.compute_fraction:6.1%}  "
                 f"{_decibels(self.signal, c.mse):6.2f}  {_decibels(self.signal, c.tail):6.2f}  "
                 f"{c.samples:4d}"
             )
