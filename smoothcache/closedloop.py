@@ -33,7 +33,13 @@ import torch
 
 from smoothcache.adapter import Adapter
 from smoothcache.engine import enabled
-from smoothcache.engine.technique import TECHNIQUES, Answer, Technique, register_technique
+from smoothcache.engine.technique import (
+    TECHNIQUES,
+    Answer,
+    Technique,
+    register_technique,
+    technique_named,
+)
 from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
 from smoothcache.forecast import combine, first_tensor, lagrange_weights, plan_reads
 from smoothcache.sampling import SeededRun, seeded_runs
@@ -69,9 +75,11 @@ class _Trainable(Technique):
         base, delta = entry
         tensor = first_tensor(newest)
         device = None if tensor is None else tensor.device
+        wide = tensor is not None and tensor.dtype == torch.float64
+        dtype = torch.float64 if wide else torch.float32  # as the engine's forecasts
 
         def forecast(read: list[Any]) -> Any:
-            weights = (base + delta - delta.mean()).to(device)
+            weights = (base + delta - delta.mean()).to(device=device, dtype=dtype)
             return combine(read, tuple(weights.unbind()))
 
         return forecast
@@ -96,7 +104,7 @@ def _tables(schedule: Schedule) -> dict[str, dict[tuple[float, ...], tuple[Any, 
     tables: dict[str, dict[tuple[float, ...], tuple[Any, Any]]] = {}
     for key, orders in schedule.orders.items():
         named = schedule.techniques.get(key)
-        if named is not None and not TECHNIQUES[named].takes_weights:
+        if named is not None and not technique_named(named, key).takes_weights:
             continue
         own = (schedule.weights or {}).get(key)
         table = {}
@@ -150,9 +158,10 @@ def fit_closed_loop(
     tables = _tables(schedule)
     if not tables:
         raise ScheduleError(
-            "the schedule forecasts at no step (every skipped step reuses, order 0): nothing "
-            "to fit; make a forecast schedule (curves.schedule(compute_fraction=f, "
-            "method='forecast') or smoothcache.tune)"
+            "the schedule forecasts at no step with weights (every skipped step reuses, order "
+            "0, or its key names a technique that takes none): nothing to fit; make a forecast "
+            "schedule (curves.schedule(compute_fraction=f, method='forecast') or "
+            "smoothcache.tune)"
         )
     chosen = list(range(FIRST_SEED, FIRST_SEED + ITERATIONS)) if seeds is None else list(seeds)
     if not chosen or not all(isinstance(s, int) and not isinstance(s, bool) for s in chosen):

@@ -96,6 +96,10 @@ def test_what_cannot_be_fitted_is_refused_and_the_model_left_as_it_was(digits):
     reuse = Schedule.uniform(STEPS, 4, list(schedule.rows))
     with pytest.raises(ScheduleError, match="nothing to fit"):
         smoothcache.fit_closed_loop(digits, reuse, _run(digits))
+    # a key answered by a technique that takes no weights has nothing to fit either
+    reusing = dataclasses.replace(schedule, techniques=dict.fromkeys(schedule.rows, "reuse"))
+    with pytest.raises(ScheduleError, match="nothing to fit"):
+        smoothcache.fit_closed_loop(digits, reusing, _run(digits))
 
     def no_gradients(seed):
         with torch.no_grad():
