@@ -26,7 +26,7 @@ import math
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -42,7 +42,7 @@ from smoothcache.engine.technique import (
 )
 from smoothcache.errors import ArgumentError, CalibrationError, ScheduleError
 from smoothcache.forecast import combine, first_tensor, lagrange_weights, plan_reads
-from smoothcache.sampling import SeededRun, seeded_runs
+from smoothcache.sampling import SeededRun, sample_errors, seeded_runs
 from smoothcache.schedule import Schedule
 
 #: Iterations (fresh batches) by default, and Adam's step on the weight corrections: chosen on
@@ -79,10 +79,15 @@ class _Trainable(Technique):
         dtype = torch.float64 if wide else torch.float32  # as the engine's forecasts
 
         def forecast(read: list[Any]) -> Any:
-            weights = (base + delta - delta.mean()).to(device=device, dtype=dtype)
+            weights = _current(base, delta).to(device=device, dtype=dtype)
             return combine(read, tuple(weights.unbind()))
 
         return forecast
+
+
+def _current(base: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """A step's weights during the fit: the start plus the correction, made to sum to zero."""
+    return base + delta - delta.mean()
 
 
 @contextmanager
@@ -126,8 +131,7 @@ def _weights(schedule: Schedule, tables: Mapping[str, Mapping[tuple[float, ...],
     for key, table in tables.items():
         row = weights.setdefault(key, [None] * schedule.num_steps)
         for (step, *_), (base, delta) in table.items():
-            fitted = (base + delta - delta.mean()).detach()
-            row[int(step)] = tuple(float(w) for w in fitted)
+            row[int(step)] = tuple(float(w) for w in _current(base, delta).detach())
     return {k: tuple(v) for k, v in weights.items()}
 
 
@@ -166,9 +170,8 @@ def fit_closed_loop(
     chosen = list(range(FIRST_SEED, FIRST_SEED + ITERATIONS)) if seeds is None else list(seeds)
     if not chosen or not all(isinstance(s, int) and not isinstance(s, bool) for s in chosen):
         raise ArgumentError(f"seeds must be a non-empty list of integers, found {seeds!r}")
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)):
-        raise ArgumentError(f"learning_rate must be a number > 0, found {learning_rate!r}")
-    if not learning_rate > 0 or not math.isfinite(learning_rate):
+    number = isinstance(learning_rate, (int, float)) and not isinstance(learning_rate, bool)
+    if not number or not 0 < learning_rate < math.inf:
         raise ArgumentError(f"learning_rate must be a number > 0, found {learning_rate!r}")
     if held_out_seed is not None and (
         not isinstance(held_out_seed, int)
@@ -195,9 +198,7 @@ def fit_closed_loop(
         for seed in chosen:
             with torch.no_grad():
                 reference = plain(seed)
-            with ExitStack() as stack:
-                stack.enter_context(enabled(model, training, adapter=adapter))
-                stack.enter_context(torch.enable_grad())
+            with enabled(model, training, adapter=adapter), torch.enable_grad():
                 output = graph_run(seed)
                 loss = _loss(output, reference)
                 gradients = torch.autograd.grad(loss, deltas, allow_unused=True)
@@ -237,17 +238,11 @@ def _held_out_gain(
     """How much lower (in dB) the batch error of ``seed`` is under ``after`` than ``before``."""
     errors = []
     with torch.no_grad():
-        reference = run(seed)
+        reference = torch.as_tensor(run(seed)).to(torch.float64)
         for schedule in (before, after):
             with enabled(model, schedule, adapter=adapter):
-                output = run(seed)
-            errors.append(
-                float(
-                    (torch.as_tensor(output).double() - torch.as_tensor(reference).double())
-                    .pow(2)
-                    .mean()
-                )
-            )
+                output = torch.as_tensor(run(seed))
+            errors.append(float(sample_errors(output, reference).mean()))
     return 10 * math.log10(max(errors[0], 1e-300) / max(errors[1], 1e-300))
 
 

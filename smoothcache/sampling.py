@@ -1,6 +1,6 @@
 """Seeded sampler runs: the user's ``run(seed)``, or one built from a diffusers pipeline's own
-call arguments, with and without gradients. :func:`~smoothcache.tune` and
-:func:`~smoothcache.fit_closed_loop` sample through them."""
+call arguments, with and without gradients, and each sample's error against an uncached run.
+:func:`~smoothcache.tune` and :func:`~smoothcache.fit_closed_loop` sample through them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from smoothcache.errors import ArgumentError, CalibrationError
+from smoothcache.tuning import check_same_output
 
 #: ``run(seed)`` samples one batch from ``seed`` and returns the final output as a tensor.
 SeededRun = Callable[[int], Any]
@@ -65,3 +66,11 @@ def seeded_runs(
         )
 
     return pipeline_run, functools.partial(pipeline_run, graph=True)
+
+
+def sample_errors(output: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
+    """Each sample's mean squared error against the uncached ``reference`` (float64), after
+    checking that ``output`` is shaped like it."""
+    check_same_output(output, reference)
+    errors = ((output.to(torch.float64) - reference) ** 2).reshape(len(output), -1).mean(1)
+    return errors.cpu().numpy()

@@ -65,12 +65,11 @@ from smoothcache.racing import (
     tune_lookahead,
 )
 from smoothcache.response import SensitivityUnavailable, estimate_sensitivity
-from smoothcache.sampling import SeededRun, seeded_runs
+from smoothcache.sampling import SeededRun, sample_errors, seeded_runs
 from smoothcache.schedule import Schedule
 from smoothcache.searches.base import check_fraction
 from smoothcache.tuning import (
     EvaluationCounter,
-    check_same_output,
     deterministic_reference,
     final_output,
     output_tensor,
@@ -371,14 +370,6 @@ def held_out_snr_db(
     }
     signal = float((reference**2).mean())
     return {name: _decibels(signal, error) for name, error in errors.items()}
-
-
-def sample_errors(output: torch.Tensor, reference: torch.Tensor) -> np.ndarray:
-    """Each sample's mean squared error against the uncached ``reference`` (float64), after
-    checking that ``output`` is shaped like it."""
-    check_same_output(output, reference)
-    errors = ((output.to(torch.float64) - reference) ** 2).reshape(len(output), -1).mean(1)
-    return errors.cpu().numpy()
 
 
 def _sensitivity(

@@ -12,6 +12,7 @@ model's to say (docs/forecast.md measures it); :func:`low_precision` applies it 
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import torch
@@ -101,5 +102,4 @@ def low_precision(schedule: Schedule, dtype: torch.dtype = torch.bfloat16) -> Sc
             f"low_precision keeps outputs in torch.bfloat16 or torch.float16, found {dtype!r}; "
             "pass one of those"
         )
-    techniques = {key: found.name for key in schedule.rows}
-    return Schedule(schedule.rows, schedule.metadata, schedule.orders, techniques, schedule.weights)
+    return dataclasses.replace(schedule, techniques=dict.fromkeys(schedule.rows, found.name))
